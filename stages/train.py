@@ -1,0 +1,61 @@
+"""Stage `train@<latent_dim>-<seed>`: train one VAE and write models/<latent_dim>-<seed>/."""
+
+import argparse
+import logging
+import os
+
+from vaebic.errors import run_cli
+
+log = logging.getLogger("vaebic.train")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--latent-dim", type=int, required=True)
+    ap.add_argument("--seed", type=int, required=True)
+    ap.add_argument("--params", default="params.yaml")
+    ap.add_argument("--data", default="data/prepared")
+    ap.add_argument("--out", required=True, help="model folder to write, e.g. models/8-0")
+    args = ap.parse_args()
+    from vaebic import data, params, tracking
+
+    p = params.load(args.params)
+    d, seed = args.latent_dim, args.seed
+    train_x, _, meta = data.load_prepared(args.data)
+
+    import torch
+
+    from vaebic.files import atomic_folder, write_json_atomic
+    from vaebic.model import VAE, count_params, pick_device, save_model
+    from vaebic.training import train_vae
+
+    device = pick_device(p["train"]["device"])
+    x = torch.from_numpy(train_x).to(device=device, dtype=torch.float32)
+    torch.manual_seed(seed)
+    model = VAE(meta["input_dim"], d, p["model"]["hidden_sizes"], meta["image_shape"]).to(device)
+    stage = os.environ.get("DVC_STAGE", f"train@{d}-{seed}")
+    log.info("training latent_dim=%d seed=%d on %s: %d examples, %d epochs", d, seed, device, len(x), p["train"]["epochs"])
+
+    with tracking.model_run(p["mlflow"]["experiment"], d, seed, stage) as run:
+        tracking.set_tags({"data.fingerprint": meta["fingerprint"], "dataset": meta["dataset"]})
+        tracking.log_params({
+            "latent_dim": d, "seed": seed, "dataset": meta["dataset"], "likelihood": p["model"]["likelihood"],
+            "hidden_sizes": p["model"]["hidden_sizes"], "n_train": meta["n_train"], "device": str(device),
+            **{f"train.{k}": v for k, v in p["train"].items() if k != "device"},
+            "n_params_decoder": count_params(model, "decoder"), "n_params_all": count_params(model, "all"),
+        })
+
+        def on_epoch(epoch, rec):
+            tracking.log_metrics({"train_loss": rec["loss"], "train_recon": rec["recon"], "train_kl": rec["kl"]}, step=epoch)
+
+        history = train_vae(model, x, epochs=p["train"]["epochs"], batch_size=p["train"]["batch_size"],
+                            lr=p["train"]["lr"], seed=seed, on_epoch=on_epoch, desc=f"d={d} seed={seed}")
+        with atomic_folder(args.out) as tmp:
+            save_model(model, tmp, extra_config={"seed": seed, "data_fingerprint": meta["fingerprint"], "train": p["train"]})
+            write_json_atomic(tmp / "history.json", history)
+            tracking.save_run_id(tmp, run.info.run_id)
+    log.info("wrote %s (final -ELBO %.3f nats/example on the training split)", args.out, history[-1]["loss"])
+
+
+if __name__ == "__main__":
+    run_cli(main)

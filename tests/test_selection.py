@@ -1,0 +1,71 @@
+import math
+
+import pytest
+
+from vaebic import selection
+from vaebic.errors import VaebicError
+
+
+def test_bic_and_aic_on_hand_made_numbers():
+    # k = 10, n = 100, ln L = -50:  BIC = 10 ln 100 + 100,  AIC = 20 + 100
+    assert selection.bic(-50.0, 10, 100) == pytest.approx(10 * math.log(100) + 100)
+    assert selection.bic(-50.0, 10, 100) == pytest.approx(146.0517018598809)
+    assert selection.aic(-50.0, 10) == pytest.approx(120.0)
+    # more parameters cost more under BIC than AIC once ln n > 2
+    assert selection.bic(-50.0, 11, 100) - selection.bic(-50.0, 10, 100) == pytest.approx(math.log(100))
+    assert selection.aic(-50.0, 11) - selection.aic(-50.0, 10) == pytest.approx(2.0)
+
+
+def record(d, seed, elbo_train, elbo_test, k_dec, k_all, n=100):
+    split = lambda e, m: {"n": m, "elbo_nats": e, "elbo_sum_nats": e * m, "recon_nats": -e - 1.0, "kl_nats": 1.0}
+    return {"latent_dim": d, "seed": seed, "train": split(elbo_train, n), "test": split(elbo_test, 20),
+            "n_params": {"decoder": k_dec, "all": k_all}}
+
+
+def test_table_uses_training_sum_and_chosen_parameter_count():
+    recs = [record(2, 0, -100.0, -105.0, 10, 30), record(4, 0, -90.0, -99.0, 20, 50)]
+    t = selection.build_table(recs, "decoder")
+    row = t[t.latent_dim == 4].iloc[0]
+    assert row.log_likelihood == pytest.approx(-9000.0)
+    assert row.n_params == 20
+    assert row.bic == pytest.approx(20 * math.log(100) + 18000.0)
+    assert row.aic == pytest.approx(40 + 18000.0)
+    t_all = selection.build_table(recs, "all")
+    assert t_all[t_all.latent_dim == 4].iloc[0].n_params == 50
+    assert list(t.columns) == list(selection.COLUMNS)
+
+
+def test_choose_picks_lowest_mean_over_seeds_and_reports_each_criterion():
+    recs = [
+        # d=2: worse fit, cheap; d=4: better fit; d=8: barely better fit, far more parameters
+        record(2, 0, -100.0, -101.0, 10, 20), record(2, 1, -100.5, -101.0, 10, 20),
+        record(4, 0, -90.0, -95.0, 20, 40), record(4, 1, -91.0, -94.0, 20, 40),
+        record(8, 0, -89.9, -93.0, 400, 800), record(8, 1, -89.8, -93.5, 400, 800),
+    ]
+    t = selection.build_table(recs)
+    choice = selection.choose(t, "bic")
+    assert choice["best_latent_dim"] == 4
+    assert choice["best_seed"] == 0  # seed 0 has the better (lower) BIC at d=4
+    assert choice["selected_by"]["test_elbo"] == 8
+    assert choice["criterion"] == "bic"
+    expected_mean = (selection.bic(-9000.0, 20, 100) + selection.bic(-9100.0, 20, 100)) / 2
+    assert choice["best_value"] == pytest.approx(expected_mean)
+
+
+def test_ties_go_to_the_smaller_dimension():
+    t = selection.build_table([record(3, 0, -50.0, -50.0, 5, 5), record(2, 0, -50.0, -50.0, 5, 5)])
+    assert selection.choose(t)["best_latent_dim"] == 2
+
+
+def test_read_metrics_reads_only_the_current_sweep(tmp_path):
+    import json
+
+    for d in (2, 4, 16):
+        (tmp_path / f"{d}-0.json").write_text(json.dumps(record(d, 0, -1.0, -1.0, 1, 1)))
+    recs = selection.read_metrics(tmp_path, [2, 4], [0])
+    assert [r["latent_dim"] for r in recs] == [2, 4]
+    with pytest.raises(VaebicError, match=r"8-0.json: missing"):
+        selection.read_metrics(tmp_path, [2, 8], [0])
+    (tmp_path / "4-0.json").write_text("{not json")
+    with pytest.raises(VaebicError, match="not valid JSON"):
+        selection.read_metrics(tmp_path, [4], [0])
