@@ -1,20 +1,15 @@
 """Stage `evaluate@<latent_dim>-<seed>`: reconstruction, KL and ELBO of one model on train and test."""
 
-import argparse
 import logging
 import os
 
-from vaebic.errors import run_cli
+from vaebic.cli import run_cli, stage_parser
 
 log = logging.getLogger("vaebic.evaluate")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--latent-dim", type=int, required=True)
-    ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
+    ap = stage_parser(__doc__, per_model=True)
     ap.add_argument("--model", required=True, help="model folder, e.g. models/8-0")
     ap.add_argument("--out", required=True, help="metrics file to write, e.g. metrics/8-0.json")
     args = ap.parse_args()

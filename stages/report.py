@@ -1,13 +1,12 @@
 """Stage `report`: the BIC curve, ELBO/reconstruction/KL curves, reconstructions and prior samples
 of the selected model, and reports/report.md tying them to the table; all logged to an MLflow summary run."""
 
-import argparse
 import json
 import logging
 import os
 from pathlib import Path
 
-from vaebic.errors import run_cli
+from vaebic.cli import run_cli, stage_parser
 
 log = logging.getLogger("vaebic.report")
 
@@ -20,10 +19,8 @@ FIGURES = {
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--reports", default="reports")
-    ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--models", default="models")
     args = ap.parse_args()
     import pandas as pd
@@ -49,18 +46,14 @@ def main() -> None:
 
         import torch
 
+        from vaebic.evaluation import reconstructions_and_samples
         from vaebic.model import load_model
 
         d, seed = choice["best_latent_dim"], choice["best_seed"]
         model = load_model(Path(args.models) / f"{d}-{seed}")
         shape = meta["image_shape"][-2:]
-        gen = torch.Generator().manual_seed(0)
-        with torch.no_grad():
-            x = torch.from_numpy(test_x[: rp["n_reconstructions"]]).float()
-            mu, _ = model.encode(x)
-            recon = torch.sigmoid(model.decode(mu))  # Bernoulli means of p(x | z = E_q[z|x])
-            z = torch.randn(rp["n_samples"], d, generator=gen)
-            samples = torch.sigmoid(model.decode(z))
+        x = torch.from_numpy(test_x[: rp["n_reconstructions"]]).float()
+        recon, samples = reconstructions_and_samples(model, x, rp["n_samples"])
         plots.image_grid([x.reshape(-1, *shape).numpy(), recon.reshape(-1, *shape).numpy()], row_labels=["test", "recon."],
                          title=f"selected model d={d}, seed {seed}: test images and reconstructions", path=out / FIGURES["reconstructions"], dpi=rp["dpi"])
         plots.image_grid([samples.reshape(-1, *shape).numpy()], row_labels=["z ~ N(0, I)"], ncol=min(16, rp["n_samples"]),

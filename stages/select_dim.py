@@ -5,26 +5,22 @@ Only the metrics files of the latent dimensions and seeds now in params.yaml are
 left behind by a dimension removed from the sweep are ignored.
 """
 
-import argparse
 import json
 import logging
 from pathlib import Path
 
-from vaebic.errors import run_cli
+from vaebic.cli import run_cli, stage_parser
 
 log = logging.getLogger("vaebic.select")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--params", default="params.yaml")
+    ap = stage_parser(__doc__)
     ap.add_argument("--metrics", default="metrics")
-    ap.add_argument("--data", default="data/prepared")
     ap.add_argument("--out", default="reports")
     args = ap.parse_args()
     from vaebic import params, selection
     from vaebic.files import write_json_atomic, write_text_atomic
-    from vaebic.report import describe_setup
 
     p = params.load(args.params)
     sweep, sel = p["sweep"], p["select"]
@@ -32,19 +28,16 @@ def main() -> None:
     records = selection.read_metrics(args.metrics, sweep["latent_dims"], sweep["seeds"])
     table = selection.build_table(records, sel["count_params"])
     choice = selection.choose(table, sel["criterion"])
-    setup = describe_setup(meta, sel["count_params"])
     out = Path(args.out)
     write_text_atomic(out / "bic.csv", table.to_csv(index=False, float_format="%.6f"))
+    # Short values only: `dvc metrics show` prints every field on one line. report.md explains them.
     write_json_atomic(out / "selection.json", {
         **choice,
         "count_params": sel["count_params"],
-        "log_likelihood_estimate": "elbo (lower bound on log p(x)), summed over the training split",
+        "log_likelihood_estimate": "ELBO summed over the train split (a lower bound)",
         "likelihood": meta["likelihood"],
-        "split_for_log_likelihood": "train",
         "n_train": int(meta["n_train"]),
         "dataset": meta["dataset"],
-        "data_fingerprint": meta["fingerprint"],
-        "what": setup,
     })
     log.info("selected latent_dim=%d by %s (BIC picks %d, AIC %d, held-out ELBO %d)", choice["best_latent_dim"], choice["rule"],
              choice["selected_by"]["bic"], choice["selected_by"]["aic"], choice["selected_by"]["test_elbo"])

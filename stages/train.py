@@ -1,20 +1,15 @@
 """Stage `train@<latent_dim>-<seed>`: train one VAE and write models/<latent_dim>-<seed>/."""
 
-import argparse
 import logging
 import os
 
-from vaebic.errors import run_cli
+from vaebic.cli import run_cli, stage_parser
 
 log = logging.getLogger("vaebic.train")
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--latent-dim", type=int, required=True)
-    ap.add_argument("--seed", type=int, required=True)
-    ap.add_argument("--params", default="params.yaml")
-    ap.add_argument("--data", default="data/prepared")
+    ap = stage_parser(__doc__, per_model=True)
     ap.add_argument("--out", required=True, help="model folder to write, e.g. models/8-0")
     args = ap.parse_args()
     from vaebic import data, params, tracking

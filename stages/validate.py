@@ -7,7 +7,7 @@ Every other stage depends (through data/params.ok) on this one, so a bad params.
 import argparse
 from pathlib import Path
 
-from vaebic.errors import run_cli
+from vaebic.cli import run_cli
 
 
 def main() -> None:

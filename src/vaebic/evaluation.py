@@ -32,3 +32,13 @@ def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, s
         "elbo_sum_nats": elbo_sum,
         "n_mc_samples": n_samples,
     }
+
+
+@torch.no_grad()
+def reconstructions_and_samples(model, x: torch.Tensor, n_samples: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bernoulli means of p(x | z = E_q[z|x]) for the images x, and of p(x|z) for n_samples z ~ N(0, I)."""
+    model.eval()
+    mu, _ = model.encode(x)
+    gen = torch.Generator(device=x.device).manual_seed(seed)
+    z = torch.randn(n_samples, model.latent_dim, generator=gen, device=x.device)
+    return torch.sigmoid(model.decode(mu)), torch.sigmoid(model.decode(z))

@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> None:
     """`python -m vaebic.params` lists every parameter; `python -m vaebic.params params.yaml` checks a file."""
     import sys
 
-    from vaebic.errors import run_cli
+    from vaebic.cli import run_cli
 
     args = sys.argv[1:] if argv is None else argv
 

@@ -32,8 +32,8 @@ def _fmt(v) -> str:
 def markdown_table(df) -> str:
     cols = list(df.columns)
     lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---:" for _ in cols) + "|"]
-    for _, row in df.iterrows():
-        lines.append("| " + " | ".join(_fmt(row[c]) for c in cols) + " |")
+    for row in df.itertuples(index=False):  # itertuples keeps each column's dtype; iterrows upcasts ints to float
+        lines.append("| " + " | ".join(_fmt(v) for v in row) + " |")
     return "\n".join(lines)
 
 

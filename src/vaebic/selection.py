@@ -130,7 +130,7 @@ def choose(table, criterion: str = "bic") -> dict:
     return {
         "best_latent_dim": best,
         "criterion": criterion,
-        "rule": f"lowest mean {criterion.upper()} over seeds; ties go to the smaller latent dimension",
+        "rule": f"lowest mean {criterion.upper()} over seeds, ties to the smaller d",
         "best_seed": int(best_row["seed"]),
         "best_value": float(summary.loc[summary.latent_dim == best, criterion].iloc[0]),
         "selected_by": {"bic": argmin("bic"), "aic": argmin("aic"), "test_elbo": by_test_elbo},

@@ -71,7 +71,7 @@ def train_vae(
         record = {"loss": totals[0].item(), "recon": totals[1].item(), "kl": totals[2].item()}
         history.append(record)
         if show_bar:
-            bar.set_postfix(loss=f"{record['loss']:.2f}", kl=f"{record['kl']:.2f}")
+            bar.set_postfix({"-ELBO": f"{record['loss']:.2f}", "KL": f"{record['kl']:.2f}"})
         else:
             log.info("%s epoch %d/%d: -ELBO %.3f (recon %.3f, KL %.3f) nats/example", desc, epoch, epochs, record["loss"], record["recon"], record["kl"])
         if on_epoch is not None:

@@ -1,0 +1,46 @@
+"""What every stage script shares: its argument parser and the wrapper that turns user errors
+into one plain message and a non-zero exit code."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from typing import Callable
+
+from vaebic.errors import VaebicError
+
+DEBUG_ENV = "VAEBIC_DEBUG"
+
+
+def stage_parser(description: str | None, *, per_model: bool = False) -> argparse.ArgumentParser:
+    """--params and --data for every stage; --latent-dim and --seed for the per-model stages."""
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--params", default="params.yaml", help="the parameters file")
+    ap.add_argument("--data", default="data/prepared", help="the prepared-data folder")
+    if per_model:
+        ap.add_argument("--latent-dim", type=int, required=True)
+        ap.add_argument("--seed", type=int, required=True)
+    return ap
+
+
+def run_cli(main: Callable[[], None]) -> None:
+    """Run a stage's main(): user errors become `error: <message>` on stderr and exit code 1.
+
+    Ctrl-C exits with 130 and a one-line note. Any other exception is a bug and keeps its traceback.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("alembic", "mlflow.store", "mlflow.tracking", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
+    try:
+        main()
+    except VaebicError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        print("interrupted: stopped by Ctrl-C; run `dvc repro` again to redo this stage", file=sys.stderr)
+        sys.exit(130)
