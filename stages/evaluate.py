@@ -1,4 +1,5 @@
-"""Stage `evaluate@<latent_dim>-<seed>`: reconstruction, KL and ELBO of one model on train and test."""
+"""Stage `evaluate@<latent_dim>-<seed>`: reconstruction, KL, ELBO, the importance-weighted log-likelihood
+estimate, per-unit KL and active units of one model, on train and test."""
 
 import logging
 import os
@@ -21,7 +22,7 @@ def main() -> None:
 
     import torch
 
-    from vaebic.evaluation import evaluate_split
+    from vaebic.evaluation import evaluate_split, latent_usage, log_likelihood_estimate
     from vaebic.files import write_json_atomic
     from vaebic.model import count_params, load_model, pick_device
 
@@ -34,18 +35,28 @@ def main() -> None:
         "dataset": meta["dataset"],
         "data_fingerprint": meta["fingerprint"],
         "likelihood": meta["likelihood"],
-        "log_likelihood_estimate": "elbo",
         "n_params": {"decoder": count_params(model, "decoder"), "all": count_params(model, "all")},
     }
     for split, arr in (("train", train_x), ("test", test_x)):
         x = torch.from_numpy(arr).to(device=device, dtype=torch.float32)
-        record[split] = evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"])
-        log.info("latent_dim=%d seed=%d %s: ELBO %.3f, recon %.3f, KL %.3f nats/example", d, seed, split,
-                 record[split]["elbo_nats"], record[split]["recon_nats"], record[split]["kl_nats"])
+        record[split] = {
+            **evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"]),
+            **log_likelihood_estimate(model, x, k_samples=ev["k_samples"], batch_size=ev["batch_size"],
+                                      max_chunk_mb=ev["max_chunk_mb"], seed=ev["seed"]),
+            **latent_usage(model, x, batch_size=ev["batch_size"], threshold=ev["active_threshold"]),
+        }
+        r = record[split]
+        log.info("latent_dim=%d seed=%d %s: log p(x) >= %.3f +- %.3f (IWAE, K=%d), ELBO %.3f (recon %.3f, KL %.3f) nats/example, %d of %d units active",
+                 d, seed, split, r["iwae_nats"], r["iwae_std_err_nats"], r["k_samples"], r["elbo_nats"], r["recon_nats"], r["kl_nats"],
+                 r["active_units"], d)
 
     stage = os.environ.get("DVC_STAGE", f"evaluate@{d}-{seed}")
     with tracking.model_run(p["mlflow"]["experiment"], d, seed, stage, run_id=tracking.load_run_id(args.model)):
-        tracking.log_metrics({f"{m}_{split}": record[split][f"{m}_nats"] for split in ("train", "test") for m in ("elbo", "recon", "kl")})
+        tracking.log_metrics({
+            **{f"{m}_{split}": record[split][f"{m}_nats"] for split in ("train", "test") for m in ("elbo", "recon", "kl", "iwae")},
+            **{f"iwae_se_{split}": record[split]["iwae_std_err_nats"] for split in ("train", "test")},
+            "active_units": record["train"]["active_units"],
+        })
     write_json_atomic(args.out, record)
 
 

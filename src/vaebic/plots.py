@@ -26,7 +26,7 @@ def _band(ax, summary, col, color, label):
 
 
 def bic_curve(table, summary, choice: dict, *, subtitle: str, path: str | Path, dpi: int = 120) -> None:
-    """BIC (and AIC) against latent dimension, the minimum marked, and the held-out ELBO beside it."""
+    """BIC (and AIC) against latent dimension, the minimum marked, and the held-out log-likelihood beside it."""
     fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
     _band(ax, summary, "bic", "tab:blue", "BIC (mean over seeds)")
     if summary["n_seeds"].max() > 1:
@@ -51,14 +51,15 @@ def bic_curve(table, summary, choice: dict, *, subtitle: str, path: str | Path, 
     lines_r = axr.get_legend_handles_labels()
     ax.legend(lines[0] + lines_r[0], lines[1] + lines_r[1], fontsize=8, loc="best")
 
-    _band(ax2, summary, "elbo_test", "tab:green", "test ELBO (mean over seeds)")
+    _band(ax2, summary, "iwae_test", "tab:green", "test log p(x), IWAE estimate (mean over seeds)")
+    ax2.plot(dims, summary["elbo_test"], "o--", color="tab:green", alpha=0.5, label="test ELBO (a looser bound)")
     ax2.axvline(best, color="k", linestyle="--", linewidth=1)
     ax2.set_xscale("log", base=2)
     ax2.set_xticks(dims, [str(d) for d in dims])
     ax2.minorticks_off()
     ax2.set_xlabel("latent dimension d")
     ax2.set_ylabel("nats per example (higher is better)")
-    ax2.set_title("held-out ELBO", loc="left")
+    ax2.set_title("held-out log-likelihood", loc="left")
     ax2.grid(True, alpha=0.3)
     ax2.legend(fontsize=8, loc="lower right")
     fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
@@ -88,6 +89,44 @@ def metric_curves(summary, *, subtitle: str, path: str | Path, dpi: int = 120) -
         ax.set_xticks(dims, [str(d) for d in dims])
         ax.minorticks_off()
         ax.grid(True, alpha=0.3)
+    fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
+def latent_usage(summary, kl_per_unit: dict, *, true_dim: int | None, subtitle: str, path: str | Path, dpi: int = 120) -> None:
+    """Active units against latent dimension, and each model's per-unit KL sorted from largest to smallest.
+
+    kl_per_unit maps (latent_dim, seed) to the list of mean KL per unit (nats, training split).
+    """
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.4))
+    dims = summary["latent_dim"].to_numpy()
+    _band(ax, summary, "active_units", "tab:red", "active units (mean over seeds)")
+    ax.plot(dims, dims, ":", color="gray", label="every unit active (d)")
+    if true_dim is not None:
+        ax.axhline(true_dim, color="k", linestyle="--", linewidth=1, label=f"true latent dimension ({true_dim})")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.minorticks_off()
+    ax.set_xlabel("latent dimension d")
+    ax.set_ylabel("active units: Var_x(E_q[z_u|x]) > threshold")
+    ax.set_title("latent units in use", loc="left")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    cmap = plt.get_cmap("viridis")
+    keys = sorted(kl_per_unit)
+    first_seed = {}
+    for d, seed in keys:
+        first_seed.setdefault(d, seed)
+    for i, d in enumerate(sorted(first_seed)):
+        kls = sorted(kl_per_unit[(d, first_seed[d])], reverse=True)
+        ax2.plot(range(1, len(kls) + 1), kls, "o-", markersize=3, color=cmap(i / max(1, len(first_seed) - 1)), label=f"d={d}")
+    ax2.set_xlabel("latent unit, ranked by KL")
+    ax2.set_ylabel("mean KL(q(z_u|x) ‖ N(0,1)), nats")
+    ax2.set_title("KL per latent unit (first seed of each d)", loc="left")
+    ax2.grid(True, alpha=0.3)
+    ax2.legend(fontsize=7, ncol=2)
     fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=dpi)
