@@ -84,7 +84,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "evaluate": {
         "n_samples": Field("int", 10, "Monte-Carlo samples of z per example for the reconstruction term", low=1),
         "k_samples": Field("int", 100, "importance samples K per example for the log-likelihood estimate", low=1),
-        "max_chunk_mb": Field("int", 256, "memory budget of one block of importance samples (decoder outputs), in MiB", low=1),
+        "max_chunk_mb": Field("int", 16, "memory budget of one block of importance samples (decoder outputs), in MiB", low=1),
         "active_threshold": Field("float", 0.01, "a latent unit is active when Var_x(E_q[z_u|x]) exceeds this", low=0.0, low_open=True),
         "batch_size": Field("int", 1000, "examples per evaluation batch", low=1),
         "seed": Field("int", 0, "seed of the evaluation's Monte-Carlo samples", low=0),

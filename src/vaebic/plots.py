@@ -17,6 +17,15 @@ def _save(fig, path: str | Path, dpi: int) -> None:
     plt.close(fig)
 
 
+def _latent_axis(ax, dims) -> None:
+    """x axis of latent dimensions: log2 scale, a tick at each swept d, a light grid."""
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(dims, [str(d) for d in dims])
+    ax.minorticks_off()
+    ax.set_xlabel("latent dimension d")
+    ax.grid(True, alpha=0.3)
+
+
 def _band(ax, summary, col, color, label):
     """Mean over seeds as a line; with several seeds, the min-max range as a band and each seed as a dot."""
     x = summary["latent_dim"].to_numpy()
@@ -36,14 +45,10 @@ def bic_curve(table, summary, choice: dict, *, subtitle: str, path: str | Path, 
     ax.axvline(best, color="k", linestyle="--", linewidth=1)
     ax.plot([best], [best_bic], marker="*", markersize=16, color="tab:red", zorder=5,
             label=f"selected: d = {best} (lowest {choice['criterion'].upper()})")
-    ax.set_xlabel("latent dimension d")
+    dims = summary["latent_dim"].to_numpy()
+    _latent_axis(ax, dims)
     ax.set_ylabel("BIC = k ln n − 2 ln L̂   (lower is better)")
     ax.set_title("BIC curve: lower is better", loc="left")
-    ax.set_xscale("log", base=2)
-    dims = summary["latent_dim"].to_numpy()
-    ax.set_xticks(dims, [str(d) for d in dims])
-    ax.minorticks_off()
-    ax.grid(True, alpha=0.3)
     axr = ax.twinx()
     axr.plot(dims, summary["aic"], "s:", color="tab:gray", label="AIC = 2k − 2 ln L̂ (right axis)")
     axr.set_ylabel("AIC (lower is better)", color="tab:gray")
@@ -54,13 +59,9 @@ def bic_curve(table, summary, choice: dict, *, subtitle: str, path: str | Path, 
     _band(ax2, summary, "iwae_test", "tab:green", "test log p(x), IWAE estimate (mean over seeds)")
     ax2.plot(dims, summary["elbo_test"], "o--", color="tab:green", alpha=0.5, label="test ELBO (a looser bound)")
     ax2.axvline(best, color="k", linestyle="--", linewidth=1)
-    ax2.set_xscale("log", base=2)
-    ax2.set_xticks(dims, [str(d) for d in dims])
-    ax2.minorticks_off()
-    ax2.set_xlabel("latent dimension d")
+    _latent_axis(ax2, dims)
     ax2.set_ylabel("nats per example (higher is better)")
     ax2.set_title("held-out log-likelihood", loc="left")
-    ax2.grid(True, alpha=0.3)
     ax2.legend(fontsize=8, loc="lower right")
     fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
@@ -83,12 +84,8 @@ def metric_curves(summary, *, subtitle: str, path: str | Path, dpi: int = 120) -
             ax.plot(dims, summary["elbo_train"], "o--", color=color, alpha=0.5, label="train")
             ax.legend(fontsize=8)
         ax.set_title(title, fontsize=10)
-        ax.set_xlabel("latent dimension d")
+        _latent_axis(ax, dims)
         ax.set_ylabel("nats per example (mean over seeds)")
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(dims, [str(d) for d in dims])
-        ax.minorticks_off()
-        ax.grid(True, alpha=0.3)
     fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=dpi)
@@ -106,13 +103,9 @@ def latent_usage(summary, kl_per_unit: dict, *, true_dim: int | None, subtitle: 
     ax.plot(dims, dims, ":", color="gray", label="every unit active (d)")
     if true_dim is not None:
         ax.axhline(true_dim, color="k", linestyle="--", linewidth=1, label=f"true latent dimension ({true_dim})")
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(dims, [str(d) for d in dims])
-    ax.minorticks_off()
-    ax.set_xlabel("latent dimension d")
+    _latent_axis(ax, dims)
     ax.set_ylabel("active units: Var_x(E_q[z_u|x]) > threshold")
     ax.set_title("latent units in use", loc="left")
-    ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     cmap = plt.get_cmap("viridis")
     keys = sorted(kl_per_unit)
