@@ -70,7 +70,7 @@ def main() -> None:
         args.k_samples, args.examples, args.loop_examples, args.repeats = 50, 100, 5, 1
         p["train"]["epochs"] = 1
     device = pick_device("cpu")
-    x_all, shape = data.load_raw(p["data"]["name"])
+    x_all, shape = data.load_raw(p["data"]["name"], p["data"]["root"], p["data"]["download"], p["data"])
     x_all = torch.from_numpy(data.binarize(x_all, p["data"]["binarize_seed"])).float()
     train_x = x_all[: int(len(x_all) * (1 - p["data"]["test_fraction"]))]
 

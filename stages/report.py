@@ -59,12 +59,12 @@ def main() -> None:
 
         d, seed = choice["best_latent_dim"], choice["best_seed"]
         model = load_model(Path(args.models) / f"{d}-{seed}")
-        shape = meta["image_shape"][-2:]
         x = torch.from_numpy(test_x[: rp["n_reconstructions"]]).float()
         recon, samples = reconstructions_and_samples(model, x, rp["n_samples"])
-        plots.image_grid([x.reshape(-1, *shape).numpy(), recon.reshape(-1, *shape).numpy()], row_labels=["test", "recon."],
+        shape = meta["image_shape"]
+        plots.image_grid([plots.as_pictures(x.numpy(), shape), plots.as_pictures(recon.numpy(), shape)], row_labels=["test", "recon."],
                          title=f"selected model d={d}, seed {seed}: test images and reconstructions", path=out / FIGURES["reconstructions"], dpi=rp["dpi"])
-        plots.image_grid([samples.reshape(-1, *shape).numpy()], row_labels=["z ~ N(0, I)"], ncol=min(16, rp["n_samples"]),
+        plots.image_grid([plots.as_pictures(samples.numpy(), shape)], row_labels=["z ~ N(0, I)"], ncol=min(16, rp["n_samples"]),
                          title=f"selected model d={d}, seed {seed}: samples from the prior (pixel means)", path=out / FIGURES["samples"], dpi=rp["dpi"])
         write_markdown(out / "report.md", table=table, choice=choice, setup=setup, figures=FIGURES, kl_per_unit=kl_per_unit,
                        active_threshold=p["evaluate"]["active_threshold"])

@@ -16,8 +16,11 @@ def main() -> None:
     from vaebic import data, params, tracking
 
     p = params.load(args.params)
+    pm = p["model"]
     d, seed = args.latent_dim, args.seed
     train_x, _, meta = data.load_prepared(args.data)
+    if meta["likelihood"] != pm["likelihood"]:
+        raise VaebicError(f"{args.data} was prepared for the {meta['likelihood']} likelihood, params say {pm['likelihood']}; run `dvc repro`")
 
     import torch
 
@@ -28,18 +31,16 @@ def main() -> None:
     device = pick_device(p["train"]["device"])
     x = torch.from_numpy(train_x).to(device=device, dtype=torch.float32)
     torch.manual_seed(seed)
-    if meta["likelihood"] != p["model"]["likelihood"]:
-        raise VaebicError(f"{args.data} was prepared for the {meta['likelihood']} likelihood, params say {p['model']['likelihood']}; run `dvc repro`")
-    model = VAE(meta["input_dim"], d, p["model"]["hidden_sizes"], meta["image_shape"],
-                p["model"]["likelihood"], p["model"]["gaussian_sigma"]).to(device)
+    model = VAE(meta["input_dim"], d, pm["hidden_sizes"], meta["image_shape"], pm["likelihood"], pm["gaussian_sigma"],
+                pm["architecture"], pm["conv_channels"]).to(device)
     stage = os.environ.get("DVC_STAGE", f"train@{d}-{seed}")
     log.info("training latent_dim=%d seed=%d on %s: %d examples, %d epochs", d, seed, device, len(x), p["train"]["epochs"])
 
     with tracking.model_run(p["mlflow"]["experiment"], d, seed, stage) as run:
         tracking.set_tags({"data.fingerprint": meta["fingerprint"], "dataset": meta["dataset"]})
         tracking.log_params({
-            "latent_dim": d, "seed": seed, "dataset": meta["dataset"], "likelihood": p["model"]["likelihood"], "gaussian_sigma": p["model"]["gaussian_sigma"],
-            "hidden_sizes": p["model"]["hidden_sizes"], "n_train": meta["n_train"], "device": str(device),
+            "latent_dim": d, "seed": seed, "dataset": meta["dataset"], "n_train": meta["n_train"], "device": str(device),
+            **pm,  # likelihood, gaussian_sigma, architecture, hidden_sizes, conv_channels
             **{f"train.{k}": v for k, v in p["train"].items() if k != "device"},
             "n_params_decoder": count_params(model, "decoder"), "n_params_all": count_params(model, "all"),
         })

