@@ -9,6 +9,25 @@ from vaebic.cli import run_cli, stage_parser
 log = logging.getLogger("vaebic.evaluate")
 
 
+def log_model_pictures(model, x, image_shape: list[int], title: str) -> None:
+    """Reconstructions of a few test images and samples from the prior, as artifacts of the model's run."""
+    import tempfile
+    from pathlib import Path
+
+    from vaebic import plots, tracking
+    from vaebic.evaluation import reconstructions_and_samples
+
+    recon, samples = reconstructions_and_samples(model, x, 32)
+    with tempfile.TemporaryDirectory() as tmp:
+        plots.image_grid([plots.as_pictures(x.cpu().numpy(), image_shape), plots.as_pictures(recon.cpu().numpy(), image_shape)],
+                         row_labels=["test", "recon."], title=f"{title}: test images and reconstructions",
+                         path=Path(tmp) / "reconstructions.png", dpi=80)
+        plots.image_grid([plots.as_pictures(samples.cpu().numpy(), image_shape)], row_labels=["z ~ N(0, I)"], ncol=16,
+                         title=f"{title}: samples from the prior (pixel means)", path=Path(tmp) / "samples.png", dpi=80)
+        tracking.log_artifact(Path(tmp) / "reconstructions.png")
+        tracking.log_artifact(Path(tmp) / "samples.png")
+
+
 def main() -> None:
     ap = stage_parser(__doc__, per_model=True)
     ap.add_argument("--model", required=True, help="model folder, e.g. models/8-0")
@@ -51,7 +70,10 @@ def main() -> None:
                  r["active_units"], d)
 
     stage = os.environ.get("DVC_STAGE", f"evaluate@{d}-{seed}")
-    with tracking.model_run(p["mlflow"]["experiment"], d, seed, stage, run_id=tracking.load_run_id(args.model)):
+    tags = {**tracking.provenance(stage, args.params, meta["fingerprint"]), "dataset": meta["dataset"]}
+    sweep = tracking.sweep_key(p, meta["fingerprint"])
+    with tracking.model_run(p["mlflow"]["experiment"], d, seed, sweep, tags, run_id=tracking.load_run_id(args.model)):
+        log_model_pictures(model, torch.from_numpy(test_x[:10]).to(device=device, dtype=torch.float32), meta["image_shape"], f"d={d}, seed {seed}")
         tracking.log_metrics({
             **{f"{m}_{split}": record[split][f"{m}_nats"] for split in ("train", "test") for m in ("elbo", "recon", "kl", "iwae")},
             **{f"iwae_se_{split}": record[split]["iwae_std_err_nats"] for split in ("train", "test")},

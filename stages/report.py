@@ -20,6 +20,44 @@ FIGURES = {
 }
 
 
+def log_report_to_mlflow(p: dict, args, meta: dict, table, summary, choice: dict, model, out: Path) -> None:
+    """The sweep's parent run gets the figures, table and choice; each child its own BIC and AIC;
+    the Model Registry the winner, with the alias `champion` moved to it."""
+    from vaebic import tracking
+
+    reports, (d, seed) = Path(args.reports), (choice["best_latent_dim"], choice["best_seed"])
+    tags = tracking.provenance(os.environ.get("DVC_STAGE", "report"), args.params, meta["fingerprint"])
+    with tracking.sweep_run(p["mlflow"]["experiment"], tracking.sweep_key(p, meta["fingerprint"]), tags):
+        # tags, not params: the parent outlives one report (a new latent dimension joins the same sweep),
+        # and MLflow params may never change
+        tracking.set_tags({"best_latent_dim": d, "dataset": meta["dataset"], "select.criterion": choice["criterion"],
+                           "select.count_params": choice["count_params"], "select.log_likelihood": choice["log_likelihood"],
+                           "sweep.latent_dims": sorted(set(table.latent_dim.tolist())), "sweep.seeds": sorted(set(table.seed.tolist()))})
+        tracking.log_metrics({"best_latent_dim": d, "best_seed": seed, f"best_{choice['criterion']}": choice["best_value"]})
+        for _, row in summary.iterrows():  # curves in the MLflow UI: the step is the latent dimension
+            tracking.log_metrics({"bic_mean": row["bic"], "aic_mean": row["aic"], "iwae_test_mean": row["iwae_test"],
+                                  "elbo_test_mean": row["elbo_test"], "active_units_mean": row["active_units"]}, step=int(row["latent_dim"]))
+        tracking.log_table(table, "bic_table.json")
+        for name in (*FIGURES.values(), "report.md"):
+            tracking.log_artifact(out / name)
+        for name in ("bic.csv", "selection.json"):
+            tracking.log_artifact(reports / name)
+    # the winner into the Model Registry, alias `champion` moved to it
+    champion_run = tracking.load_run_id(Path(args.models) / f"{d}-{seed}")
+    if tracking.run_exists(champion_run):
+        version = tracking.register_champion(model, p["mlflow"]["registered_model"], champion_run)
+        log.info("registered %s version %s (alias champion): d=%d, seed %d", p["mlflow"]["registered_model"], version, d, seed)
+    else:
+        log.warning("the selected model's MLflow run is not in this store; it was not registered")
+    # each model's criteria into its own run, so the runs table sorts by them
+    for row in table.itertuples(index=False):
+        run_id = tracking.load_run_id(Path(args.models) / f"{row.latent_dim}-{row.seed}")
+        if tracking.run_exists(run_id):
+            tracking.log_metrics_to(run_id, {"bic": row.bic, "aic": row.aic, "log_likelihood": row.log_likelihood})
+        else:
+            log.warning("no MLflow run for latent_dim=%d seed=%d in this store; its BIC is in reports/bic.csv only", row.latent_dim, row.seed)
+
+
 def main() -> None:
     ap = stage_parser(__doc__)
     ap.add_argument("--reports", default="reports")
@@ -69,19 +107,7 @@ def main() -> None:
         write_markdown(out / "report.md", table=table, choice=choice, setup=setup, figures=FIGURES, kl_per_unit=kl_per_unit,
                        active_threshold=p["evaluate"]["active_threshold"])
 
-        with tracking.summary_run(p["mlflow"]["experiment"], os.environ.get("DVC_STAGE", "report")):
-            tracking.set_tags({"best_latent_dim": d, "data.fingerprint": meta["fingerprint"], "dataset": meta["dataset"]})
-            tracking.log_params({"criterion": choice["criterion"], "count_params": choice["count_params"], "log_likelihood": choice["log_likelihood"],
-                                 "latent_dims": sorted(set(table.latent_dim.tolist())), "seeds": sorted(set(table.seed.tolist()))})
-            tracking.log_metrics({"best_latent_dim": d, "best_seed": seed, f"best_{choice['criterion']}": choice["best_value"]})
-            for _, row in summary.iterrows():  # curves in the MLflow UI: the step is the latent dimension
-                tracking.log_metrics({"bic_mean": row["bic"], "aic_mean": row["aic"], "iwae_test_mean": row["iwae_test"],
-                                      "elbo_test_mean": row["elbo_test"], "active_units_mean": row["active_units"]}, step=int(row["latent_dim"]))
-            tracking.log_table(table, "bic_table.json")
-            for name in (*FIGURES.values(), "report.md"):
-                tracking.log_artifact(out / name)
-            for name in ("bic.csv", "selection.json"):
-                tracking.log_artifact(reports / name)
+        log_report_to_mlflow(p, args, meta, table, summary, choice, model, out)
     log.info("report written to %s (selected latent_dim=%d)", reports / "report.md", d)
 
 

@@ -36,8 +36,9 @@ def main() -> None:
     stage = os.environ.get("DVC_STAGE", f"train@{d}-{seed}")
     log.info("training latent_dim=%d seed=%d on %s: %d examples, %d epochs", d, seed, device, len(x), p["train"]["epochs"])
 
-    with tracking.model_run(p["mlflow"]["experiment"], d, seed, stage) as run:
-        tracking.set_tags({"data.fingerprint": meta["fingerprint"], "dataset": meta["dataset"]})
+    tags = {**tracking.provenance(stage, args.params, meta["fingerprint"]), "dataset": meta["dataset"]}
+    sweep = tracking.sweep_key(p, meta["fingerprint"])
+    with tracking.model_run(p["mlflow"]["experiment"], d, seed, sweep, tags) as run:
         tracking.log_params({
             "latent_dim": d, "seed": seed, "dataset": meta["dataset"], "n_train": meta["n_train"], "device": str(device),
             **pm,  # likelihood, gaussian_sigma, architecture, hidden_sizes, conv_channels

@@ -84,17 +84,34 @@ def test_first_run_makes_every_output(project):
     assert plots.returncode == 0 and "bic" in plots.stdout
 
 
-def test_mlflow_has_one_run_per_model_and_a_summary(project):
+def sweep_runs(project):
+    """(parent, {run name: child}) of the project's MLflow experiment; exactly one parent expected."""
     client = mlflow_client(project)
-    exp = client.get_experiment_by_name("vaebic")
-    runs = client.search_runs([exp.experiment_id])
-    by_name = {r.info.run_name: r for r in runs}
-    assert set(by_name) == {"d2-s0", "d4-s0", "summary"}
+    runs = client.search_runs([client.get_experiment_by_name("vaebic").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("vaebic.role") == "sweep"]
+    assert len(parents) == 1, [r.info.run_name for r in parents]
+    children = {r.info.run_name: r for r in runs if r.data.tags.get("vaebic.role") == "model"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children.values()} == {parents[0].info.run_id}
+    return parents[0], children
+
+
+def test_mlflow_groups_one_run_per_model_under_the_sweep(project):
+    import hashlib
+
+    import pandas as pd
+
+    client = mlflow_client(project)
+    parent, children = sweep_runs(project)
+    assert set(children) == {"d2-s0", "d4-s0"}
+    fingerprint = json.loads((project / "data/prepared/meta.json").read_text())["fingerprint"]
+    table = pd.read_csv(project / "reports/bic.csv").set_index("latent_dim")
     for d in (2, 4):
-        r = by_name[f"d{d}-s0"]
+        r = children[f"d{d}-s0"]
         assert r.info.status == "FINISHED"
         assert r.data.tags["latent_dim"] == str(d) and r.data.tags["seed"] == "0"
-        assert r.data.tags["dvc.stage"] == f"train@{d}-0" and r.data.tags["vaebic.role"] == "model"
+        assert r.data.tags["dvc.stage"] == f"train@{d}-0" and r.data.tags["dvc.stage.last"] == f"evaluate@{d}-0"
+        assert r.data.tags["data.fingerprint"] == fingerprint
+        assert len(r.data.tags["params.sha256"]) == 64
         assert r.data.params["latent_dim"] == str(d) and r.data.params["train.epochs"] == "2"
         history = client.get_metric_history(r.info.run_id, "train_loss")
         assert [m.step for m in history] == [1, 2]
@@ -102,13 +119,45 @@ def test_mlflow_has_one_run_per_model_and_a_summary(project):
         assert r.data.metrics["elbo_test"] == pytest.approx(metrics_file["test"]["elbo_nats"])
         assert r.data.metrics["iwae_test"] == pytest.approx(metrics_file["test"]["iwae_nats"])
         assert r.data.metrics["active_units"] == metrics_file["train"]["active_units"]
+        # the selection's numbers in every child, so the runs table sorts by them
+        assert r.data.metrics["bic"] == pytest.approx(table.bic[d]) and r.data.metrics["aic"] == pytest.approx(table.aic[d])
+        assert {"reconstructions.png", "samples.png"} <= {a.path for a in client.list_artifacts(r.info.run_id)}
         assert json.loads((project / "models" / f"{d}-0" / "run.json").read_text())["mlflow_run_id"] == r.info.run_id
-    summary = by_name["summary"]
     sel = json.loads((project / "reports/selection.json").read_text())
-    assert summary.data.metrics["best_latent_dim"] == sel["best_latent_dim"]
-    assert [m.step for m in client.get_metric_history(summary.info.run_id, "bic_mean")] == [2, 4]
-    artifacts = {a.path for a in client.list_artifacts(summary.info.run_id)}
-    assert {"bic_curve.png", "bic.csv", "report.md", "bic_table.json"} <= artifacts
+    assert parent.data.metrics["best_latent_dim"] == sel["best_latent_dim"]
+    assert parent.data.tags["data.fingerprint"] == fingerprint
+    assert [m.step for m in client.get_metric_history(parent.info.run_id, "bic_mean")] == [2, 4]
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"bic_curve.png", "latent_usage.png", "bic.csv", "report.md", "bic_table.json"} <= artifacts
+
+
+def champion(project_or_uri):
+    """The registered champion's version record and the model loaded from models:/vaebic@champion."""
+    import mlflow
+
+    uri = project_or_uri if isinstance(project_or_uri, str) else f"sqlite:///{project_or_uri / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    version = mlflow.MlflowClient().get_model_version_by_alias("vaebic", "champion")
+    return version, mlflow.pytorch.load_model("models:/vaebic@champion")
+
+
+def test_the_selected_model_is_the_registered_champion(project):
+    import torch
+
+    import vaebic
+
+    sel = json.loads((project / "reports/selection.json").read_text())
+    d, seed = sel["best_latent_dim"], sel["best_seed"]
+    version, served = champion(project)
+    assert type(served).__name__ == "GraphModule"  # torch.export's pickle-free format
+    assert version.run_id == json.loads((project / "models" / f"{d}-{seed}" / "run.json").read_text())["mlflow_run_id"]
+    local = vaebic.load_model(project / "models" / f"{d}-{seed}")
+    x, z = torch.rand(5, 784).round(), torch.randn(3, d)
+    mu, logvar, decoded = served(x, z)  # encode 5 images and decode 3 latent vectors in one call
+    assert torch.allclose(mu, local.encode(x)[0], atol=1e-5) and torch.allclose(logvar, local.encode(x)[1], atol=1e-5)
+    assert torch.allclose(decoded, local.decode(z), atol=1e-5)
+    STAGES_RUN["champion_version"] = [int(version.version)]
 
 
 def test_second_run_with_nothing_changed_runs_nothing(project):
@@ -122,6 +171,12 @@ def test_adding_one_latent_dimension_trains_only_that_one(project):
     edit_params(project, {"sweep": {"latent_dims": [2, 3, 4], "seeds": [0]}})
     proc, out, ran = repro(project)
     assert ran == ["validate", "train@3-0", "evaluate@3-0", "select", "report"]
+    parent, children = sweep_runs(project)  # the new model joins the same sweep
+    assert set(children) == {"d2-s0", "d3-s0", "d4-s0"}
+    version, _ = champion(project)  # the report ran again: the alias moved to a new version
+    assert int(version.version) == STAGES_RUN["champion_version"][0] + 1
+    best = json.loads((project / "reports/selection.json").read_text())["best_latent_dim"]
+    assert version.run_id == children[f"d{best}-s0"].info.run_id
     import pandas as pd
 
     assert pd.read_csv(project / "reports/bic.csv").latent_dim.tolist() == [2, 3, 4]
@@ -135,6 +190,7 @@ def test_a_report_only_change_reruns_only_the_report(project):
     after = snapshot(project)
     assert after["reports/bic.csv"] == before["reports/bic.csv"]
     assert after["reports/samples.png"] != before["reports/samples.png"]
+    sweep_runs(project)  # a report-only change keeps the sweep's parent run
 
 
 def test_a_removed_dimension_does_not_linger_in_the_selection(project):
@@ -209,3 +265,27 @@ def test_an_unreachable_tracking_server_fails_fast_and_keeps_results(project):
     after = snapshot(project)
     after.pop("dvc.lock"), before.pop("dvc.lock")  # validate passed and was recorded; nothing else moved
     assert after == before
+
+
+def test_the_pipeline_logs_to_a_real_tracking_server(mlflow_server, tmp_path):
+    import mlflow
+
+    project = make_project(tmp_path / "remote", {**TINY, "sweep": {"latent_dims": [2], "seeds": [0]}})
+    proc, out, ran = repro(project, env_extra={"MLFLOW_TRACKING_URI": mlflow_server})
+    assert "report" in ran
+    assert not (project / "mlflow.db").exists()  # nothing went to the local store
+    client = mlflow.MlflowClient(tracking_uri=mlflow_server)
+    runs = client.search_runs([client.get_experiment_by_name("vaebic").experiment_id])
+    parent = next(r for r in runs if r.data.tags["vaebic.role"] == "sweep")
+    child = next(r for r in runs if r.data.tags["vaebic.role"] == "model")
+    assert child.info.run_name == "d2-s0" and child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")] == [1, 2]
+    assert "bic" in child.data.metrics and "iwae_test" in child.data.metrics
+    assert {"reconstructions.png", "samples.png"} <= {a.path for a in client.list_artifacts(child.info.run_id)}
+    assert {"bic_curve.png", "report.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    local = client.download_artifacts(parent.info.run_id, "report.md", str(tmp_path))
+    assert open(local).read() == (project / "reports/report.md").read_text()
+    version, served = champion(mlflow_server)
+    assert version.run_id == child.info.run_id
+    mu, logvar, decoded = served(__import__("torch").rand(4, 784), __import__("torch").randn(4, 2))
+    assert mu.shape == (4, 2) and decoded.shape == (4, 784)

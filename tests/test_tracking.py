@@ -51,23 +51,27 @@ def test_concurrent_first_writers_share_one_store_and_experiment(store):
 
 def test_a_failing_block_ends_its_run_as_failed(store):
     with pytest.raises(RuntimeError):
-        with tracking.model_run("exp", 3, 1, "train@3-1") as run:
+        with tracking.model_run("exp", 3, 1, "sweepkey", {"dvc.stage": "train@3-1"}) as run:
             tracking.log_metrics({"train_loss": 1.0}, step=1)
             raise RuntimeError("boom")
     import mlflow
 
     r = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri()).get_run(run.info.run_id)
-    assert r.info.status == "FAILED"
+    assert r.info.status == "FAILED" and r.data.tags["vaebic.failure"] == "RuntimeError: boom"
     assert r.info.run_name == "d3-s1" and r.data.tags["dvc.stage"] == "train@3-1"
 
 
 def test_evaluate_reopens_the_training_run_or_starts_a_new_one(store):
-    with tracking.model_run("exp", 2, 0, "train@2-0") as run:
+    with tracking.model_run("exp", 2, 0, "k", {"dvc.stage": "train@2-0"}) as run:
         pass
-    with tracking.model_run("exp", 2, 0, "evaluate@2-0", run_id=run.info.run_id) as again:
+    with tracking.model_run("exp", 2, 0, "k", {"dvc.stage": "evaluate@2-0"}, run_id=run.info.run_id) as again:
         tracking.log_metrics({"elbo_test": -100.0})
     assert again.info.run_id == run.info.run_id
-    with tracking.model_run("exp", 2, 0, "evaluate@2-0", run_id="0" * 32) as fresh:
+    import mlflow
+
+    tags = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri()).get_run(run.info.run_id).data.tags
+    assert tags["dvc.stage"] == "train@2-0" and tags["dvc.stage.last"] == "evaluate@2-0"
+    with tracking.model_run("exp", 2, 0, "k", {"dvc.stage": "evaluate@2-0"}, run_id="0" * 32) as fresh:
         pass
     assert fresh.info.run_id != run.info.run_id
 
@@ -84,40 +88,11 @@ def test_unreachable_server_fails_in_seconds_naming_the_uri(monkeypatch):
     assert time.monotonic() - start < 5
 
 
-@pytest.fixture
-def mlflow_server(tmp_path):
-    """A real `mlflow server` on a free 127.0.0.1 port, stopped after the test."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts")]
-    log = open(tmp_path / "server.log", "w")
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                assert proc.poll() is None, (tmp_path / "server.log").read_text()
-                time.sleep(0.5)
-        else:
-            pytest.fail("mlflow server did not start: " + (tmp_path / "server.log").read_text())
-        yield uri
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
-
-
 def test_runs_metrics_and_artifacts_reach_a_real_tracking_server(mlflow_server, monkeypatch, tmp_path):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
     artifact = tmp_path / "note.txt"
     artifact.write_text("hello")
-    with tracking.model_run("remote", 4, 0, "train@4-0") as run:
+    with tracking.model_run("remote", 4, 0, "k", {"dvc.stage": "train@4-0"}) as run:
         tracking.log_metrics({"train_loss": 9.0}, step=1)
         tracking.log_artifact(artifact)
     import mlflow
@@ -127,3 +102,61 @@ def test_runs_metrics_and_artifacts_reach_a_real_tracking_server(mlflow_server, 
     assert r.info.status == "FINISHED" and r.data.metrics["train_loss"] == 9.0
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["note.txt"]
     assert (tmp_path / "server-artifacts").exists()
+
+
+def test_children_from_separate_processes_share_one_parent_per_sweep(store):
+    code = ("import sys; from vaebic import tracking\n"
+            "with tracking.model_run('exp', int(sys.argv[1]), 0, sys.argv[2], {'dvc.stage': 'train'}) as r: print(r.info.run_id)")
+    env = {**os.environ, "DVC_ROOT": str(store)}
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(d), key], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for d, key in ((2, "sweepA"), (3, "sweepA"), (4, "sweepA"), (2, "sweepB"))]
+    outs = [p.communicate(timeout=180) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+    exp = client.get_experiment_by_name("exp").experiment_id
+    parents = {r.data.tags["vaebic.sweep"]: r for r in client.search_runs([exp], "tags.`vaebic.role` = 'sweep'")}
+    assert set(parents) == {"sweepA", "sweepB"}  # one parent per sweep, even with concurrent first writers
+    children = client.search_runs([exp], "tags.`vaebic.role` = 'model'")
+    by_parent = {}
+    for c in children:
+        by_parent.setdefault(c.data.tags["mlflow.parentRunId"], []).append(c.info.run_name)
+    assert sorted(by_parent[parents["sweepA"].info.run_id]) == ["d2-s0", "d3-s0", "d4-s0"]
+    assert by_parent[parents["sweepB"].info.run_id] == ["d2-s0"]
+
+
+def test_provenance_names_commit_stage_params_and_data(tmp_path, monkeypatch):
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path))
+    params = tmp_path / "params.yaml"
+    params.write_text("a: 1\n")
+    tags = tracking.provenance("train@2-0", params, "f" * 64)
+    assert tags["dvc.stage"] == "train@2-0" and tags["data.fingerprint"] == "f" * 64
+    assert tags["params.sha256"] == __import__("hashlib").sha256(b"a: 1\n").hexdigest()
+    assert "git.commit" not in tags  # not a git repository: no commit to name
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"], cwd=tmp_path, check=True)
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
+    assert tracking.provenance("train@2-0", params, "f" * 64)["git.commit"] == head
+
+
+def test_a_diverged_or_interrupted_training_run_ends_failed_with_its_reason(store):
+    import mlflow
+    import torch
+
+    from vaebic.model import VAE
+    from vaebic.training import DivergedError, train_vae
+
+    model = VAE(4, 2, [4])
+    with torch.no_grad():
+        model.decoder[-1].weight.fill_(float("nan"))
+    with pytest.raises(DivergedError):
+        with tracking.model_run("exp", 2, 0, "k", {"dvc.stage": "train@2-0"}) as run:
+            train_vae(model, torch.ones(8, 4), epochs=3, batch_size=4, lr=1e-3, seed=0)
+    with pytest.raises(KeyboardInterrupt):
+        with tracking.model_run("exp", 3, 0, "k", {"dvc.stage": "train@3-0"}) as run2:
+            raise KeyboardInterrupt
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+    diverged, interrupted = client.get_run(run.info.run_id), client.get_run(run2.info.run_id)
+    assert diverged.info.status == "FAILED" and "training diverged" in diverged.data.tags["vaebic.failure"]
+    assert interrupted.info.status == "FAILED" and interrupted.data.tags["vaebic.failure"] == "KeyboardInterrupt"

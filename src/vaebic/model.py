@@ -180,6 +180,22 @@ class VAE(nn.Module):
         return self.decode(reparameterize(mu, logvar)), mu, logvar
 
 
+class EncodeDecode(nn.Module):
+    """The model as the Model Registry serves it: forward(x, z) -> (mu, logvar, decoded).
+
+    torch.export (MLflow's pickle-free 'pt2' format) keeps only forward, so encoding and decoding
+    share one call: mu, logvar = encode(x) and decoded = decode(z), each with its own batch size.
+    """
+
+    def __init__(self, vae: VAE):
+        super().__init__()
+        self.vae = vae
+
+    def forward(self, x: torch.Tensor, z: torch.Tensor):
+        mu, logvar = self.vae.encode(x)
+        return mu, logvar, self.vae.decode(z)
+
+
 def count_params(model: VAE, which: str = "decoder") -> int:
     """Number of free parameters: the generative model's (decoder) or encoder and decoder (all).
 

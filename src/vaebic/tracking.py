@@ -4,18 +4,25 @@ Where runs go: ``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<project root>/m
 artifacts under ``<project root>/mlartifacts/``. The project root is ``DVC_ROOT`` (set by DVC
 for stage commands) or the nearest folder above the working directory holding ``dvc.yaml``.
 
-Runs: one per (latent_dim, seed), named ``d<latent_dim>-s<seed>``, opened by the train stage
-and re-opened by the evaluate stage (its id is kept in the model folder, ``run.json``); one
-``summary`` run per report. All carry the tag ``vaebic.role`` (``model`` or ``summary``), so
-the UI can filter and compare them.
+Runs: one parent run per sweep, named ``sweep-<key>``, where the key hashes the parameters
+that define the models (data, model, train, evaluate) and the data fingerprint: adding a latent
+dimension or changing the report keeps the parent, changing the learning rate starts a new one.
+Under it, one child run per (latent_dim, seed), named ``d<latent_dim>-s<seed>``, opened by the
+train stage and re-opened by the evaluate stage (its id is kept in the model folder,
+``run.json``); the report logs the table, figures and the chosen dimension into the parent,
+and each model's BIC, AIC and log-likelihood into its child. All runs carry ``vaebic.role``
+(``sweep`` or ``model``) and provenance tags: the git commit (when there is one), the DVC
+stage, the params file's SHA-256 and the prepared data's fingerprint.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import socket
+import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlparse
@@ -65,6 +72,8 @@ def setup(experiment: str) -> str:
     # A dead server should cost seconds, not minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
+    # No usage reports leave the machine (as with DVC's analytics, turned off in .dvc/config).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -94,17 +103,81 @@ def _get_or_create(mlflow, name: str, artifact_location: str | None) -> str:
     return exp_id
 
 
+SWEEP_TAG = "vaebic.sweep"
+
+
 def run_name(latent_dim: int, seed: int) -> str:
     return f"d{latent_dim}-s{seed}"
 
 
+def sweep_key(params: dict, fingerprint: str) -> str:
+    """Names a sweep: the parameters that define its models, and the data they saw."""
+    defining = {section: params[section] for section in ("data", "model", "train", "evaluate")}
+    return hashlib.sha256(json.dumps([defining, fingerprint], sort_keys=True).encode()).hexdigest()[:12]
+
+
+def provenance(stage: str, params_path: str | os.PathLike, fingerprint: str) -> dict:
+    """Tags that say where a run came from: DVC stage, params file hash, data fingerprint, git commit."""
+    tags = {"dvc.stage": stage, "params.sha256": hashlib.sha256(open(params_path, "rb").read()).hexdigest(),
+            "data.fingerprint": fingerprint}
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=10)
+        if head.returncode == 0:
+            tags["git.commit"] = head.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass  # no git: the other tags still name the inputs
+    return tags
+
+
 @contextmanager
-def model_run(experiment: str, latent_dim: int, seed: int, stage: str, run_id: str | None = None):
-    """The MLflow run of one (latent_dim, seed) model: re-opened when run_id names a run in the store.
+def _failure_reason():
+    """On an exception (a NaN loss, Ctrl-C, ...) tag the active run with its cause before MLflow
+    ends it as FAILED, so the UI says why."""
+    import mlflow
+
+    try:
+        yield
+    except BaseException as exc:
+        mlflow.set_tag("vaebic.failure", f"{type(exc).__name__}: {exc}"[:4000] if str(exc) else type(exc).__name__)
+        raise
+
+
+def _reopened(tags: dict) -> dict:
+    """Provenance tags for a run re-opened by a later stage: dvc.stage keeps the creating stage,
+    dvc.stage.last names this one."""
+    return {k: v for k, v in tags.items() if k != "dvc.stage"} | {"dvc.stage.last": tags["dvc.stage"]}
+
+
+def _sweep_run_id(experiment_id: str, key: str) -> str:
+    """The parent run of sweep `key`, created on first use (under the store's lock for SQLite)."""
+    import mlflow
+
+    def get_or_create():
+        client = mlflow.MlflowClient()
+        found = client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'sweep'", max_results=1)
+        if found:
+            return found[0].info.run_id
+        run = client.create_run(experiment_id, run_name=f"sweep-{key}", tags={ROLE_TAG: "sweep", SWEEP_TAG: key})
+        client.set_terminated(run.info.run_id)
+        return run.info.run_id
+
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///"):
+        from filelock import FileLock
+
+        with FileLock(uri[len("sqlite:///"):] + ".lock", timeout=120):
+            return get_or_create()
+    return get_or_create()
+
+
+@contextmanager
+def model_run(experiment: str, latent_dim: int, seed: int, sweep: str, tags: dict, run_id: str | None = None):
+    """The MLflow run of one (latent_dim, seed) model, a child of its sweep's run: re-opened when
+    run_id names a run in the store. tags: provenance() of the calling stage.
 
     An exception inside the block ends the run as FAILED (MLflow's start_run does that).
     """
-    setup(experiment)
+    experiment_id = setup(experiment)
     import mlflow
 
     if run_id is not None:
@@ -113,20 +186,48 @@ def model_run(experiment: str, latent_dim: int, seed: int, stage: str, run_id: s
         except Exception:
             log.warning("MLflow run %s (from the model folder) is not in %s; logging to a new run", run_id, tracking_uri())
             run_id = None
-    tags = {ROLE_TAG: "model", "latent_dim": str(latent_dim), "seed": str(seed), "dvc.stage": stage}
-    with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name(latent_dim, seed), tags=None if run_id else tags) as run:
-        if run_id:
-            mlflow.set_tag("dvc.stage.last", stage)
+    if run_id:
+        with mlflow.start_run(run_id=run_id) as run, _failure_reason():
+            mlflow.set_tags(_reopened(tags))
+            yield run
+        return
+    parent = _sweep_run_id(experiment_id, sweep)
+    all_tags = {ROLE_TAG: "model", SWEEP_TAG: sweep, "latent_dim": str(latent_dim), "seed": str(seed), **tags}
+    with mlflow.start_run(run_name=run_name(latent_dim, seed), parent_run_id=parent, tags=all_tags) as run, _failure_reason():
         yield run
 
 
 @contextmanager
-def summary_run(experiment: str, stage: str):
-    setup(experiment)
+def sweep_run(experiment: str, sweep: str, tags: dict):
+    """Re-open the sweep's parent run (creating it if need be) to log the report into it."""
+    experiment_id = setup(experiment)
     import mlflow
 
-    with mlflow.start_run(run_name="summary", tags={ROLE_TAG: "summary", "dvc.stage": stage}) as run:
+    with mlflow.start_run(run_id=_sweep_run_id(experiment_id, sweep)) as run, _failure_reason():
+        mlflow.set_tags(_reopened(tags))
         yield run
+
+
+def run_exists(run_id: str | None) -> bool:
+    """Whether run_id names a run in the current store (a model folder may come from another store)."""
+    import mlflow
+
+    if not run_id:
+        return False
+    try:
+        mlflow.MlflowClient().get_run(run_id)
+        return True
+    except Exception:
+        return False
+
+
+def log_metrics_to(run_id: str, metrics: dict) -> None:
+    """Log metrics into another run (by id) without opening it."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, float(value))
 
 
 def log_params(params: dict) -> None:
@@ -168,3 +269,30 @@ def load_run_id(folder: str | Path) -> str | None:
         return json.loads((Path(folder) / RUN_FILE).read_text()).get("mlflow_run_id")
     except (FileNotFoundError, ValueError):
         return None
+
+
+def register_champion(model, name: str, run_id: str) -> str:
+    """Log the selected model into its own run in MLflow's pickle-free 'pt2' format (torch.export),
+    register it under `name`, and move the alias `champion` to the new version; return the version.
+
+    Load it with mlflow.pytorch.load_model(f"models:/{name}@champion"): the result is a
+    torch.fx GraphModule with forward(x, z) -> (mu, logvar, decoded), no pickled code involved.
+    """
+    import mlflow
+    import numpy as np
+    import torch
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    from vaebic.model import EncodeDecode
+
+    d, n_in = model.latent_dim, model.config["input_dim"]
+    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_in), "x"),
+                                              TensorSpec(np.dtype(np.float32), (-1, d), "z")]))
+    example = (np.zeros((2, n_in), np.float32), np.zeros((2, d), np.float32))
+    with mlflow.start_run(run_id=run_id), torch.no_grad():
+        info = mlflow.pytorch.log_model(EncodeDecode(model.cpu().eval()), name="model", input_example=example, signature=signature,
+                                        serialization_format="pt2", registered_model_name=name, await_registration_for=60)
+    version = str(info.registered_model_version)
+    mlflow.MlflowClient().set_registered_model_alias(name, "champion", version)
+    return version
