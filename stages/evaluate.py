@@ -36,6 +36,7 @@ def main() -> None:
     from vaebic import data, params, tracking
 
     p = params.load(args.params)
+    tracking.setup(p["mlflow"]["experiment"])  # an unreachable tracking server fails now, not after the evaluation
     d, seed = args.latent_dim, args.seed
     train_x, test_x, meta = data.load_prepared(args.data)
 

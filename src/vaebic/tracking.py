@@ -33,6 +33,7 @@ log = logging.getLogger("vaebic.tracking")
 
 RUN_FILE = "run.json"
 ROLE_TAG = "vaebic.role"
+SWEEP_TAG = "vaebic.sweep"
 
 
 def project_root() -> Path:
@@ -78,17 +79,28 @@ def setup(experiment: str) -> str:
 
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
-        from filelock import FileLock
-
         db = Path(uri[len("sqlite:///"):])
         db.parent.mkdir(parents=True, exist_ok=True)
         # Creating the SQLite schema and the experiment is not safe for concurrent first writers.
-        with FileLock(str(db) + ".lock", timeout=120):
+        with _store_lock():
             return _get_or_create(mlflow, experiment, (db.parent / "mlartifacts").as_uri())
     try:
         return _get_or_create(mlflow, experiment, None)
     except Exception as exc:
         raise VaebicError(f"MLflow tracking server {uri} refused the request ({type(exc).__name__}: {exc})") from None
+
+
+def _store_lock():
+    """A lock file beside a SQLite store, for get-or-create steps that concurrent stage processes
+    could race on; nothing for a tracking server, which serialises its own writes."""
+    from contextlib import nullcontext
+
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///"):
+        return nullcontext()
+    from filelock import FileLock
+
+    return FileLock(uri[len("sqlite:///"):] + ".lock", timeout=120)
 
 
 def _get_or_create(mlflow, name: str, artifact_location: str | None) -> str:
@@ -101,9 +113,6 @@ def _get_or_create(mlflow, name: str, artifact_location: str | None) -> str:
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
-
-
-SWEEP_TAG = "vaebic.sweep"
 
 
 def run_name(latent_dim: int, seed: int) -> str:
@@ -152,22 +161,14 @@ def _sweep_run_id(experiment_id: str, key: str) -> str:
     """The parent run of sweep `key`, created on first use (under the store's lock for SQLite)."""
     import mlflow
 
-    def get_or_create():
-        client = mlflow.MlflowClient()
+    client = mlflow.MlflowClient()
+    with _store_lock():
         found = client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'sweep'", max_results=1)
         if found:
             return found[0].info.run_id
         run = client.create_run(experiment_id, run_name=f"sweep-{key}", tags={ROLE_TAG: "sweep", SWEEP_TAG: key})
         client.set_terminated(run.info.run_id)
         return run.info.run_id
-
-    uri = tracking_uri()
-    if uri.startswith("sqlite:///"):
-        from filelock import FileLock
-
-        with FileLock(uri[len("sqlite:///"):] + ".lock", timeout=120):
-            return get_or_create()
-    return get_or_create()
 
 
 @contextmanager
