@@ -19,11 +19,8 @@ def log_model_pictures(model, x, image_shape: list[int], title: str) -> None:
 
     recon, samples = reconstructions_and_samples(model, x, 32)
     with tempfile.TemporaryDirectory() as tmp:
-        plots.image_grid([plots.as_pictures(x.cpu().numpy(), image_shape), plots.as_pictures(recon.cpu().numpy(), image_shape)],
-                         row_labels=["test", "recon."], title=f"{title}: test images and reconstructions",
-                         path=Path(tmp) / "reconstructions.png", dpi=80)
-        plots.image_grid([plots.as_pictures(samples.cpu().numpy(), image_shape)], row_labels=["z ~ N(0, I)"], ncol=16,
-                         title=f"{title}: samples from the prior (pixel means)", path=Path(tmp) / "samples.png", dpi=80)
+        plots.model_pictures(x.cpu().numpy(), recon.cpu().numpy(), samples.cpu().numpy(), image_shape, title=title,
+                             reconstructions_path=Path(tmp) / "reconstructions.png", samples_path=Path(tmp) / "samples.png", dpi=80)
         tracking.log_artifact(Path(tmp) / "reconstructions.png")
         tracking.log_artifact(Path(tmp) / "samples.png")
 

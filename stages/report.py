@@ -99,11 +99,8 @@ def main() -> None:
         model = load_model(Path(args.models) / f"{d}-{seed}")
         x = torch.from_numpy(test_x[: rp["n_reconstructions"]]).float()
         recon, samples = reconstructions_and_samples(model, x, rp["n_samples"])
-        shape = meta["image_shape"]
-        plots.image_grid([plots.as_pictures(x.numpy(), shape), plots.as_pictures(recon.numpy(), shape)], row_labels=["test", "recon."],
-                         title=f"selected model d={d}, seed {seed}: test images and reconstructions", path=out / FIGURES["reconstructions"], dpi=rp["dpi"])
-        plots.image_grid([plots.as_pictures(samples.numpy(), shape)], row_labels=["z ~ N(0, I)"], ncol=min(16, rp["n_samples"]),
-                         title=f"selected model d={d}, seed {seed}: samples from the prior (pixel means)", path=out / FIGURES["samples"], dpi=rp["dpi"])
+        plots.model_pictures(x.numpy(), recon.numpy(), samples.numpy(), meta["image_shape"], title=f"selected model d={d}, seed {seed}",
+                             reconstructions_path=out / FIGURES["reconstructions"], samples_path=out / FIGURES["samples"], dpi=rp["dpi"])
         write_markdown(out / "report.md", table=table, choice=choice, setup=setup, figures=FIGURES, kl_per_unit=kl_per_unit,
                        active_threshold=p["evaluate"]["active_threshold"])
 

@@ -72,7 +72,7 @@ def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
 
     KL = 1/2 * sum_j (mu_j^2 + sigma_j^2 - 1 - log sigma_j^2)   (Kingma & Welling 2014, appendix B).
     """
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(-1)
+    return kl_per_unit(mu, logvar).sum(-1)
 
 
 def kl_per_unit(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
@@ -106,13 +106,13 @@ class IWAEResult:
     log_px: torch.Tensor  # (N,) nats
     std_err: torch.Tensor  # (N,) nats, delta-method Monte-Carlo standard error of each estimate
 
-    def mean_std_err(self) -> float:
-        """Monte-Carlo standard error of the mean over examples (the draws are independent across examples)."""
-        return (self.std_err.double().pow(2).sum().sqrt() / len(self.std_err)).item()
-
     def sum_std_err(self) -> float:
-        """Monte-Carlo standard error of the sum over examples."""
+        """Monte-Carlo standard error of the sum over examples (the draws are independent across examples)."""
         return self.std_err.double().pow(2).sum().sqrt().item()
+
+    def mean_std_err(self) -> float:
+        """Monte-Carlo standard error of the mean over examples."""
+        return self.sum_std_err() / len(self.std_err)
 
 
 @torch.no_grad()

@@ -161,3 +161,13 @@ def image_grid(rows: list[np.ndarray], *, row_labels: list[str], title: str, pat
         ax.set_ylabel(label, fontsize=9)
     axes[0, 0].set_title(title, fontsize=10)
     _save(fig, path, dpi)
+
+
+def model_pictures(x: np.ndarray, recon: np.ndarray, samples: np.ndarray, image_shape: list[int], *, title: str,
+                   reconstructions_path: str | Path, samples_path: str | Path, dpi: int = 120) -> None:
+    """A model's two pictures: test images above their reconstructions, and samples from the prior
+    (all flattened arrays of pixel means, shown with as_pictures)."""
+    image_grid([as_pictures(x, image_shape), as_pictures(recon, image_shape)], row_labels=["test", "recon."],
+               title=f"{title}: test images and reconstructions", path=reconstructions_path, dpi=dpi)
+    image_grid([as_pictures(samples, image_shape)], row_labels=["z ~ N(0, I)"], ncol=min(16, len(samples)),
+               title=f"{title}: samples from the prior (pixel means)", path=samples_path, dpi=dpi)
