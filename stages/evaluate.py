@@ -57,9 +57,9 @@ def main() -> None:
     for split, arr in (("train", train_x), ("test", test_x)):
         x = torch.from_numpy(arr).to(device=device, dtype=torch.float32)
         record[split] = {
-            **evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"]),
+            **evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"], precision=ev["precision"]),
             **log_likelihood_estimate(model, x, k_samples=ev["k_samples"], batch_size=ev["batch_size"],
-                                      max_chunk_mb=ev["max_chunk_mb"], seed=ev["seed"]),
+                                      max_chunk_mb=ev["max_chunk_mb"], seed=ev["seed"], precision=ev["precision"]),
             **latent_usage(model, x, batch_size=ev["batch_size"], threshold=ev["active_threshold"]),
         }
         r = record[split]

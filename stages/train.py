@@ -49,8 +49,9 @@ def main() -> None:
         def on_epoch(epoch, rec):
             tracking.log_metrics({"train_loss": rec["loss"], "train_recon": rec["recon"], "train_kl": rec["kl"]}, step=epoch)
 
-        history = train_vae(model, x, epochs=p["train"]["epochs"], batch_size=p["train"]["batch_size"],
-                            lr=p["train"]["lr"], seed=seed, on_epoch=on_epoch, desc=f"d={d} seed={seed}")
+        pt = p["train"]
+        history = train_vae(model, x, epochs=pt["epochs"], batch_size=pt["batch_size"], lr=pt["lr"], seed=seed, on_epoch=on_epoch,
+                            desc=f"d={d} seed={seed}", precision=pt["precision"], compile=pt["compile"])
         with atomic_folder(args.out) as tmp:
             save_model(model, tmp, extra_config={"seed": seed, "data_fingerprint": meta["fingerprint"], "train": p["train"]})
             write_json_atomic(tmp / "history.json", history)

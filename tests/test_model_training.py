@@ -132,3 +132,59 @@ def test_conv_architecture_trains_saves_loads_and_counts_like_the_mlp(tmp_path):
     assert loaded.decode(torch.zeros(2, 5, 3)).shape == (2, 5, 64)
     with pytest.raises(VaebicError, match="'conv' needs images"):
         VAE(10, 2, [8], [10], architecture="conv")
+
+
+def test_our_adam_is_torch_fused_adam_step_for_step():
+    from vaebic.training import Adam
+
+    torch.manual_seed(0)
+    a, b = VAE(20, 3, [8]), VAE(20, 3, [8])
+    b.load_state_dict(a.state_dict())
+    ours, ref = Adam(a.parameters(), lr=0.01), torch.optim.Adam(b.parameters(), lr=0.01, fused=True)
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        grads = [torch.randn(p.shape, generator=g) for p in a.parameters()]
+        for model, opt in ((a, ours), (b, ref)):
+            opt.zero_grad()
+            for p, grad in zip(model.parameters(), grads):
+                p.grad = grad.clone()
+            opt.step()
+    for pa, pb in zip(a.parameters(), b.parameters()):
+        assert torch.equal(pa, pb)
+
+
+def test_a_train_stage_does_not_import_torch_dynamo(digits):
+    # torch.optim imports torch._dynamo on first use: 1.5 s of every train stage's start-up
+    import subprocess
+    import sys
+
+    code = ("import sys, torch; from vaebic.model import VAE; from vaebic.training import train_vae; "
+            "x = (torch.rand(64, 20) < 0.5).float(); train_vae(VAE(20, 2, [8]), x, epochs=1, batch_size=32, lr=1e-3, seed=0); "
+            "print('torch._dynamo' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+
+
+def test_bfloat16_switches_leave_the_log_likelihood_within_monte_carlo_error(digits):
+    from vaebic.evaluation import log_likelihood_estimate
+
+    train, test = digits[:400], digits[400:]
+    m32, m16 = fresh_model(d=4), fresh_model(d=4)
+    h32 = train_vae(m32, train, epochs=4, batch_size=100, lr=1e-3, seed=0)
+    h16 = train_vae(m16, train, epochs=4, batch_size=100, lr=1e-3, seed=0, precision="bfloat16")
+    assert h16[-1]["loss"] == pytest.approx(h32[-1]["loss"], rel=0.01)
+    kw = dict(k_samples=200, batch_size=50, max_chunk_mb=1, seed=0)
+    full = log_likelihood_estimate(m32, test, **kw)
+    half = log_likelihood_estimate(m32, test, precision="bfloat16", **kw)
+    assert half["precision"] == "bfloat16" and full["precision"] == "float32"
+    assert abs(half["iwae_nats"] - full["iwae_nats"]) < full["iwae_std_err_nats"]
+
+
+@pytest.mark.slow
+def test_compiled_training_step_matches_eager(digits):
+    # torch.compile on the CPU: about 20 s to compile; the numbers agree to float rounding
+    eager, compiled = fresh_model(), fresh_model()
+    h_eager = train_vae(eager, digits, epochs=2, batch_size=100, lr=1e-3, seed=0)
+    h_compiled = train_vae(compiled, digits, epochs=2, batch_size=100, lr=1e-3, seed=0, compile=True)
+    for a, b in zip(h_eager, h_compiled):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import torch
 
+from vaebic.model import autocast, denormals_flushed
 from vaebic.objectives import elbo_terms, iwae_log_likelihood, kl_per_unit
 
 
 @torch.no_grad()
-def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, seed: int) -> dict:
+@denormals_flushed()
+def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, seed: int, precision: str = "float32") -> dict:
     """Means over the split of -E_q[log p(x|z)] (recon), KL(q(z|x)||p(z)) and the ELBO, plus the ELBO sum.
 
     The expectation over q is a Monte-Carlo average of n_samples draws per example (seeded);
@@ -20,7 +22,8 @@ def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, s
     log_px_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     kl_sum = torch.zeros((), dtype=torch.float64, device=x.device)
     for start in range(0, len(x), batch_size):
-        log_px, kl = elbo_terms(model, x[start:start + batch_size], n_samples=n_samples, generator=gen)
+        with autocast(x.device, precision):
+            log_px, kl = elbo_terms(model, x[start:start + batch_size], n_samples=n_samples, generator=gen)
         log_px_sum += log_px.double().sum()
         kl_sum += kl.double().sum()
     n = len(x)
@@ -60,11 +63,15 @@ def latent_usage(model, x: torch.Tensor, *, batch_size: int, threshold: float = 
 
 
 @torch.no_grad()
-def log_likelihood_estimate(model, x: torch.Tensor, *, k_samples: int, batch_size: int, max_chunk_mb: int, seed: int) -> dict:
-    """Mean and sum over the split of the importance-weighted log p(x) estimate, with Monte-Carlo standard errors."""
+@denormals_flushed()
+def log_likelihood_estimate(model, x: torch.Tensor, *, k_samples: int, batch_size: int, max_chunk_mb: int, seed: int,
+                            precision: str = "float32") -> dict:
+    """Mean and sum over the split of the importance-weighted log p(x) estimate, with Monte-Carlo standard errors.
+    precision 'bfloat16' runs the network under bf16 autocast (the likelihood arithmetic stays float32)."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    est = iwae_log_likelihood(model, x, k_samples, generator=gen, batch_size=batch_size,
-                              max_chunk_elements=max_chunk_mb * 2**20 // 4)
+    with autocast(x.device, precision):
+        est = iwae_log_likelihood(model, x, k_samples, generator=gen, batch_size=batch_size,
+                                  max_chunk_elements=max_chunk_mb * 2**20 // 4)
     total = est.log_px.double().sum().item()
     return {
         "iwae_nats": total / len(x),
@@ -72,6 +79,7 @@ def log_likelihood_estimate(model, x: torch.Tensor, *, k_samples: int, batch_siz
         "iwae_std_err_nats": est.mean_std_err(),
         "iwae_sum_std_err_nats": est.sum_std_err(),
         "k_samples": k_samples,
+        "precision": precision,
     }
 
 

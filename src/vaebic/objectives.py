@@ -19,13 +19,50 @@ import torch.nn.functional as F
 LOG_2PI = math.log(2 * math.pi)
 
 
+def softplus(t: torch.Tensor) -> torch.Tensor:
+    """log(1 + e^t), elementwise, stable for any t: max(t, 0) + log(1 + e^-min(|t|, 80)).
+
+    On the CPU this is about 4x faster than torch's softplus, whose log1p is not vectorised there;
+    the log of 1 + u instead of log1p(u) loses at most one float ulp of 1 (6e-8 nats per pixel in
+    float32), the same as torch's own softplus error. Capping |t| at 80 changes nothing (1 + e^-80
+    is 1 in float32 and float64) but keeps exp() out of the subnormal range, where the CPU is 40x
+    slower: trained decoders give many such logits. Elsewhere (CUDA) torch's fused kernel is used.
+    """
+    if t.device.type != "cpu":
+        return F.softplus(t)
+    return t.abs().clamp_max_(80.0).neg_().exp_().add_(1).log_().add_(t.clamp_min(0))
+
+
+class _BernoulliLogLikelihood(torch.autograd.Function):
+    """sum_i [x_i l_i - softplus(l_i)] with its gradient written out: d/dl = x - sigmoid(l).
+
+    Autograd through the five elementwise passes of `softplus` would store and replay each of
+    them; the closed-form gradient is one pass. x broadcasts against the logits (leading sample
+    dimensions)."""
+
+    @staticmethod
+    def forward(ctx, logits, x):
+        ctx.save_for_backward(logits, x)
+        return (logits * x).sum(-1) - softplus(logits).sum(-1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        logits, x = ctx.saved_tensors
+        grad = grad.unsqueeze(-1)
+        grad_logits = (x - torch.sigmoid(logits)).mul_(grad) if ctx.needs_input_grad[0] else None
+        grad_x = (logits * grad).sum_to_size(x.shape) if ctx.needs_input_grad[1] else None
+        return grad_logits, grad_x
+
+
 def bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """log p(x|z) for x in {0, 1}^D under independent Bernoulli(sigmoid(logits)) pixels.
 
-    Equals minus the binary cross-entropy summed over pixels; computed from logits, which is
-    stable where sigmoid saturates. Leading dimensions are kept, the pixel dimension summed.
+    Equals minus the binary cross-entropy summed over pixels, computed from logits as
+    sum_i [x_i l_i - log(1 + e^l_i)], which is stable where sigmoid saturates. Leading dimensions
+    are kept (x broadcasts over leading sample dimensions of the logits), the pixel dimension summed.
+    For x in [0, 1] it is the unnormalised "Bernoulli form" the continuous Bernoulli builds on.
     """
-    return -F.binary_cross_entropy_with_logits(logits, x.expand_as(logits), reduction="none").sum(-1)
+    return _BernoulliLogLikelihood.apply(logits, x)
 
 
 def gaussian_log_likelihood(mean_logits: torch.Tensor, x: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
@@ -53,8 +90,7 @@ def _continuous_bernoulli_log_norm(logits: torch.Tensor) -> torch.Tensor:
 def continuous_bernoulli_log_likelihood(logits: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """log CB(x; lambda) for grey levels x in [0, 1]: the Bernoulli form plus its normaliser log C(lambda),
     which makes it a density on [0, 1] (Loaiza-Ganem & Cunningham 2019). Summed over pixels."""
-    x = x.expand_as(logits)
-    return (-F.binary_cross_entropy_with_logits(logits, x, reduction="none") + _continuous_bernoulli_log_norm(logits)).sum(-1)
+    return bernoulli_log_likelihood(logits, x) + _continuous_bernoulli_log_norm(logits).sum(-1)
 
 
 def log_standard_normal(z: torch.Tensor) -> torch.Tensor:
@@ -87,13 +123,16 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | N
     return mu + torch.exp(0.5 * logvar) * eps
 
 
-def elbo_terms(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None):
+def elbo_terms(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None,
+               eps: torch.Tensor | None = None):
     """Per-example (log p(x|z) averaged over n_samples draws z ~ q(z|x), closed-form KL).
 
-    Returns (log_px_given_z, kl), both of shape (N,); ELBO = log_px_given_z - kl.
+    Returns (log_px_given_z, kl), both of shape (N,); ELBO = log_px_given_z - kl. The standard
+    normal draws eps, shape (n_samples, N, d), may be given (a compiled step draws them outside).
     """
+    if eps is None:
+        eps = torch.randn((n_samples, len(x), model.latent_dim), device=x.device, generator=generator)
     mu, logvar = model.encode(x)
-    eps = torch.randn((n_samples, *mu.shape), device=mu.device, dtype=mu.dtype, generator=generator)
     z = reparameterize(mu, logvar, eps)  # (S, N, d)
     log_px_given_z = model.log_likelihood(model.decode(z), x).mean(0)
     return log_px_given_z, kl_standard_normal(mu, logvar)
@@ -133,22 +172,27 @@ def iwae_log_likelihood(model, x: torch.Tensor, k_samples: int, generator: torch
     model.eval()
     n, d = len(x), model.latent_dim
     out_dim = x[0].numel()
+    rows = max(1, max_chunk_elements // out_dim)  # (sample, example) pairs per block
     log_px = torch.empty(n, device=x.device)
     std_err = torch.empty(n, device=x.device)
     for start in range(0, n, batch_size):
         xb = x[start:start + batch_size]
         b = len(xb)
         mu, logvar = model.encode(xb)
+        # all K x b draws up front: the numbers do not depend on the memory bound
         eps = torch.randn((k_samples, b, d), device=x.device, dtype=mu.dtype, generator=generator)
-        chunk = max(1, min(k_samples, max_chunk_elements // max(1, b * out_dim)))
+        group = min(b, rows)  # examples per block
+        chunk = max(1, min(k_samples, rows // group))  # samples per block
         lse1 = torch.full((b,), -math.inf, device=x.device, dtype=torch.float64)  # logsumexp of log w
         lse2 = torch.full((b,), -math.inf, device=x.device, dtype=torch.float64)  # logsumexp of 2 log w
-        for k0 in range(0, k_samples, chunk):
-            z = reparameterize(mu, logvar, eps[k0:k0 + chunk])  # (S, b, d)
-            log_w = model.log_likelihood(model.decode(z), xb) + log_standard_normal(z) - log_normal_diag(z, mu, logvar)
-            log_w = log_w.double()
-            lse1 = torch.logaddexp(lse1, torch.logsumexp(log_w, 0))
-            lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, 0))
+        for e0 in range(0, b, group):
+            e = slice(e0, e0 + group)
+            for k0 in range(0, k_samples, chunk):
+                z = reparameterize(mu[e], logvar[e], eps[k0:k0 + chunk, e])  # (S, group, d)
+                log_w = model.log_likelihood(model.decode(z), xb[e]) + log_standard_normal(z) - log_normal_diag(z, mu[e], logvar[e])
+                log_w = log_w.double()
+                lse1[e] = torch.logaddexp(lse1[e], torch.logsumexp(log_w, 0))
+                lse2[e] = torch.logaddexp(lse2[e], torch.logsumexp(2 * log_w, 0))
         log_px[start:start + b] = (lse1 - math.log(k_samples)).to(log_px.dtype)
         rel_var = (torch.exp(lse2 - 2 * lse1) - 1.0 / k_samples).clamp_min(0.0)
         std_err[start:start + b] = rel_var.sqrt().to(std_err.dtype)

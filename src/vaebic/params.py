@@ -26,6 +26,7 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 LOG_LIKELIHOODS = ("iwae", "elbo")
 DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("float32", "bfloat16")
 CRITERIA = ("bic", "aic")
 PARAM_COUNTS = ("decoder", "all")
 
@@ -89,11 +90,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field("int", 128, "examples per optimiser step", low=1),
         "lr": Field("float", 1e-3, "Adam learning rate", low=0.0, low_open=True),
         "device": Field("choice", "auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES),
+        "precision": Field("choice", "float32", "float32, or bfloat16: bf16 autocast for the network's matrix multiplies (fast on GPUs)", choices=PRECISIONS),
+        "compile": Field("bool", False, "torch.compile the training step: pays on a GPU; tens of seconds to compile, little gain on a CPU"),
     },
     "evaluate": {
         "n_samples": Field("int", 10, "Monte-Carlo samples of z per example for the reconstruction term", low=1),
         "k_samples": Field("int", 100, "importance samples K per example for the log-likelihood estimate", low=1),
-        "max_chunk_mb": Field("int", 16, "memory budget of one block of importance samples (decoder outputs), in MiB", low=1),
+        "max_chunk_mb": Field("int", 2, "memory bound of one block of importance samples (decoder outputs), in MiB: 2 stays in a CPU core's cache; on a GPU use 256 or more", low=1),
+        "precision": Field("choice", "float32", "float32, or bfloat16: bf16 autocast for the network in the evaluation (the likelihood arithmetic stays float32)", choices=PRECISIONS),
         "active_threshold": Field("float", 0.01, "a latent unit is active when Var_x(E_q[z_u|x]) exceeds this", low=0.0, low_open=True),
         "batch_size": Field("int", 1000, "examples per evaluation batch", low=1),
         "seed": Field("int", 0, "seed of the evaluation's Monte-Carlo samples", low=0),

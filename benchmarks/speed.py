@@ -1,0 +1,429 @@
+"""Benchmark: how close vaebic's training and log-likelihood estimate come to the hardware's limit,
+and how much of a `dvc repro` is fixed cost, each against a baseline measured in the same run.
+
+Everything runs on the embedded data set (binarised, the prepare stage's train split) with the
+default architecture and batch size from params.yaml:
+
+  matmul     the machine's dense matrix-multiply throughput: torch.mm of two n x n float32
+             matrices (n = 4096), the yardstick for "fraction of the limit", measured again right
+             before each part (a shared machine's speed drifts);
+  training   examples/s of vaebic's loop, and of the canonical loop written here the way the
+             official PyTorch VAE example does it (a DataLoader over the tensors, torch.optim.Adam,
+             `.item()` on the loss every step), same model sizes, batch size and epochs; their
+             ratio; and the model FLOP/s of vaebic's loop as a fraction of the matmul throughput;
+  estimate   examples/s of the importance-weighted log-likelihood at K = 1000, and of a
+             one-example-at-a-time loop drawing its K samples in batches of 100, which encodes
+             the repeated example for every batch (as pythae's `get_nll` does); ratio and FLOP/s;
+  pipeline   wall time of the default `dvc repro` in a fresh copy of the project, split into
+             compute (the same training and evaluation in this one warm process) and fixed cost
+             (the rest: process starts, imports, DVC, MLflow); and the time of a no-op `dvc repro`.
+
+FLOPs are model FLOPs of the matrix multiplies: 2 per multiply-add of the forward pass, and for
+training 3x the forward pass (backward = 2x forward, the usual 6N rule). Elementwise work, which
+the hardware must also do, counts for nothing: that is what makes the fraction a fair measure.
+
+Each target of the speed issue is printed with whether it is met; --json FILE writes the figures.
+
+    python benchmarks/speed.py                    # everything (about 10 minutes on 2 CPU cores)
+    python benchmarks/speed.py --skip-pipeline    # the compute parts only (about 2 minutes)
+    python benchmarks/speed.py --device cuda      # on a GPU (also reports TFLOP/s)
+    python benchmarks/speed.py --quick            # a smoke run in seconds, tiny sizes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vaebic import data, params
+from vaebic.evaluation import evaluate_split, latent_usage, log_likelihood_estimate
+from vaebic.model import VAE, pick_device
+from vaebic.objectives import iwae_log_likelihood
+from vaebic.training import train_vae
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGETS = {
+    "train_vs_canonical": 1.5,
+    "train_fraction_of_matmul": 0.70,
+    "estimate_fraction_of_matmul": 0.70,
+    "estimate_vs_one_at_a_time": 3.0,
+    "fixed_cost_fraction": 0.25,
+    "noop_repro_s": 5.0,
+}
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def timed(fn, device: torch.device, repeats: int = 1):
+    """fn's result and the median of its wall times over repeats (the machine may be shared and noisy)."""
+    times, result = [], None
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        result = fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return result, sorted(times)[len(times) // 2]
+
+
+def matmul_flops_per_s(device: torch.device, n: int, repeats: int = 5) -> float:
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    torch.mm(a, b)
+    _, seconds = timed(lambda: torch.mm(a, b), device, repeats)
+    return 2 * n**3 / seconds
+
+
+def forward_flops(input_dim: int, hidden: list[int], latent_dim: int) -> tuple[int, int]:
+    """Matmul FLOPs of one example through the encoder (to 2d outputs) and of one z through the decoder."""
+    enc = [input_dim, *hidden, 2 * latent_dim]
+    dec = [latent_dim, *reversed(hidden), input_dim]
+    return (sum(2 * a * b for a, b in zip(enc, enc[1:])), sum(2 * a * b for a, b in zip(dec, dec[1:])))
+
+
+# --- the canonical training loop, as the official PyTorch VAE example (pytorch/examples, vae/main.py) writes it
+
+
+class CanonicalVAE(nn.Module):
+    def __init__(self, input_dim: int, hidden: int, latent_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(input_dim, hidden)
+        self.fc21 = nn.Linear(hidden, latent_dim)
+        self.fc22 = nn.Linear(hidden, latent_dim)
+        self.fc3 = nn.Linear(latent_dim, hidden)
+        self.fc4 = nn.Linear(hidden, input_dim)
+
+    def forward(self, x):
+        h1 = F.relu(self.fc1(x))
+        mu, logvar = self.fc21(h1), self.fc22(h1)
+        z = mu + torch.randn_like(mu) * torch.exp(0.5 * logvar)
+        return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
+
+
+def canonical_training(train_x: torch.Tensor, latent_dim: int, hidden: int, epochs: int, batch_size: int, lr: float,
+                       device: torch.device) -> float:
+    """The example's loop; returns the last epoch's mean loss (nats per example)."""
+    model = CanonicalVAE(train_x.shape[1], hidden, latent_dim).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(train_x), batch_size=batch_size, shuffle=True)
+    train_loss = 0.0
+    for _ in range(epochs):
+        model.train()
+        train_loss = 0.0
+        for (x,) in loader:
+            x = x.to(device)
+            optimizer.zero_grad()
+            recon, mu, logvar = model(x)
+            bce = F.binary_cross_entropy(recon, x, reduction="sum")
+            kld = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())  # Kingma & Welling 2014, appendix B
+            loss = bce + kld
+            loss.backward()
+            train_loss += loss.item()
+            optimizer.step()
+    return train_loss / len(train_x)
+
+
+# --- the one-example-at-a-time importance-sampling loop, as pythae's get_nll does it
+
+
+@torch.no_grad()
+def one_example_at_a_time(model: VAE, x: torch.Tensor, k_samples: int, sample_batch: int = 100) -> torch.Tensor:
+    out = []
+    for i in range(len(x)):
+        xi = x[i:i + 1]
+        log_ws = []
+        for _ in range(max(1, k_samples // sample_batch)):
+            x_rep = torch.cat(sample_batch * [xi])
+            mu, logvar = model.encode(x_rep)
+            std = torch.exp(0.5 * logvar)
+            z = mu + std * torch.randn_like(std)
+            log_q = -0.5 * (logvar + (z - mu) ** 2 / torch.exp(logvar)).sum(-1)
+            log_p_z = -0.5 * (z**2).sum(-1)  # the log(2 pi) terms of p(z) and q(z|x) cancel
+            recon = torch.sigmoid(model.decode(z))
+            log_p_x_given_z = -F.binary_cross_entropy(recon, x_rep, reduction="none").sum(-1)
+            log_ws.append(log_p_x_given_z + log_p_z - log_q)
+        log_w = torch.cat(log_ws)
+        out.append((torch.logsumexp(log_w, 0) - math.log(len(log_w))).item())
+    return torch.tensor(out)
+
+
+# --- the parts
+
+
+def bench_training(p: dict, train_x: torch.Tensor, latent_dim: int, epochs: int, repeats: int, device: torch.device,
+                   matmul: float) -> dict:
+    pt, hidden = p["train"], p["model"]["hidden_sizes"]
+    kw = dict(epochs=epochs, batch_size=pt["batch_size"], lr=pt["lr"])
+    enc, dec = forward_flops(train_x.shape[1], hidden, latent_dim)
+    flops_per_example = 3 * (enc + dec)
+
+    def ours():
+        torch.manual_seed(0)
+        model = VAE(train_x.shape[1], latent_dim, hidden).to(device)
+        return train_vae(model, train_x, seed=0, **kw)[-1]["loss"]
+
+    def canonical():
+        torch.manual_seed(0)
+        return canonical_training(train_x.cpu(), latent_dim, hidden[0], device=device, **kw)
+
+    # one warm-up epoch each: one-off costs (lazy imports, kernel selection) are not throughput
+    train_vae(VAE(train_x.shape[1], latent_dim, hidden).to(device), train_x, epochs=1, batch_size=pt["batch_size"], lr=pt["lr"], seed=1)
+    canonical_training(train_x.cpu(), latent_dim, hidden[0], 1, pt["batch_size"], pt["lr"], device)
+    # interleaved repeats: a shared machine's speed drifts, and both loops should see the same drift
+    ours_times, canon_times = [], []
+    for _ in range(repeats):
+        ours_loss, seconds = timed(ours, device)
+        ours_times.append(seconds)
+        canon_loss, seconds = timed(canonical, device)
+        canon_times.append(seconds)
+    ours_s, canon_s = sorted(ours_times)[repeats // 2], sorted(canon_times)[repeats // 2]
+    n = len(train_x) * epochs
+    ours_rate, canon_rate = n / ours_s, n / canon_s
+    return {
+        "latent_dim": latent_dim, "epochs": epochs, "batch_size": pt["batch_size"], "n_train": len(train_x),
+        "model_flops_per_example": flops_per_example, "matmul_flops_per_s": matmul,
+        "vaebic_examples_per_s": ours_rate, "canonical_examples_per_s": canon_rate,
+        "vaebic_vs_canonical": ours_rate / canon_rate,
+        "vaebic_flops_per_s": ours_rate * flops_per_example,
+        "vaebic_fraction_of_matmul": ours_rate * flops_per_example / matmul,
+        "canonical_fraction_of_matmul": canon_rate * flops_per_example / matmul,
+        "vaebic_final_loss_nats": ours_loss, "canonical_final_loss_nats": canon_loss,
+    }
+
+
+def bench_estimate(p: dict, train_x: torch.Tensor, test_x: torch.Tensor, latent_dim: int, k: int, n_examples: int,
+                   n_loop: int, repeats: int, device: torch.device, matmul: float) -> dict:
+    pt, pe, hidden = p["train"], p["evaluate"], p["model"]["hidden_sizes"]
+    torch.manual_seed(0)
+    model = VAE(train_x.shape[1], latent_dim, hidden).to(device)
+    train_vae(model, train_x, epochs=min(pt["epochs"], 5), batch_size=pt["batch_size"], lr=pt["lr"], seed=0)
+    enc, dec = forward_flops(train_x.shape[1], hidden, latent_dim)
+    flops_per_example = enc + k * dec
+    x = test_x[:n_examples]
+
+    def ours():
+        return log_likelihood_estimate(model, x, k_samples=k, batch_size=pe["batch_size"], max_chunk_mb=pe["max_chunk_mb"], seed=0)
+
+    def loop():
+        return one_example_at_a_time(model, x[:n_loop], k)
+
+    log_likelihood_estimate(model, x[:10], k_samples=k, batch_size=pe["batch_size"], max_chunk_mb=pe["max_chunk_mb"], seed=0)
+    ours_times, loop_times = [], []
+    for _ in range(repeats):  # interleaved, as for training
+        est, seconds = timed(ours, device)
+        ours_times.append(seconds)
+        loop_est, seconds = timed(loop, device)
+        loop_times.append(seconds)
+    ours_s, loop_s = sorted(ours_times)[repeats // 2], sorted(loop_times)[repeats // 2]
+    ours_rate, loop_rate = len(x) / ours_s, n_loop / loop_s
+    # the same estimator on the same examples: agreement within Monte-Carlo error
+    check = iwae_log_likelihood(model, x[:n_loop], k, generator=torch.Generator(device=device).manual_seed(1))
+    return {
+        "latent_dim": latent_dim, "k_samples": k, "n_examples": len(x), "n_loop_examples": n_loop,
+        "model_flops_per_example": flops_per_example, "matmul_flops_per_s": matmul,
+        "vaebic_examples_per_s": ours_rate, "one_at_a_time_examples_per_s": loop_rate,
+        "vaebic_vs_one_at_a_time": ours_rate / loop_rate,
+        "vaebic_flops_per_s": ours_rate * flops_per_example,
+        "vaebic_fraction_of_matmul": ours_rate * flops_per_example / matmul,
+        "one_at_a_time_fraction_of_matmul": loop_rate * flops_per_example / matmul,
+        "vaebic_mean_nats": est["iwae_nats"], "vaebic_mean_std_err_nats": est["iwae_std_err_nats"],
+        "loop_examples_vaebic_mean_nats": check.log_px.mean().item(), "loop_mean_nats": loop_est.mean().item(),
+        "loop_examples_std_err_nats": check.mean_std_err(),
+    }
+
+
+def run_command(args: list[str], cwd: Path) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    start = time.perf_counter()
+    proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.exit(f"benchmark: `{' '.join(args)}` failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return seconds
+
+
+def copy_project(folder: Path, changes: dict) -> None:
+    """What `dvc repro` needs, in a fresh git repository: no outputs, no MLflow store."""
+    import yaml
+
+    for name in ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/README.md"):
+        if (ROOT / name).exists():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, folder / name)
+    for sub in ("stages", "src"):
+        shutil.copytree(ROOT / sub, folder / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    p = yaml.safe_load((folder / "params.yaml").read_text())
+    for section, values in changes.items():
+        p[section].update(values)
+    (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+
+
+def pipeline_compute(p: dict, device: torch.device) -> float:
+    """Seconds this warm process takes for the pipeline's training and evaluation work, nothing else."""
+    ev = p["evaluate"]
+    with tempfile.TemporaryDirectory() as tmp:
+        meta = data.prepare(p["data"], p["model"]["likelihood"], tmp)
+        train_np, test_np, _ = data.load_prepared(tmp)
+    start = time.perf_counter()
+    for d in p["sweep"]["latent_dims"]:
+        for seed in p["sweep"]["seeds"]:
+            x = torch.from_numpy(train_np).to(device=device, dtype=torch.float32)
+            torch.manual_seed(seed)
+            model = VAE(meta["input_dim"], d, p["model"]["hidden_sizes"], meta["image_shape"], p["model"]["likelihood"],
+                        p["model"]["gaussian_sigma"], p["model"]["architecture"], p["model"]["conv_channels"]).to(device)
+            pt = p["train"]
+            train_vae(model, x, epochs=pt["epochs"], batch_size=pt["batch_size"], lr=pt["lr"], seed=seed,
+                      precision=pt["precision"], compile=pt["compile"])
+            for arr in (train_np, test_np):
+                xs = torch.from_numpy(arr).to(device=device, dtype=torch.float32)
+                evaluate_split(model, xs, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"], precision=ev["precision"])
+                log_likelihood_estimate(model, xs, k_samples=ev["k_samples"], batch_size=ev["batch_size"],
+                                        max_chunk_mb=ev["max_chunk_mb"], seed=ev["seed"], precision=ev["precision"])
+                latent_usage(model, xs, batch_size=ev["batch_size"], threshold=ev["active_threshold"])
+    sync(device)
+    return time.perf_counter() - start
+
+
+def startup_seconds(code: str, repeats: int = 3) -> float:
+    """Median wall time of a fresh Python process that runs code (imports: a stage's start-up)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def bench_pipeline(p: dict, changes: dict, device: torch.device) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        project = Path(tmp)
+        copy_project(project, changes)
+        repro_s = run_command(["dvc", "repro"], project)
+        noop_s = run_command(["dvc", "repro"], project)
+    for section, values in changes.items():
+        p[section].update(values)
+    compute_s = pipeline_compute(p, device)
+    n_models = len(p["sweep"]["latent_dims"]) * len(p["sweep"]["seeds"])
+    n_stages = 4 + 2 * n_models  # validate, prepare, select, report, and train + evaluate per model
+    python_s = startup_seconds("pass")
+    torch_s = startup_seconds("import torch")
+    torch_mlflow_s = startup_seconds("import torch, mlflow")
+    fixed_s = repro_s - compute_s
+    return {
+        "latent_dims": p["sweep"]["latent_dims"], "seeds": p["sweep"]["seeds"], "epochs": p["train"]["epochs"],
+        "k_samples": p["evaluate"]["k_samples"], "n_stages": n_stages,
+        "repro_s": repro_s, "compute_s": compute_s, "fixed_s": fixed_s, "fixed_fraction": fixed_s / repro_s,
+        "noop_repro_s": noop_s,
+        # where the fixed cost goes, from fresh processes: every stage starts Python; the per-model
+        # stages and select import torch and mlflow, the others less
+        "python_start_s": python_s, "import_torch_s": torch_s - python_s, "import_torch_and_mlflow_s": torch_mlflow_s - python_s,
+        "est_process_start_and_imports_s": n_stages * python_s + (2 * n_models + 2) * (torch_mlflow_s - python_s),
+    }
+
+
+def verdicts(fig: dict) -> list[tuple[str, float, float, bool]]:
+    """(what, measured, target, met) for each target the figures cover."""
+    out = []
+    if "training" in fig:
+        t = fig["training"]
+        out += [("training vs canonical loop (x)", t["vaebic_vs_canonical"], TARGETS["train_vs_canonical"], t["vaebic_vs_canonical"] >= TARGETS["train_vs_canonical"]),
+                ("training, fraction of matmul", t["vaebic_fraction_of_matmul"], TARGETS["train_fraction_of_matmul"], t["vaebic_fraction_of_matmul"] >= TARGETS["train_fraction_of_matmul"])]
+    if "estimate" in fig:
+        e = fig["estimate"]
+        out += [("estimate, fraction of matmul", e["vaebic_fraction_of_matmul"], TARGETS["estimate_fraction_of_matmul"], e["vaebic_fraction_of_matmul"] >= TARGETS["estimate_fraction_of_matmul"]),
+                ("estimate vs one-at-a-time loop (x)", e["vaebic_vs_one_at_a_time"], TARGETS["estimate_vs_one_at_a_time"], e["vaebic_vs_one_at_a_time"] >= TARGETS["estimate_vs_one_at_a_time"])]
+    if "pipeline" in fig:
+        q = fig["pipeline"]
+        out += [("fixed cost, fraction of dvc repro", q["fixed_fraction"], TARGETS["fixed_cost_fraction"], q["fixed_fraction"] <= TARGETS["fixed_cost_fraction"]),
+                ("no-op dvc repro (s)", q["noop_repro_s"], TARGETS["noop_repro_s"], q["noop_repro_s"] < TARGETS["noop_repro_s"])]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
+    ap.add_argument("--latent-dim", type=int, default=16)
+    ap.add_argument("--epochs", type=int, default=10, help="training epochs of both loops")
+    ap.add_argument("--k-samples", type=int, default=1000)
+    ap.add_argument("--examples", type=int, default=500, help="examples for vaebic's estimate")
+    ap.add_argument("--loop-examples", type=int, default=30, help="examples for the one-at-a-time loop")
+    ap.add_argument("--repeats", type=int, default=3, help="estimate timings are the median of this many runs")
+    ap.add_argument("--matmul-size", type=int, default=4096)
+    ap.add_argument("--skip-pipeline", action="store_true", help="leave out the `dvc repro` timings")
+    ap.add_argument("--quick", action="store_true", help="tiny sizes and a two-model pipeline: checks that it all runs")
+    ap.add_argument("--json", help="also write the figures to this file")
+    args = ap.parse_args()
+    p = params.load(ROOT / "params.yaml")
+    pipeline_changes: dict = {}
+    if args.quick:
+        args.epochs, args.k_samples, args.examples, args.loop_examples, args.repeats, args.matmul_size = 1, 100, 50, 3, 1, 512
+        pipeline_changes = {"sweep": {"latent_dims": [2, 4]}, "train": {"epochs": 1}, "evaluate": {"k_samples": 10}}
+    device = pick_device(args.device)
+    with tempfile.TemporaryDirectory() as tmp:
+        data.prepare(p["data"], p["model"]["likelihood"], tmp)
+        train_np, test_np, meta = data.load_prepared(tmp)
+    train_x, test_x = (torch.from_numpy(a).to(device=device, dtype=torch.float32) for a in (train_np, test_np))
+
+    matmul = matmul_flops_per_s(device, args.matmul_size)
+    fig: dict = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
+        "data": f"{meta['dataset']}: {meta['n_train']} train / {meta['n_test']} test examples of {meta['input_dim']} pixels",
+        "hidden_sizes": p["model"]["hidden_sizes"],
+        "matmul_size": args.matmul_size, "matmul_flops_per_s": matmul,
+    }
+    print(f"vaebic speed benchmark on {fig['device']} ({fig['machine']})")
+    print(f"  data: {fig['data']}; model {meta['input_dim']}-{p['model']['hidden_sizes']}-d, batch size {p['train']['batch_size']}")
+    unit, scale = ("TFLOP/s", 1e12) if device.type == "cuda" else ("GFLOP/s", 1e9)
+    print(f"  matmul: torch.mm {args.matmul_size}x{args.matmul_size} float32: {matmul / scale:.1f} {unit}")
+
+    t = fig["training"] = bench_training(p, train_x, args.latent_dim, args.epochs, args.repeats, device,
+                                         matmul_flops_per_s(device, args.matmul_size))
+    print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples:")
+    print(f"  vaebic:           {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = {t['vaebic_fraction_of_matmul']:.0%} of matmul")
+    print(f"  canonical loop:   {t['canonical_examples_per_s']:9.0f} examples/s   {t['canonical_fraction_of_matmul']:.0%} of matmul")
+    print(f"  ratio vaebic / canonical: {t['vaebic_vs_canonical']:.2f}x   (final -ELBO {t['vaebic_final_loss_nats']:.1f} vs {t['canonical_final_loss_nats']:.1f} nats)")
+
+    e = fig["estimate"] = bench_estimate(p, train_x, test_x, args.latent_dim, args.k_samples, args.examples, args.loop_examples,
+                                         args.repeats, device, matmul_flops_per_s(device, args.matmul_size))
+    print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']}:")
+    print(f"  vaebic:           {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = {e['vaebic_fraction_of_matmul']:.0%} of matmul")
+    print(f"  one at a time:    {e['one_at_a_time_examples_per_s']:9.1f} examples/s   {e['one_at_a_time_fraction_of_matmul']:.0%} of matmul")
+    print(f"  ratio vaebic / one-at-a-time: {e['vaebic_vs_one_at_a_time']:.2f}x   (on the loop's {e['n_loop_examples']} examples: "
+          f"{e['loop_examples_vaebic_mean_nats']:.2f} +- {e['loop_examples_std_err_nats']:.2f} vs {e['loop_mean_nats']:.2f} nats)")
+
+    if not args.skip_pipeline:
+        q = fig["pipeline"] = bench_pipeline(p, pipeline_changes, device)
+        print(f"dvc repro, {len(q['latent_dims'])} latent dims x {len(q['seeds'])} seeds, {q['epochs']} epochs, K={q['k_samples']}, {q['n_stages']} stages:")
+        print(f"  wall {q['repro_s']:.1f} s = compute {q['compute_s']:.1f} s + fixed cost {q['fixed_s']:.1f} s ({q['fixed_fraction']:.0%})")
+        print(f"  of the fixed cost, about {q['est_process_start_and_imports_s']:.0f} s is starting Python and importing torch and mlflow "
+              f"({q['python_start_s']:.2f} s + {q['import_torch_and_mlflow_s']:.2f} s per stage that needs both)")
+        print(f"  no-op dvc repro: {q['noop_repro_s']:.1f} s")
+
+    fig["targets"] = [{"what": w, "measured": m, "target": tgt, "met": ok} for w, m, tgt, ok in verdicts(fig)]
+    print("targets (on the reference 2-core CPU):")
+    for w, m, tgt, ok in verdicts(fig):
+        print(f"  {'met    ' if ok else 'NOT MET'}  {w}: {m:.2f} (target {tgt})")
+    if args.json:
+        Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
