@@ -5,8 +5,7 @@ Everything runs on the embedded data set (binarised, the prepare stage's train s
 default architecture and batch size from params.yaml:
 
   matmul     the machine's dense matrix-multiply throughput: torch.mm of two n x n float32
-             matrices (n = 4096), the yardstick for "fraction of the limit", measured again right
-             before each part (a shared machine's speed drifts);
+             matrices (n = 4096), the yardstick for "fraction of the limit";
   training   examples/s of vaebic's loop, and of the canonical loop written here the way the
              official PyTorch VAE example does it (a DataLoader over the tensors, torch.optim.Adam,
              `.item()` on the loss every step), same model sizes, batch size and epochs; their
@@ -22,7 +21,10 @@ FLOPs are model FLOPs of the matrix multiplies: 2 per multiply-add of the forwar
 training 3x the forward pass (backward = 2x forward, the usual 6N rule). Elementwise work, which
 the hardware must also do, counts for nothing: that is what makes the fraction a fair measure.
 
-Each target of the speed issue is printed with whether it is met; --json FILE writes the figures.
+A shared machine's speed drifts between phases, so the compute parts run in interleaved rounds
+(matmul, vaebic, baseline), every ratio is taken within a round, and medians over rounds are
+printed. Each target of the speed issue is printed with whether it is met; --json FILE writes
+the figures.
 
     python benchmarks/speed.py                    # everything (about 10 minutes on 2 CPU cores)
     python benchmarks/speed.py --skip-pipeline    # the compute parts only (about 2 minutes)
@@ -165,8 +167,31 @@ def one_example_at_a_time(model: VAE, x: torch.Tensor, k_samples: int, sample_ba
 # --- the parts
 
 
+def median(values: list[float]) -> float:
+    values = sorted(values)
+    return values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
+
+
+def rounds(ours, baseline, n_ours: int, n_baseline: int, flops_per_example: float, repeats: int, device: torch.device,
+           matmul_size: int) -> dict:
+    """Interleaved rounds of (matmul, ours, baseline): a shared machine's speed drifts between
+    phases, so every ratio is taken within one round, and the medians over rounds are reported."""
+    rates, base_rates, ratios, fractions, base_fractions, matmuls = [], [], [], [], [], []
+    result = base_result = None
+    for _ in range(repeats):
+        mm = matmul_flops_per_s(device, matmul_size, repeats=3)
+        result, seconds = timed(ours, device)
+        base_result, base_seconds = timed(baseline, device)
+        rate, base_rate = n_ours / seconds, n_baseline / base_seconds
+        rates.append(rate), base_rates.append(base_rate), ratios.append(rate / base_rate), matmuls.append(mm)
+        fractions.append(rate * flops_per_example / mm), base_fractions.append(base_rate * flops_per_example / mm)
+    return {"rate": median(rates), "base_rate": median(base_rates), "ratio": median(ratios), "fraction": median(fractions),
+            "base_fraction": median(base_fractions), "matmul": median(matmuls), "result": result, "base_result": base_result,
+            "ratios": ratios}
+
+
 def bench_training(p: dict, train_x: torch.Tensor, latent_dim: int, epochs: int, repeats: int, device: torch.device,
-                   matmul: float) -> dict:
+                   matmul_size: int) -> dict:
     pt, hidden = p["train"], p["model"]["hidden_sizes"]
     kw = dict(epochs=epochs, batch_size=pt["batch_size"], lr=pt["lr"])
     enc, dec = forward_flops(train_x.shape[1], hidden, latent_dim)
@@ -184,30 +209,21 @@ def bench_training(p: dict, train_x: torch.Tensor, latent_dim: int, epochs: int,
     # one warm-up epoch each: one-off costs (lazy imports, kernel selection) are not throughput
     train_vae(VAE(train_x.shape[1], latent_dim, hidden).to(device), train_x, epochs=1, batch_size=pt["batch_size"], lr=pt["lr"], seed=1)
     canonical_training(train_x.cpu(), latent_dim, hidden[0], 1, pt["batch_size"], pt["lr"], device)
-    # interleaved repeats: a shared machine's speed drifts, and both loops should see the same drift
-    ours_times, canon_times = [], []
-    for _ in range(repeats):
-        ours_loss, seconds = timed(ours, device)
-        ours_times.append(seconds)
-        canon_loss, seconds = timed(canonical, device)
-        canon_times.append(seconds)
-    ours_s, canon_s = sorted(ours_times)[repeats // 2], sorted(canon_times)[repeats // 2]
     n = len(train_x) * epochs
-    ours_rate, canon_rate = n / ours_s, n / canon_s
+    r = rounds(ours, canonical, n, n, flops_per_example, repeats, device, matmul_size)
     return {
-        "latent_dim": latent_dim, "epochs": epochs, "batch_size": pt["batch_size"], "n_train": len(train_x),
-        "model_flops_per_example": flops_per_example, "matmul_flops_per_s": matmul,
-        "vaebic_examples_per_s": ours_rate, "canonical_examples_per_s": canon_rate,
-        "vaebic_vs_canonical": ours_rate / canon_rate,
-        "vaebic_flops_per_s": ours_rate * flops_per_example,
-        "vaebic_fraction_of_matmul": ours_rate * flops_per_example / matmul,
-        "canonical_fraction_of_matmul": canon_rate * flops_per_example / matmul,
-        "vaebic_final_loss_nats": ours_loss, "canonical_final_loss_nats": canon_loss,
+        "latent_dim": latent_dim, "epochs": epochs, "batch_size": pt["batch_size"], "n_train": len(train_x), "rounds": repeats,
+        "model_flops_per_example": flops_per_example, "matmul_flops_per_s": r["matmul"],
+        "vaebic_examples_per_s": r["rate"], "canonical_examples_per_s": r["base_rate"],
+        "vaebic_vs_canonical": r["ratio"], "vaebic_vs_canonical_per_round": r["ratios"],
+        "vaebic_flops_per_s": r["rate"] * flops_per_example,
+        "vaebic_fraction_of_matmul": r["fraction"], "canonical_fraction_of_matmul": r["base_fraction"],
+        "vaebic_final_loss_nats": r["result"], "canonical_final_loss_nats": r["base_result"],
     }
 
 
 def bench_estimate(p: dict, train_x: torch.Tensor, test_x: torch.Tensor, latent_dim: int, k: int, n_examples: int,
-                   n_loop: int, repeats: int, device: torch.device, matmul: float) -> dict:
+                   n_loop: int, repeats: int, device: torch.device, matmul_size: int) -> dict:
     pt, pe, hidden = p["train"], p["evaluate"], p["model"]["hidden_sizes"]
     torch.manual_seed(0)
     model = VAE(train_x.shape[1], latent_dim, hidden).to(device)
@@ -223,24 +239,17 @@ def bench_estimate(p: dict, train_x: torch.Tensor, test_x: torch.Tensor, latent_
         return one_example_at_a_time(model, x[:n_loop], k)
 
     log_likelihood_estimate(model, x[:10], k_samples=k, batch_size=pe["batch_size"], max_chunk_mb=pe["max_chunk_mb"], seed=0)
-    ours_times, loop_times = [], []
-    for _ in range(repeats):  # interleaved, as for training
-        est, seconds = timed(ours, device)
-        ours_times.append(seconds)
-        loop_est, seconds = timed(loop, device)
-        loop_times.append(seconds)
-    ours_s, loop_s = sorted(ours_times)[repeats // 2], sorted(loop_times)[repeats // 2]
-    ours_rate, loop_rate = len(x) / ours_s, n_loop / loop_s
+    r = rounds(ours, loop, len(x), n_loop, flops_per_example, repeats, device, matmul_size)
+    est, loop_est = r["result"], r["base_result"]
     # the same estimator on the same examples: agreement within Monte-Carlo error
     check = iwae_log_likelihood(model, x[:n_loop], k, generator=torch.Generator(device=device).manual_seed(1))
     return {
-        "latent_dim": latent_dim, "k_samples": k, "n_examples": len(x), "n_loop_examples": n_loop,
-        "model_flops_per_example": flops_per_example, "matmul_flops_per_s": matmul,
-        "vaebic_examples_per_s": ours_rate, "one_at_a_time_examples_per_s": loop_rate,
-        "vaebic_vs_one_at_a_time": ours_rate / loop_rate,
-        "vaebic_flops_per_s": ours_rate * flops_per_example,
-        "vaebic_fraction_of_matmul": ours_rate * flops_per_example / matmul,
-        "one_at_a_time_fraction_of_matmul": loop_rate * flops_per_example / matmul,
+        "latent_dim": latent_dim, "k_samples": k, "n_examples": len(x), "n_loop_examples": n_loop, "rounds": repeats,
+        "model_flops_per_example": flops_per_example, "matmul_flops_per_s": r["matmul"],
+        "vaebic_examples_per_s": r["rate"], "one_at_a_time_examples_per_s": r["base_rate"],
+        "vaebic_vs_one_at_a_time": r["ratio"], "vaebic_vs_one_at_a_time_per_round": r["ratios"],
+        "vaebic_flops_per_s": r["rate"] * flops_per_example,
+        "vaebic_fraction_of_matmul": r["fraction"], "one_at_a_time_fraction_of_matmul": r["base_fraction"],
         "vaebic_mean_nats": est["iwae_nats"], "vaebic_mean_std_err_nats": est["iwae_std_err_nats"],
         "loop_examples_vaebic_mean_nats": check.log_px.mean().item(), "loop_mean_nats": loop_est.mean().item(),
         "loop_examples_std_err_nats": check.mean_std_err(),
@@ -360,11 +369,11 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     ap.add_argument("--latent-dim", type=int, default=16)
-    ap.add_argument("--epochs", type=int, default=10, help="training epochs of both loops")
+    ap.add_argument("--epochs", type=int, default=3, help="training epochs of both loops, per round")
     ap.add_argument("--k-samples", type=int, default=1000)
     ap.add_argument("--examples", type=int, default=500, help="examples for vaebic's estimate")
     ap.add_argument("--loop-examples", type=int, default=30, help="examples for the one-at-a-time loop")
-    ap.add_argument("--repeats", type=int, default=3, help="estimate timings are the median of this many runs")
+    ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds; figures are medians over them")
     ap.add_argument("--matmul-size", type=int, default=4096)
     ap.add_argument("--skip-pipeline", action="store_true", help="leave out the `dvc repro` timings")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and a two-model pipeline: checks that it all runs")
@@ -392,18 +401,17 @@ def main() -> None:
     print(f"vaebic speed benchmark on {fig['device']} ({fig['machine']})")
     print(f"  data: {fig['data']}; model {meta['input_dim']}-{p['model']['hidden_sizes']}-d, batch size {p['train']['batch_size']}")
     unit, scale = ("TFLOP/s", 1e12) if device.type == "cuda" else ("GFLOP/s", 1e9)
-    print(f"  matmul: torch.mm {args.matmul_size}x{args.matmul_size} float32: {matmul / scale:.1f} {unit}")
+    print(f"  matmul: torch.mm {args.matmul_size}x{args.matmul_size} float32: {matmul / scale:.1f} {unit} (and again in every round)")
 
-    t = fig["training"] = bench_training(p, train_x, args.latent_dim, args.epochs, args.repeats, device,
-                                         matmul_flops_per_s(device, args.matmul_size))
-    print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples:")
+    t = fig["training"] = bench_training(p, train_x, args.latent_dim, args.epochs, args.repeats, device, args.matmul_size)
+    print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples (medians of {t['rounds']} rounds):")
     print(f"  vaebic:           {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = {t['vaebic_fraction_of_matmul']:.0%} of matmul")
     print(f"  canonical loop:   {t['canonical_examples_per_s']:9.0f} examples/s   {t['canonical_fraction_of_matmul']:.0%} of matmul")
     print(f"  ratio vaebic / canonical: {t['vaebic_vs_canonical']:.2f}x   (final -ELBO {t['vaebic_final_loss_nats']:.1f} vs {t['canonical_final_loss_nats']:.1f} nats)")
 
     e = fig["estimate"] = bench_estimate(p, train_x, test_x, args.latent_dim, args.k_samples, args.examples, args.loop_examples,
-                                         args.repeats, device, matmul_flops_per_s(device, args.matmul_size))
-    print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']}:")
+                                         args.repeats, device, args.matmul_size)
+    print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']} (medians of {e['rounds']} rounds):")
     print(f"  vaebic:           {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = {e['vaebic_fraction_of_matmul']:.0%} of matmul")
     print(f"  one at a time:    {e['one_at_a_time_examples_per_s']:9.1f} examples/s   {e['one_at_a_time_fraction_of_matmul']:.0%} of matmul")
     print(f"  ratio vaebic / one-at-a-time: {e['vaebic_vs_one_at_a_time']:.2f}x   (on the loop's {e['n_loop_examples']} examples: "

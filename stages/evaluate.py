@@ -1,28 +1,15 @@
 """Stage `evaluate@<latent_dim>-<seed>`: reconstruction, KL, ELBO, the importance-weighted log-likelihood
-estimate, per-unit KL and active units of one model, on train and test."""
+estimate, per-unit KL and active units of one model, on train and test.
+
+Computation only: no MLflow and no matplotlib here, whose imports would cost more than a small
+model's evaluation. The report stage logs these numbers and the model's pictures to its MLflow run.
+"""
 
 import logging
-import os
 
 from vaebic.cli import run_cli, stage_parser
 
 log = logging.getLogger("vaebic.evaluate")
-
-
-def log_model_pictures(model, x, image_shape: list[int], title: str) -> None:
-    """Reconstructions of a few test images and samples from the prior, as artifacts of the model's run."""
-    import tempfile
-    from pathlib import Path
-
-    from vaebic import plots, tracking
-    from vaebic.evaluation import reconstructions_and_samples
-
-    recon, samples = reconstructions_and_samples(model, x, 32)
-    with tempfile.TemporaryDirectory() as tmp:
-        plots.model_pictures(x.cpu().numpy(), recon.cpu().numpy(), samples.cpu().numpy(), image_shape, title=title,
-                             reconstructions_path=Path(tmp) / "reconstructions.png", samples_path=Path(tmp) / "samples.png", dpi=80)
-        tracking.log_artifact(Path(tmp) / "reconstructions.png")
-        tracking.log_artifact(Path(tmp) / "samples.png")
 
 
 def main() -> None:
@@ -30,10 +17,9 @@ def main() -> None:
     ap.add_argument("--model", required=True, help="model folder, e.g. models/8-0")
     ap.add_argument("--out", required=True, help="metrics file to write, e.g. metrics/8-0.json")
     args = ap.parse_args()
-    from vaebic import data, params, tracking
+    from vaebic import data, params
 
     p = params.load(args.params)
-    tracking.setup(p["mlflow"]["experiment"])  # an unreachable tracking server fails now, not after the evaluation
     d, seed = args.latent_dim, args.seed
     train_x, test_x, meta = data.load_prepared(args.data)
 
@@ -67,16 +53,6 @@ def main() -> None:
                  d, seed, split, r["iwae_nats"], r["iwae_std_err_nats"], r["k_samples"], r["elbo_nats"], r["recon_nats"], r["kl_nats"],
                  r["active_units"], d)
 
-    stage = os.environ.get("DVC_STAGE", f"evaluate@{d}-{seed}")
-    tags = {**tracking.provenance(stage, args.params, meta["fingerprint"]), "dataset": meta["dataset"]}
-    sweep = tracking.sweep_key(p, meta["fingerprint"])
-    with tracking.model_run(p["mlflow"]["experiment"], d, seed, sweep, tags, run_id=tracking.load_run_id(args.model)):
-        log_model_pictures(model, torch.from_numpy(test_x[:10]).to(device=device, dtype=torch.float32), meta["image_shape"], f"d={d}, seed {seed}")
-        tracking.log_metrics({
-            **{f"{m}_{split}": record[split][f"{m}_nats"] for split in ("train", "test") for m in ("elbo", "recon", "kl", "iwae")},
-            **{f"iwae_se_{split}": record[split]["iwae_std_err_nats"] for split in ("train", "test")},
-            "active_units": record["train"]["active_units"],
-        })
     write_json_atomic(args.out, record)
 
 

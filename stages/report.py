@@ -1,10 +1,12 @@
 """Stage `report`: the BIC curve, ELBO/reconstruction/KL curves, active units and per-unit KL,
 reconstructions and prior samples of the selected model, and reports/report.md tying them to the
-table; all logged to an MLflow summary run."""
+table. It publishes to MLflow: the report to the sweep's parent run, each model's evaluation,
+criteria and pictures to the model's run, and the winner to the Model Registry."""
 
 import json
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from vaebic.cli import run_cli, stage_parser
@@ -20,9 +22,9 @@ FIGURES = {
 }
 
 
-def log_report_to_mlflow(p: dict, args, meta: dict, table, summary, choice: dict, model, out: Path) -> None:
-    """The sweep's parent run gets the figures, table and choice; each child its own BIC and AIC;
-    the Model Registry the winner, with the alias `champion` moved to it."""
+def log_report_to_mlflow(p: dict, args, meta: dict, table, summary, choice: dict, model, out: Path, records: list[dict], test_x) -> None:
+    """The sweep's parent run gets the figures, table and choice; each child its evaluation, BIC,
+    AIC and pictures; the Model Registry the winner, with the alias `champion` moved to it."""
     from vaebic import tracking
 
     reports, (d, seed) = Path(args.reports), (choice["best_latent_dim"], choice["best_seed"])
@@ -49,13 +51,39 @@ def log_report_to_mlflow(p: dict, args, meta: dict, table, summary, choice: dict
         log.info("registered %s version %s (alias champion): d=%d, seed %d", p["mlflow"]["registered_model"], version, d, seed)
     else:
         log.warning("the selected model's MLflow run is not in this store; it was not registered")
-    # each model's criteria into its own run, so the runs table sorts by them
+    # each model's evaluation, criteria and pictures into its own run, so the runs table sorts by them
+    records = {(r["latent_dim"], r["seed"]): r for r in records}
     for row in table.itertuples(index=False):
-        run_id = tracking.load_run_id(Path(args.models) / f"{row.latent_dim}-{row.seed}")
-        if tracking.run_exists(run_id):
-            tracking.log_metrics_to(run_id, {"bic": row.bic, "aic": row.aic, "log_likelihood": row.log_likelihood})
-        else:
-            log.warning("no MLflow run for latent_dim=%d seed=%d in this store; its BIC is in reports/bic.csv only", row.latent_dim, row.seed)
+        folder = Path(args.models) / f"{row.latent_dim}-{row.seed}"
+        run_id = tracking.load_run_id(folder)
+        if not tracking.run_exists(run_id):
+            log.warning("no MLflow run for latent_dim=%d seed=%d in this store; its results are in reports/ only", row.latent_dim, row.seed)
+            continue
+        rec = records[(row.latent_dim, row.seed)]
+        metrics = {
+            **{f"{m}_{split}": rec[split][f"{m}_nats"] for split in ("train", "test") for m in ("elbo", "recon", "kl", "iwae")},
+            **{f"iwae_se_{split}": rec[split]["iwae_std_err_nats"] for split in ("train", "test")},
+            "active_units": rec["train"]["active_units"], "bic": row.bic, "aic": row.aic, "log_likelihood": row.log_likelihood,
+        }
+        with tempfile.TemporaryDirectory() as tmp:
+            pictures = model_pictures(folder, test_x[:10], meta["image_shape"], f"d={row.latent_dim}, seed {row.seed}", Path(tmp))
+            tracking.log_to(run_id, metrics, artifacts=pictures, tags={"dvc.stage.last": tags["dvc.stage"]})
+
+
+def model_pictures(folder: Path, x_np, image_shape: list[int], title: str, out: Path) -> list[Path]:
+    """Reconstructions of a few test images and samples from the prior of one model, as PNG files in out."""
+    import torch
+
+    from vaebic import plots
+    from vaebic.evaluation import reconstructions_and_samples
+    from vaebic.model import load_model
+
+    x = torch.from_numpy(x_np).float()
+    recon, samples = reconstructions_and_samples(load_model(folder), x, 32)
+    paths = [out / "reconstructions.png", out / "samples.png"]
+    plots.model_pictures(x.numpy(), recon.numpy(), samples.numpy(), image_shape, title=title,
+                         reconstructions_path=paths[0], samples_path=paths[1], dpi=80)
+    return paths
 
 
 def main() -> None:
@@ -80,8 +108,8 @@ def main() -> None:
     setup = describe_setup(meta, choice["count_params"], choice["log_likelihood"], int(table.k_samples.iloc[0]), p["model"]["gaussian_sigma"])
     summary = selection.summarise(table)
     pairs = list(zip(table.latent_dim.tolist(), table.seed.tolist()))
-    kl_per_unit = {(r["latent_dim"], r["seed"]): r["train"]["kl_per_unit_nats"]
-                   for r in selection.read_records(args.metrics, pairs)}
+    records = selection.read_records(args.metrics, pairs)
+    kl_per_unit = {(r["latent_dim"], r["seed"]): r["train"]["kl_per_unit_nats"] for r in records}
     true_dim = meta.get("synthetic", {}).get("true_dim")
 
     # Built aside and moved into reports/ only when all of it (MLflow logging included) succeeded.
@@ -104,7 +132,7 @@ def main() -> None:
         write_markdown(out / "report.md", table=table, choice=choice, setup=setup, figures=FIGURES, kl_per_unit=kl_per_unit,
                        active_threshold=p["evaluate"]["active_threshold"])
 
-        log_report_to_mlflow(p, args, meta, table, summary, choice, model, out)
+        log_report_to_mlflow(p, args, meta, table, summary, choice, model, out, records, test_x)
     log.info("report written to %s (selected latent_dim=%d)", reports / "report.md", d)
 
 

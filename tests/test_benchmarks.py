@@ -22,6 +22,7 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
     assert fig["matmul_flops_per_s"] > 0
     t, e, q = fig["training"], fig["estimate"], fig["pipeline"]
     assert t["vaebic_examples_per_s"] > 0 and t["canonical_examples_per_s"] > 0
+    assert len(t["vaebic_vs_canonical_per_round"]) == t["rounds"] and len(e["vaebic_vs_one_at_a_time_per_round"]) == e["rounds"]
     # both loops train the same model on the same data: losses in the same range (nats per example)
     assert 100 < t["vaebic_final_loss_nats"] < 600 and 100 < t["canonical_final_loss_nats"] < 600
     # the same estimator on the same examples with independent draws: the difference has about

@@ -109,7 +109,7 @@ def test_mlflow_groups_one_run_per_model_under_the_sweep(project):
         r = children[f"d{d}-s0"]
         assert r.info.status == "FINISHED"
         assert r.data.tags["latent_dim"] == str(d) and r.data.tags["seed"] == "0"
-        assert r.data.tags["dvc.stage"] == f"train@{d}-0" and r.data.tags["dvc.stage.last"] == f"evaluate@{d}-0"
+        assert r.data.tags["dvc.stage"] == f"train@{d}-0" and r.data.tags["dvc.stage.last"] == "report"
         assert r.data.tags["data.fingerprint"] == fingerprint
         assert len(r.data.tags["params.sha256"]) == 64
         assert r.data.params["latent_dim"] == str(d) and r.data.params["train.epochs"] == "2"

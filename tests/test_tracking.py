@@ -61,7 +61,7 @@ def test_a_failing_block_ends_its_run_as_failed(store):
     assert r.info.run_name == "d3-s1" and r.data.tags["dvc.stage"] == "train@3-1"
 
 
-def test_evaluate_reopens_the_training_run_or_starts_a_new_one(store):
+def test_a_model_run_reopens_by_id_or_starts_a_new_one(store):
     with tracking.model_run("exp", 2, 0, "k", {"dvc.stage": "train@2-0"}) as run:
         pass
     with tracking.model_run("exp", 2, 0, "k", {"dvc.stage": "evaluate@2-0"}, run_id=run.info.run_id) as again:

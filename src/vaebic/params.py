@@ -95,7 +95,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "evaluate": {
         "n_samples": Field("int", 10, "Monte-Carlo samples of z per example for the reconstruction term", low=1),
-        "k_samples": Field("int", 100, "importance samples K per example for the log-likelihood estimate", low=1),
+        "k_samples": Field("int", 1000, "importance samples K per example for the log-likelihood estimate", low=1),
         "max_chunk_mb": Field("int", 2, "memory bound of one block of importance samples (decoder outputs), in MiB: 2 stays in a CPU core's cache; on a GPU use 256 or more", low=1),
         "precision": Field("choice", "float32", "float32, or bfloat16: bf16 autocast for the network in the evaluation (the likelihood arithmetic stays float32)", choices=PRECISIONS),
         "active_threshold": Field("float", 0.01, "a latent unit is active when Var_x(E_q[z_u|x]) exceeds this", low=0.0, low_open=True),

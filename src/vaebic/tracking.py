@@ -222,13 +222,19 @@ def run_exists(run_id: str | None) -> bool:
         return False
 
 
-def log_metrics_to(run_id: str, metrics: dict) -> None:
-    """Log metrics into another run (by id) without opening it."""
+def log_to(run_id: str, metrics: dict, artifacts: tuple = (), tags: dict | None = None) -> None:
+    """Log metrics (one batch), artifacts and tags into another run (by id) without opening it."""
+    import time
+
     import mlflow
+    from mlflow.entities import Metric, RunTag
 
     client = mlflow.MlflowClient()
-    for key, value in metrics.items():
-        client.log_metric(run_id, key, float(value))
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    for path in artifacts:
+        client.log_artifact(run_id, str(path))
 
 
 def log_params(params: dict) -> None:
