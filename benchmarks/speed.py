@@ -14,8 +14,10 @@ default architecture and batch size from params.yaml:
              one-example-at-a-time loop drawing its K samples in batches of 100, which encodes
              the repeated example for every batch (as pythae's `get_nll` does); ratio and FLOP/s;
   pipeline   wall time of the default `dvc repro` in a fresh copy of the project, split into
-             compute (the same training and evaluation in this one warm process) and fixed cost
-             (the rest: process starts, imports, DVC, MLflow); and the time of a no-op `dvc repro`.
+             compute (the time the train and evaluate stages spend training and evaluating,
+             timed inside them through VAEBIC_TIMINGS; training includes logging each epoch to
+             MLflow) and fixed cost (the rest: process starts, imports, DVC, MLflow, the report);
+             and the time of a no-op `dvc repro`.
 
 FLOPs are model FLOPs of the matrix multiplies: 2 per multiply-add of the forward pass, and for
 training 3x the forward pass (backward = 2x forward, the usual 6N rule). Elementwise work, which
@@ -51,7 +53,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaebic import data, params
-from vaebic.evaluation import evaluate_split, latent_usage, log_likelihood_estimate
+from vaebic.evaluation import log_likelihood_estimate
 from vaebic.model import VAE, pick_device
 from vaebic.objectives import iwae_log_likelihood
 from vaebic.training import train_vae
@@ -256,9 +258,10 @@ def bench_estimate(p: dict, train_x: torch.Tensor, test_x: torch.Tensor, latent_
     }
 
 
-def run_command(args: list[str], cwd: Path) -> float:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+def run_command(args: list[str], cwd: Path, env_extra: dict | None = None) -> float:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    env.update(env_extra or {})
     start = time.perf_counter()
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - start
@@ -284,32 +287,6 @@ def copy_project(folder: Path, changes: dict) -> None:
     subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
 
 
-def pipeline_compute(p: dict, device: torch.device) -> float:
-    """Seconds this warm process takes for the pipeline's training and evaluation work, nothing else."""
-    ev = p["evaluate"]
-    with tempfile.TemporaryDirectory() as tmp:
-        meta = data.prepare(p["data"], p["model"]["likelihood"], tmp)
-        train_np, test_np, _ = data.load_prepared(tmp)
-    start = time.perf_counter()
-    for d in p["sweep"]["latent_dims"]:
-        for seed in p["sweep"]["seeds"]:
-            x = torch.from_numpy(train_np).to(device=device, dtype=torch.float32)
-            torch.manual_seed(seed)
-            model = VAE(meta["input_dim"], d, p["model"]["hidden_sizes"], meta["image_shape"], p["model"]["likelihood"],
-                        p["model"]["gaussian_sigma"], p["model"]["architecture"], p["model"]["conv_channels"]).to(device)
-            pt = p["train"]
-            train_vae(model, x, epochs=pt["epochs"], batch_size=pt["batch_size"], lr=pt["lr"], seed=seed,
-                      precision=pt["precision"], compile=pt["compile"])
-            for arr in (train_np, test_np):
-                xs = torch.from_numpy(arr).to(device=device, dtype=torch.float32)
-                evaluate_split(model, xs, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"], precision=ev["precision"])
-                log_likelihood_estimate(model, xs, k_samples=ev["k_samples"], batch_size=ev["batch_size"],
-                                        max_chunk_mb=ev["max_chunk_mb"], seed=ev["seed"], precision=ev["precision"])
-                latent_usage(model, xs, batch_size=ev["batch_size"], threshold=ev["active_threshold"])
-    sync(device)
-    return time.perf_counter() - start
-
-
 def startup_seconds(code: str, repeats: int = 3) -> float:
     """Median wall time of a fresh Python process that runs code (imports: a stage's start-up)."""
     times = []
@@ -320,30 +297,33 @@ def startup_seconds(code: str, repeats: int = 3) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def bench_pipeline(p: dict, changes: dict, device: torch.device) -> dict:
+def bench_pipeline(p: dict, changes: dict) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        project = Path(tmp)
+        project, timings = Path(tmp) / "project", Path(tmp) / "timings.jsonl"
+        project.mkdir()
         copy_project(project, changes)
-        repro_s = run_command(["dvc", "repro"], project)
+        repro_s = run_command(["dvc", "repro"], project, {"VAEBIC_TIMINGS": str(timings)})
         noop_s = run_command(["dvc", "repro"], project)
+        stage_compute = [json.loads(line) for line in timings.read_text().splitlines()]
     for section, values in changes.items():
         p[section].update(values)
-    compute_s = pipeline_compute(p, device)
     n_models = len(p["sweep"]["latent_dims"]) * len(p["sweep"]["seeds"])
-    n_stages = 4 + 2 * n_models  # validate, prepare, select, report, and train + evaluate per model
+    compute_s = sum(t["seconds"] for t in stage_compute)
     python_s = startup_seconds("pass")
-    torch_s = startup_seconds("import torch")
-    torch_mlflow_s = startup_seconds("import torch, mlflow")
+    torch_s = startup_seconds("import torch") - python_s
+    torch_mlflow_s = startup_seconds("import torch, mlflow") - python_s
     fixed_s = repro_s - compute_s
     return {
         "latent_dims": p["sweep"]["latent_dims"], "seeds": p["sweep"]["seeds"], "epochs": p["train"]["epochs"],
-        "k_samples": p["evaluate"]["k_samples"], "n_stages": n_stages,
+        "k_samples": p["evaluate"]["k_samples"], "n_stages": 4 + 2 * n_models,  # validate, prepare, select, report + 2 per model
         "repro_s": repro_s, "compute_s": compute_s, "fixed_s": fixed_s, "fixed_fraction": fixed_s / repro_s,
+        "train_compute_s": sum(t["seconds"] for t in stage_compute if t["stage"].startswith("train@")),
+        "evaluate_compute_s": sum(t["seconds"] for t in stage_compute if t["stage"].startswith("evaluate@")),
         "noop_repro_s": noop_s,
-        # where the fixed cost goes, from fresh processes: every stage starts Python; the per-model
-        # stages and select import torch and mlflow, the others less
-        "python_start_s": python_s, "import_torch_s": torch_s - python_s, "import_torch_and_mlflow_s": torch_mlflow_s - python_s,
-        "est_process_start_and_imports_s": n_stages * python_s + (2 * n_models + 2) * (torch_mlflow_s - python_s),
+        # where the fixed cost goes, from fresh processes: every stage starts Python; the train stages
+        # and report import torch and mlflow, the evaluate stages torch only
+        "python_start_s": python_s, "import_torch_s": torch_s, "import_torch_and_mlflow_s": torch_mlflow_s,
+        "est_process_start_and_imports_s": (4 + 2 * n_models) * python_s + (n_models + 1) * torch_mlflow_s + n_models * torch_s,
     }
 
 
@@ -418,11 +398,12 @@ def main() -> None:
           f"{e['loop_examples_vaebic_mean_nats']:.2f} +- {e['loop_examples_std_err_nats']:.2f} vs {e['loop_mean_nats']:.2f} nats)")
 
     if not args.skip_pipeline:
-        q = fig["pipeline"] = bench_pipeline(p, pipeline_changes, device)
+        q = fig["pipeline"] = bench_pipeline(p, pipeline_changes)
         print(f"dvc repro, {len(q['latent_dims'])} latent dims x {len(q['seeds'])} seeds, {q['epochs']} epochs, K={q['k_samples']}, {q['n_stages']} stages:")
         print(f"  wall {q['repro_s']:.1f} s = compute {q['compute_s']:.1f} s + fixed cost {q['fixed_s']:.1f} s ({q['fixed_fraction']:.0%})")
-        print(f"  of the fixed cost, about {q['est_process_start_and_imports_s']:.0f} s is starting Python and importing torch and mlflow "
-              f"({q['python_start_s']:.2f} s + {q['import_torch_and_mlflow_s']:.2f} s per stage that needs both)")
+        print(f"  compute: training {q['train_compute_s']:.1f} s + evaluation {q['evaluate_compute_s']:.1f} s, timed inside the stages")
+        print(f"  of the fixed cost, about {q['est_process_start_and_imports_s']:.0f} s is starting Python and importing torch "
+              f"({q['import_torch_s']:.2f} s) and mlflow (with torch {q['import_torch_and_mlflow_s']:.2f} s) where a stage needs them")
         print(f"  no-op dvc repro: {q['noop_repro_s']:.1f} s")
 
     fig["targets"] = [{"what": w, "measured": m, "target": tgt, "met": ok} for w, m, tgt, ok in verdicts(fig)]

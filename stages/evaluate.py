@@ -7,7 +7,7 @@ model's evaluation. The report stage logs these numbers and the model's pictures
 
 import logging
 
-from vaebic.cli import run_cli, stage_parser
+from vaebic.cli import compute_timer, run_cli, stage_parser
 
 log = logging.getLogger("vaebic.evaluate")
 
@@ -40,18 +40,19 @@ def main() -> None:
         "likelihood": meta["likelihood"],
         "n_params": {"decoder": count_params(model, "decoder"), "all": count_params(model, "all")},
     }
-    for split, arr in (("train", train_x), ("test", test_x)):
-        x = torch.from_numpy(arr).to(device=device, dtype=torch.float32)
-        record[split] = {
-            **evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"], precision=ev["precision"]),
-            **log_likelihood_estimate(model, x, k_samples=ev["k_samples"], batch_size=ev["batch_size"],
-                                      max_chunk_mb=ev["max_chunk_mb"], seed=ev["seed"], precision=ev["precision"]),
-            **latent_usage(model, x, batch_size=ev["batch_size"], threshold=ev["active_threshold"]),
-        }
-        r = record[split]
-        log.info("latent_dim=%d seed=%d %s: log p(x) >= %.3f +- %.3f (IWAE, K=%d), ELBO %.3f (recon %.3f, KL %.3f) nats/example, %d of %d units active",
-                 d, seed, split, r["iwae_nats"], r["iwae_std_err_nats"], r["k_samples"], r["elbo_nats"], r["recon_nats"], r["kl_nats"],
-                 r["active_units"], d)
+    with compute_timer(f"evaluate@{d}-{seed}"):
+        for split, arr in (("train", train_x), ("test", test_x)):
+            x = torch.from_numpy(arr).to(device=device, dtype=torch.float32)
+            record[split] = {
+                **evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"], precision=ev["precision"]),
+                **log_likelihood_estimate(model, x, k_samples=ev["k_samples"], batch_size=ev["batch_size"],
+                                          max_chunk_mb=ev["max_chunk_mb"], seed=ev["seed"], precision=ev["precision"]),
+                **latent_usage(model, x, batch_size=ev["batch_size"], threshold=ev["active_threshold"]),
+            }
+            r = record[split]
+            log.info("latent_dim=%d seed=%d %s: log p(x) >= %.3f +- %.3f (IWAE, K=%d), ELBO %.3f (recon %.3f, KL %.3f) nats/example, %d of %d units active",
+                     d, seed, split, r["iwae_nats"], r["iwae_std_err_nats"], r["k_samples"], r["elbo_nats"], r["recon_nats"], r["kl_nats"],
+                     r["active_units"], d)
 
     write_json_atomic(args.out, record)
 

@@ -3,7 +3,7 @@
 import logging
 import os
 
-from vaebic.cli import run_cli, stage_parser
+from vaebic.cli import compute_timer, run_cli, stage_parser
 from vaebic.errors import VaebicError
 
 log = logging.getLogger("vaebic.train")
@@ -50,8 +50,9 @@ def main() -> None:
             tracking.log_metrics({"train_loss": rec["loss"], "train_recon": rec["recon"], "train_kl": rec["kl"]}, step=epoch)
 
         pt = p["train"]
-        history = train_vae(model, x, epochs=pt["epochs"], batch_size=pt["batch_size"], lr=pt["lr"], seed=seed, on_epoch=on_epoch,
-                            desc=f"d={d} seed={seed}", precision=pt["precision"], compile=pt["compile"])
+        with compute_timer(stage):
+            history = train_vae(model, x, epochs=pt["epochs"], batch_size=pt["batch_size"], lr=pt["lr"], seed=seed, on_epoch=on_epoch,
+                                desc=f"d={d} seed={seed}", precision=pt["precision"], compile=pt["compile"])
         with atomic_folder(args.out) as tmp:
             save_model(model, tmp, extra_config={"seed": seed, "data_fingerprint": meta["fingerprint"], "train": p["train"]})
             write_json_atomic(tmp / "history.json", history)

@@ -4,14 +4,18 @@ into one plain message and a non-zero exit code."""
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
+import time
+from contextlib import contextmanager
 from typing import Callable
 
 from vaebic.errors import VaebicError
 
 DEBUG_ENV = "VAEBIC_DEBUG"
+TIMINGS_ENV = "VAEBIC_TIMINGS"  # benchmarks/speed.py: a file that collects each stage's compute time
 
 
 def stage_parser(description: str | None, *, per_model: bool = False) -> argparse.ArgumentParser:
@@ -44,3 +48,16 @@ def run_cli(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted: stopped by Ctrl-C; run `dvc repro` again to redo this stage", file=sys.stderr)
         sys.exit(130)
+
+
+@contextmanager
+def compute_timer(stage: str):
+    """Time a stage's compute (training, evaluation): when VAEBIC_TIMINGS names a file, append
+    {"stage", "seconds"} to it, so that benchmarks/speed.py can split a `dvc repro` into compute
+    and fixed cost. Nothing is written otherwise, and no output of the pipeline depends on it."""
+    start = time.perf_counter()
+    yield
+    path = os.environ.get(TIMINGS_ENV)
+    if path:
+        with open(path, "a") as f:
+            f.write(json.dumps({"stage": stage, "seconds": time.perf_counter() - start}) + "\n")
