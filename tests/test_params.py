@@ -122,3 +122,13 @@ def test_schema_listing_names_every_key():
     for section, fields in params.SCHEMA.items():
         for key in fields:
             assert f"  {key}:" in out
+
+
+def test_the_readme_documents_every_parameter():
+    from pathlib import Path
+
+    from vaebic.params import SCHEMA
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    missing = [f"{section}.{key}" for section, fields in SCHEMA.items() for key in fields if f"`{section}.{key}`" not in readme]
+    assert missing == []
