@@ -7,7 +7,7 @@ model's evaluation. The report stage logs these numbers and the model's pictures
 
 import logging
 
-from vaebic.cli import compute_timer, run_cli, stage_parser
+from vaebic.cli import compute_timer, explain_out_of_memory, run_cli, stage_parser
 
 log = logging.getLogger("vaebic.evaluate")
 
@@ -40,7 +40,9 @@ def main() -> None:
         "likelihood": meta["likelihood"],
         "n_params": {"decoder": count_params(model, "decoder"), "all": count_params(model, "all")},
     }
-    with compute_timer(f"evaluate@{d}-{seed}"):
+    oom_fix = (f"evaluation works in blocks of evaluate.max_chunk_mb={ev['max_chunk_mb']} MiB over evaluate.batch_size={ev['batch_size']} "
+               "examples: lower either")
+    with compute_timer(f"evaluate@{d}-{seed}"), explain_out_of_memory(oom_fix):
         for split, arr in (("train", train_x), ("test", test_x)):
             x = torch.from_numpy(arr).to(device=device, dtype=torch.float32)
             record[split] = {

@@ -3,7 +3,7 @@
 import logging
 import os
 
-from vaebic.cli import compute_timer, run_cli, stage_parser
+from vaebic.cli import compute_timer, explain_out_of_memory, run_cli, stage_parser
 from vaebic.errors import VaebicError
 
 log = logging.getLogger("vaebic.train")
@@ -50,7 +50,9 @@ def main() -> None:
             tracking.log_metrics({"train_loss": rec["loss"], "train_recon": rec["recon"], "train_kl": rec["kl"]}, step=epoch)
 
         pt = p["train"]
-        with compute_timer(stage):
+        oom_fix = (f"the batch size is train.batch_size={pt['batch_size']}: lower it (e.g. to {max(1, pt['batch_size'] // 2)}), "
+                   "use smaller model.hidden_sizes, or set train.precision: bfloat16")
+        with compute_timer(stage), explain_out_of_memory(oom_fix):
             history = train_vae(model, x, epochs=pt["epochs"], batch_size=pt["batch_size"], lr=pt["lr"], seed=seed, on_epoch=on_epoch,
                                 desc=f"d={d} seed={seed}", precision=pt["precision"], compile=pt["compile"])
         with atomic_folder(args.out) as tmp:

@@ -54,3 +54,12 @@ def test_cpu_and_gpu_estimates_agree_within_monte_carlo_error():
     cpu = log_likelihood_estimate(model.cpu(), x.cpu(), **kw)
     se = (gpu["iwae_std_err_nats"] ** 2 + cpu["iwae_std_err_nats"] ** 2) ** 0.5
     assert abs(gpu["iwae_nats"] - cpu["iwae_nats"]) < 5 * se
+
+
+def test_a_real_cuda_out_of_memory_becomes_one_plain_line():
+    from vaebic.cli import explain_out_of_memory
+    from vaebic.errors import VaebicError
+
+    with pytest.raises(VaebicError, match="out of device memory: .*lower it"):
+        with explain_out_of_memory("the batch size is train.batch_size=1: lower it"):
+            torch.empty(2**45, device="cuda")  # 128 TiB of float32

@@ -188,3 +188,17 @@ def test_compiled_training_step_matches_eager(digits):
     h_compiled = train_vae(compiled, digits, epochs=2, batch_size=100, lr=1e-3, seed=0, compile=True)
     for a, b in zip(h_eager, h_compiled):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+
+
+def test_out_of_device_memory_becomes_one_line_naming_the_parameter_to_change():
+    from vaebic.cli import explain_out_of_memory
+
+    with pytest.raises(VaebicError) as err:
+        with explain_out_of_memory("the batch size is train.batch_size=4096: lower it"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)\nmore allocator detail")
+    message = str(err.value)
+    assert "\n" not in message and "Tried to allocate 2.00 GiB" in message and "train.batch_size=4096" in message
+    # any other error passes through untouched
+    with pytest.raises(ValueError):
+        with explain_out_of_memory("unused"):
+            raise ValueError("not memory")

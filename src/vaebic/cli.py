@@ -61,3 +61,16 @@ def compute_timer(stage: str):
     if path:
         with open(path, "a") as f:
             f.write(json.dumps({"stage": stage, "seconds": time.perf_counter() - start}) + "\n")
+
+
+@contextmanager
+def explain_out_of_memory(fix: str):
+    """Turn torch's out-of-memory error (CUDA, MPS) into one plain line: what ran out, and the
+    parameter to change (fix), instead of a traceback that ends in an allocator's statistics."""
+    import torch
+
+    try:
+        yield
+    except torch.OutOfMemoryError as exc:
+        first = (str(exc).strip().splitlines() or ["out of memory"])[0]
+        raise VaebicError(f"out of device memory: {first[:200]}; {fix}") from None

@@ -9,19 +9,33 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
+from vaebic.errors import VaebicError
+
+
+@contextmanager
+def _writable(path: Path):
+    """An OS error while creating or replacing an output (a path under a file, no permission, a
+    full disk) becomes one line that names the output, not a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        raise VaebicError(f"cannot write {path}: {exc.strerror or exc}"
+                          f"{f' ({exc.filename})' if exc.filename and str(exc.filename) != str(path) else ''}") from None
+
 
 def write_text_atomic(path: str | Path, text: str) -> None:
     """Write to a temporary file beside path, then rename it over path (atomic on POSIX)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _writable(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(text)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
 
 def write_json_atomic(path: str | Path, obj) -> None:
@@ -32,13 +46,15 @@ def write_json_atomic(path: str | Path, obj) -> None:
 def atomic_folder(final: str | Path):
     """Yield a temporary folder beside `final`; on success it replaces `final`, on error it is removed."""
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    with _writable(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        with _writable(final):
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -49,11 +65,13 @@ def staged_files(dest: str | Path):
     """Yield a temporary folder inside dest; on success each file in it is moved into dest (one
     atomic rename each), on error the folder is removed and dest keeps its previous files."""
     dest = Path(dest)
-    dest.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".staged.", dir=dest))
+    with _writable(dest):
+        dest.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".staged.", dir=dest))
     try:
         yield tmp
-        for f in tmp.iterdir():
-            os.replace(f, dest / f.name)
+        with _writable(dest):
+            for f in tmp.iterdir():
+                os.replace(f, dest / f.name)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

