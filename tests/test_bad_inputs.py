@@ -56,6 +56,7 @@ PARAMS_CASES = [
     ("unknown device", {"  device: auto": "  device: tpu"}, "train.device"),
     ("unknown precision", {"  precision: float32": "  precision: float16"}, "train.precision"),
     ("compile not a bool", {"  compile: false": "  compile: maybe"}, "train.compile"),
+    ("negative checkpoint interval", {"  checkpoint_every: 5": "  checkpoint_every: -1"}, "train.checkpoint_every"),
     ("latent dim zero", {"  - 2\n  seeds:": "  - 0\n  seeds:"}, "sweep.latent_dims"),
     ("negative seed", {"  seeds:\n  - 0": "  seeds:\n  - -1"}, "sweep.seeds"),
     ("test fraction above one", {"  test_fraction: 0.2": "  test_fraction: 1.5"}, "data.test_fraction"),
@@ -162,11 +163,27 @@ def break_model(project, what):
         (folder / "config.json").unlink()
 
 
+def break_checkpoint(project, what):
+    (project / "checkpoints").mkdir(exist_ok=True)
+    path = project / "checkpoints/2-0.pt"
+    if what == "truncated":
+        import torch
+
+        torch.save({"epoch": 1, "model": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    elif what == "malicious":
+        import torch
+
+        torch.save({"format": 1, "epoch": 1, "x": Malicious()}, path)
+
+
 STAGE_CASES = [
     ("truncated prepared data", break_prepared, "truncated train_x.npy", "train", "train_x.npy"),
     ("corrupt prepared metadata", break_prepared, "corrupt meta.json", "train", "meta.json"),
-    ("corrupt checkpoint", break_model, "corrupt weights", "evaluate", "weights.pt"),
-    ("checkpoint that would run code", break_model, "malicious weights", "evaluate", "weights.pt"),
+    ("corrupt model weights", break_model, "corrupt weights", "evaluate", "weights.pt"),
+    ("model weights that would run code", break_model, "malicious weights", "evaluate", "weights.pt"),
+    ("truncated training checkpoint", break_checkpoint, "truncated", "train", "checkpoint checkpoints/2-0.pt is corrupt"),
+    ("training checkpoint that would run code", break_checkpoint, "malicious", "train", "refusing to load checkpoint checkpoints/2-0.pt"),
     ("model folder without its config", break_model, "missing config", "evaluate", "config.json"),
     ("unwritable output folder", None, None, "evaluate-unwritable", "cannot write"),
 ]
@@ -185,7 +202,8 @@ def test_broken_inputs_of_a_stage_are_refused(project, case, breaker, what, stag
         (work / "blocker").write_text("a file where a folder should be")
         out = "blocker/2-0.json"
     commands = {
-        "train": ["stages/train.py", "--latent-dim", "2", "--seed", "0", "--data", "data/prepared", "--out", "models/2-0"],
+        "train": ["stages/train.py", "--latent-dim", "2", "--seed", "0", "--data", "data/prepared", "--out", "models/2-0",
+                  "--checkpoint", "checkpoints/2-0.pt"],
         "evaluate": ["stages/evaluate.py", "--latent-dim", "2", "--seed", "0", "--data", "data/prepared", "--model", "models/2-0", "--out", out],
     }
     check_fails(work, commands[stage.split("-")[0]], expected)
@@ -203,3 +221,14 @@ def check_fails(project, args, expected):
     message = proc.stderr[proc.stderr.index("error:"):]
     assert expected in message, message
     assert snapshot(project) == before
+
+
+@pytest.mark.slow
+def test_the_debug_switch_shows_the_traceback(project, tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text(params_with({"  lr: 0.001": "  lr: fast"}))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))} | {"VAEBIC_DEBUG": "1"}
+    proc = subprocess.run([sys.executable, "stages/validate.py", "--params", str(bad), "--out", "data/params.ok"], cwd=project, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "Traceback (most recent call last)" in proc.stderr and "ParamsError" in proc.stderr and "train.lr" in proc.stderr

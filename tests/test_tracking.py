@@ -140,7 +140,7 @@ def test_provenance_names_commit_stage_params_and_data(tmp_path, monkeypatch):
     assert tracking.provenance("train@2-0", params, "f" * 64)["git.commit"] == head
 
 
-def test_a_diverged_or_interrupted_training_run_ends_failed_with_its_reason(store):
+def test_a_diverged_run_ends_failed_and_an_interrupted_one_killed_with_its_reason(store):
     import mlflow
     import torch
 
@@ -159,4 +159,4 @@ def test_a_diverged_or_interrupted_training_run_ends_failed_with_its_reason(stor
     client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
     diverged, interrupted = client.get_run(run.info.run_id), client.get_run(run2.info.run_id)
     assert diverged.info.status == "FAILED" and "training diverged" in diverged.data.tags["vaebic.failure"]
-    assert interrupted.info.status == "FAILED" and interrupted.data.tags["vaebic.failure"] == "KeyboardInterrupt"
+    assert interrupted.info.status == "KILLED" and interrupted.data.tags["vaebic.failure"] == "KeyboardInterrupt"

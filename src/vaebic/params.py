@@ -92,6 +92,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "device": Field("choice", "auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES),
         "precision": Field("choice", "float32", "float32, or bfloat16: bf16 autocast for the network's matrix multiplies (fast on GPUs)", choices=PRECISIONS),
         "compile": Field("bool", False, "torch.compile the training step: pays on a GPU; tens of seconds to compile, little gain on a CPU"),
+        "checkpoint_every": Field("int", 5, "save a checkpoint (checkpoints/<d>-<seed>.pt) every N epochs, to resume from after an interruption; 0: never", low=0),
     },
     "evaluate": {
         "n_samples": Field("int", 10, "Monte-Carlo samples of z per example for the reconstruction term", low=1),

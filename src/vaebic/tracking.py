@@ -122,6 +122,7 @@ def run_name(latent_dim: int, seed: int) -> str:
 def sweep_key(params: dict, fingerprint: str) -> str:
     """Names a sweep: the parameters that define its models, and the data they saw."""
     defining = {section: params[section] for section in ("data", "model", "train", "evaluate")}
+    defining["train"] = {k: v for k, v in defining["train"].items() if k != "checkpoint_every"}  # how often to save is not the model
     return hashlib.sha256(json.dumps([defining, fingerprint], sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -140,15 +141,40 @@ def provenance(stage: str, params_path: str | os.PathLike, fingerprint: str) -> 
 
 @contextmanager
 def _failure_reason():
-    """On an exception (a NaN loss, Ctrl-C, ...) tag the active run with its cause before MLflow
-    ends it as FAILED, so the UI says why."""
+    """On an exception (a NaN loss, Ctrl-C, ...) tag the active run with its cause, so the UI says
+    why; MLflow then ends it as FAILED, or here as KILLED when it was interrupted (Ctrl-C, SIGTERM)."""
     import mlflow
 
     try:
         yield
     except BaseException as exc:
         mlflow.set_tag("vaebic.failure", f"{type(exc).__name__}: {exc}"[:4000] if str(exc) else type(exc).__name__)
+        if isinstance(exc, KeyboardInterrupt):
+            mlflow.end_run("KILLED")
         raise
+
+
+def link_resumed(old_run_id: str | None, epoch: int) -> None:
+    """The active run resumes training that run old_run_id began and did not finish: tag both
+    ways, and end the old one as KILLED if it still says RUNNING (its process died without a word:
+    SIGKILL, the machine went down, the kernel's out-of-memory killer)."""
+    import mlflow
+
+    new = mlflow.active_run().info.run_id
+    tags = {"vaebic.resumed_at_epoch": str(epoch)}
+    note = f"Resumed from a checkpoint at epoch {epoch}"
+    client = mlflow.MlflowClient()
+    if run_exists(old_run_id):
+        old = client.get_run(old_run_id)
+        if old.info.status == "RUNNING":
+            client.set_tag(old_run_id, "vaebic.failure", "the process stopped without a word (killed: SIGKILL, out of memory, a reboot)")
+            client.set_terminated(old_run_id, "KILLED")
+        client.set_tag(old_run_id, "vaebic.resumed_by", new)
+        tags["vaebic.resumed_from"] = old_run_id
+        note += f" written by run {old_run_id} ({old.info.run_name}, interrupted)"
+    elif old_run_id:
+        log.warning("MLflow run %s (that wrote the checkpoint) is not in %s; not linked", old_run_id, tracking_uri())
+    mlflow.set_tags({**tags, "mlflow.note.content": note + "."})
 
 
 def _reopened(tags: dict) -> dict:
@@ -176,7 +202,7 @@ def model_run(experiment: str, latent_dim: int, seed: int, sweep: str, tags: dic
     """The MLflow run of one (latent_dim, seed) model, a child of its sweep's run: re-opened when
     run_id names a run in the store. tags: provenance() of the calling stage.
 
-    An exception inside the block ends the run as FAILED (MLflow's start_run does that).
+    An exception inside the block ends the run as FAILED, Ctrl-C or SIGTERM as KILLED.
     """
     experiment_id = setup(experiment)
     import mlflow

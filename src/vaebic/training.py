@@ -1,5 +1,6 @@
 """The training loop: data resident on the device, shuffled batches by index, Adam, one host
-synchronisation per epoch (no per-step `.item()`), a progress bar, and a stop on a NaN loss."""
+synchronisation per epoch (no per-step `.item()`), a progress bar, a stop on a NaN loss, and
+checkpoints to resume from (see vaebic.checkpoint)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,18 @@ class Adam:
         for p in self.params:
             p.grad = None
 
+    def state(self) -> dict:
+        return {name: [t.to("cpu", copy=True) for t in getattr(self, name)] for name in ("exp_avg", "exp_avg_sq", "steps")}
+
+    @torch.no_grad()
+    def load_state(self, state: dict) -> None:
+        for name in ("exp_avg", "exp_avg_sq", "steps"):
+            mine, saved = getattr(self, name), state[name]
+            if len(saved) != len(mine) or any(a.shape != b.shape for a, b in zip(mine, saved)):
+                raise VaebicError(f"the checkpoint's optimiser state ({name}) does not fit this model")
+            for a, b in zip(mine, saved):
+                a.copy_(b)
+
     @torch.no_grad()
     def step(self) -> None:
         torch._foreach_add_(self.steps, 1)
@@ -61,6 +74,9 @@ def train_vae(
     desc: str = "train",
     precision: str = "float32",
     compile: bool = False,
+    resume: dict | None = None,
+    checkpoint: Callable[[dict], None] | None = None,
+    checkpoint_every: int = 1,
 ) -> list[dict]:
     """Maximise the mean ELBO of train_x (already on the model's device, float, shape (N, D)).
 
@@ -69,6 +85,11 @@ def train_vae(
     precision 'bfloat16' runs the network's matrix multiplies under bf16 autocast; compile=True
     compiles the forward pass with torch.compile (worth it on a GPU; its first step takes tens of
     seconds to compile, and CPU kernels gain little here).
+
+    checkpoint(state) is called every checkpoint_every epochs (0: never) but the last, with the
+    training state (weights, Adam's state, random-number generators, history, epoch); passing such
+    a state back as resume= continues from its epoch and ends with the same weights, bit for bit,
+    as a run that was never interrupted (same device, same torch).
     """
     from tqdm import tqdm
 
@@ -81,8 +102,14 @@ def train_vae(
     terms = torch.compile(elbo_terms, dynamic=False) if compile else elbo_terms
     model.train()
     history: list[dict] = []
+    start = 1
+    if resume is not None:
+        _restore(resume, model, opt, gen)
+        history, start = list(resume["history"]), resume["epoch"] + 1
+        log.info("%s: resuming at epoch %d of %d", desc, start, epochs)
     show_bar = sys.stderr.isatty()
-    bar = tqdm(range(1, epochs + 1), desc=desc, unit="epoch", disable=not show_bar, dynamic_ncols=True)
+    bar = tqdm(range(start, epochs + 1), desc=desc, unit="epoch", disable=not show_bar, dynamic_ncols=True,
+               initial=start - 1, total=epochs)
     for epoch in bar:
         perm = torch.randperm(n, device=device, generator=gen)
         # Per-step sums stay on the device: one synchronisation per epoch, not per step.
@@ -114,5 +141,28 @@ def train_vae(
             log.info("%s epoch %d/%d: -ELBO %.3f (recon %.3f, KL %.3f) nats/example", desc, epoch, epochs, record["loss"], record["recon"], record["kl"])
         if on_epoch is not None:
             on_epoch(epoch, record)
+        if checkpoint is not None and checkpoint_every and epoch % checkpoint_every == 0 and epoch < epochs:
+            checkpoint(_state(model, opt, gen, epoch, history))
     model.eval()
     return history
+
+
+def _state(model, opt: Adam, gen: torch.Generator, epoch: int, history: list[dict]) -> dict:
+    """Everything the next epoch depends on, on the CPU, as plain tensors and values."""
+    rng = {"cpu": torch.get_rng_state(), "generator": gen.get_state()}
+    if gen.device.type == "cuda":
+        rng["cuda"] = torch.cuda.get_rng_state(gen.device)
+    return {"epoch": epoch, "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}, "adam": opt.state(),
+            "rng": rng, "history": [dict(r) for r in history]}
+
+
+def _restore(state: dict, model, opt: Adam, gen: torch.Generator) -> None:
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise VaebicError(f"the checkpoint's weights do not fit this model ({str(exc).splitlines()[0]})") from None
+    opt.load_state(state["adam"])
+    torch.set_rng_state(state["rng"]["cpu"])
+    gen.set_state(state["rng"]["generator"])
+    if "cuda" in state["rng"]:
+        torch.cuda.set_rng_state(state["rng"]["cuda"], gen.device)
