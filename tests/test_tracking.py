@@ -61,21 +61,6 @@ def test_a_failing_block_ends_its_run_as_failed(store):
     assert r.info.run_name == "d3-s1" and r.data.tags["dvc.stage"] == "train@3-1"
 
 
-def test_a_model_run_reopens_by_id_or_starts_a_new_one(store):
-    with tracking.model_run("exp", 2, 0, "k", {"dvc.stage": "train@2-0"}) as run:
-        pass
-    with tracking.model_run("exp", 2, 0, "k", {"dvc.stage": "evaluate@2-0"}, run_id=run.info.run_id) as again:
-        tracking.log_metrics({"elbo_test": -100.0})
-    assert again.info.run_id == run.info.run_id
-    import mlflow
-
-    tags = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri()).get_run(run.info.run_id).data.tags
-    assert tags["dvc.stage"] == "train@2-0" and tags["dvc.stage.last"] == "evaluate@2-0"
-    with tracking.model_run("exp", 2, 0, "k", {"dvc.stage": "evaluate@2-0"}, run_id="0" * 32) as fresh:
-        pass
-    assert fresh.info.run_id != run.info.run_id
-
-
 def test_unreachable_server_fails_in_seconds_naming_the_uri(monkeypatch):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

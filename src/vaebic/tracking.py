@@ -8,9 +8,10 @@ Runs: one parent run per sweep, named ``sweep-<key>``, where the key hashes the 
 that define the models (data, model, train, evaluate) and the data fingerprint: adding a latent
 dimension or changing the report keeps the parent, changing the learning rate starts a new one.
 Under it, one child run per (latent_dim, seed), named ``d<latent_dim>-s<seed>``, opened by the
-train stage and re-opened by the evaluate stage (its id is kept in the model folder,
-``run.json``); the report logs the table, figures and the chosen dimension into the parent,
-and each model's BIC, AIC and log-likelihood into its child. All runs carry ``vaebic.role``
+train stage (its id is kept in the model folder, ``run.json``); a train stage that resumes
+from a checkpoint opens a new child linked to the interrupted one. The report logs the table,
+figures and the chosen dimension into the parent, and each model's evaluation, BIC, AIC and
+pictures into its child. All runs carry ``vaebic.role``
 (``sweep`` or ``model``) and provenance tags: the git commit (when there is one), the DVC
 stage, the params file's SHA-256 and the prepared data's fingerprint.
 """
@@ -198,26 +199,15 @@ def _sweep_run_id(experiment_id: str, key: str) -> str:
 
 
 @contextmanager
-def model_run(experiment: str, latent_dim: int, seed: int, sweep: str, tags: dict, run_id: str | None = None):
-    """The MLflow run of one (latent_dim, seed) model, a child of its sweep's run: re-opened when
-    run_id names a run in the store. tags: provenance() of the calling stage.
+def model_run(experiment: str, latent_dim: int, seed: int, sweep: str, tags: dict):
+    """A new MLflow run for one (latent_dim, seed) model, a child of its sweep's run.
+    tags: provenance() of the calling stage.
 
     An exception inside the block ends the run as FAILED, Ctrl-C or SIGTERM as KILLED.
     """
     experiment_id = setup(experiment)
     import mlflow
 
-    if run_id is not None:
-        try:
-            mlflow.get_run(run_id)
-        except Exception:
-            log.warning("MLflow run %s (from the model folder) is not in %s; logging to a new run", run_id, tracking_uri())
-            run_id = None
-    if run_id:
-        with mlflow.start_run(run_id=run_id) as run, _failure_reason():
-            mlflow.set_tags(_reopened(tags))
-            yield run
-        return
     parent = _sweep_run_id(experiment_id, sweep)
     all_tags = {ROLE_TAG: "model", SWEEP_TAG: sweep, "latent_dim": str(latent_dim), "seed": str(seed), **tags}
     with mlflow.start_run(run_name=run_name(latent_dim, seed), parent_run_id=parent, tags=all_tags) as run, _failure_reason():
