@@ -41,7 +41,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -271,20 +270,12 @@ def run_command(args: list[str], cwd: Path, env_extra: dict | None = None) -> fl
 
 
 def copy_project(folder: Path, changes: dict) -> None:
-    """What `dvc repro` needs, in a fresh git repository: no outputs, no MLflow store."""
-    import yaml
+    """What `dvc repro` needs, in a fresh git repository: no outputs, no MLflow store. The same
+    copy the end-to-end tests make (tests/pipeline_project.py)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from pipeline_project import make_project
 
-    for name in ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/README.md"):
-        if (ROOT / name).exists():
-            (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / name, folder / name)
-    for sub in ("stages", "src"):
-        shutil.copytree(ROOT / sub, folder / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    p = yaml.safe_load((folder / "params.yaml").read_text())
-    for section, values in changes.items():
-        p[section].update(values)
-    (folder / "params.yaml").write_text(yaml.safe_dump(p, sort_keys=False))
-    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    make_project(folder, changes)
 
 
 def startup_seconds(code: str, repeats: int = 3) -> float:

@@ -35,10 +35,15 @@ def test_training_synchronises_with_the_host_per_epoch_not_per_step():
     assert count_host_syncs(batch_size=64) == count_host_syncs(batch_size=16)
 
 
-def test_bf16_estimate_on_the_gpu_is_within_monte_carlo_error():
+def trained_on_gpu():
     x = binary_data()
     model = VAE(64, 4, [32]).cuda()
     train_vae(model, x, epochs=5, batch_size=64, lr=1e-3, seed=0)
+    return model, x
+
+
+def test_bf16_estimate_on_the_gpu_is_within_monte_carlo_error():
+    model, x = trained_on_gpu()
     kw = dict(k_samples=500, batch_size=256, max_chunk_mb=256, seed=0)
     full = log_likelihood_estimate(model, x, **kw)
     half = log_likelihood_estimate(model, x, precision="bfloat16", **kw)
@@ -46,9 +51,7 @@ def test_bf16_estimate_on_the_gpu_is_within_monte_carlo_error():
 
 
 def test_cpu_and_gpu_estimates_agree_within_monte_carlo_error():
-    x = binary_data()
-    model = VAE(64, 4, [32]).cuda()
-    train_vae(model, x, epochs=5, batch_size=64, lr=1e-3, seed=0)
+    model, x = trained_on_gpu()
     kw = dict(k_samples=500, batch_size=256, max_chunk_mb=64, seed=0)
     gpu = log_likelihood_estimate(model, x, **kw)
     cpu = log_likelihood_estimate(model.cpu(), x.cpu(), **kw)

@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
 from vaebic.errors import VaebicError
+from vaebic.files import atomic_file
 
 log = logging.getLogger("vaebic.checkpoint")
 
@@ -40,24 +39,8 @@ def config_key(*, latent_dim: int, seed: int, model: dict, train: dict, data_fin
 
 def save(path: str | Path, state: dict) -> None:
     """Write state atomically: a temporary file beside path, fsync, then rename over path."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    except OSError as exc:
-        raise VaebicError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save({"format": FORMAT, **state}, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise VaebicError(f"cannot write checkpoint {path}: {exc.strerror or exc}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path, "wb", fsync=True) as f:
+        torch.save({"format": FORMAT, **state}, f)
 
 
 def load(path: str | Path, key: str, epochs: int) -> dict | None:

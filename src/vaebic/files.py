@@ -23,19 +23,31 @@ def _writable(path: Path):
                           f"{f' ({exc.filename})' if exc.filename and str(exc.filename) != str(path) else ''}") from None
 
 
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write to a temporary file beside path, then rename it over path (atomic on POSIX)."""
+@contextmanager
+def atomic_file(path: str | Path, mode: str = "w", *, fsync: bool = False):
+    """Yield a file open on a temporary file beside path; on success it is renamed over path
+    (atomic on POSIX), on error removed. fsync=True flushes it to disk first, so that the new
+    contents survive a power cut, not only a crash of the process."""
     path = Path(path)
     with _writable(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
+            with os.fdopen(fd, mode) as f:
+                yield f
+                if fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write to a temporary file beside path, then rename it over path."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 def write_json_atomic(path: str | Path, obj) -> None:

@@ -165,16 +165,18 @@ def link_resumed(old_run_id: str | None, epoch: int) -> None:
     tags = {"vaebic.resumed_at_epoch": str(epoch)}
     note = f"Resumed from a checkpoint at epoch {epoch}"
     client = mlflow.MlflowClient()
-    if run_exists(old_run_id):
-        old = client.get_run(old_run_id)
+    try:
+        old = client.get_run(old_run_id) if old_run_id else None
+    except Exception:  # not in this store (the tracking URI changed since)
+        old = None
+        log.warning("MLflow run %s (that wrote the checkpoint) is not in %s; not linked", old_run_id, tracking_uri())
+    if old is not None:
         if old.info.status == "RUNNING":
             client.set_tag(old_run_id, "vaebic.failure", "the process stopped without a word (killed: SIGKILL, out of memory, a reboot)")
             client.set_terminated(old_run_id, "KILLED")
         client.set_tag(old_run_id, "vaebic.resumed_by", new)
         tags["vaebic.resumed_from"] = old_run_id
         note += f" written by run {old_run_id} ({old.info.run_name}, interrupted)"
-    elif old_run_id:
-        log.warning("MLflow run %s (that wrote the checkpoint) is not in %s; not linked", old_run_id, tracking_uri())
     mlflow.set_tags({**tags, "mlflow.note.content": note + "."})
 
 
