@@ -86,7 +86,7 @@ def main() -> None:
     except KeyboardInterrupt:
         if last_saved:
             raise KeyboardInterrupt(f"the checkpoint of epoch {last_saved} of {pt['epochs']} is kept in {ckpt}; "
-                                    "run `dvc repro` to resume from it") from None
+                                    "run the same `dvc repro` command again to resume from it") from None
         raise
     if ckpt:
         ckpt.unlink(missing_ok=True)  # the model folder now holds the finished model

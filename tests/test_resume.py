@@ -73,7 +73,7 @@ def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(
     first = checkpoint_epoch(project)
     assert 4 <= first < EPOCHS, out
     assert f"interrupted: stopped by Ctrl-C; the checkpoint of epoch {first} of {EPOCHS} is kept in checkpoints/2-0.pt; " \
-           "run `dvc repro` to resume from it" in out
+           "run the same `dvc repro` command again to resume from it" in out
     assert "Traceback" not in out
     assert not (project / "models/2-0").exists()
 
