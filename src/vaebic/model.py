@@ -99,6 +99,11 @@ class ConvDecoder(nn.Module):
         return out.reshape(*lead, -1)
 
 
+def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
+    """bf16 and fp16 outputs (autocast) become float32; float32 and float64 stay as they are."""
+    return t.float() if t.dtype in (torch.bfloat16, torch.float16) else t
+
+
 class VAE(nn.Module):
     """x (N, D) -> encoder -> (mu, logvar) (N, d); z (..., d) -> decoder -> parameters of p(x|z) (..., D).
 
@@ -146,7 +151,7 @@ class VAE(nn.Module):
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters of q(z|x) = N(mu, diag(exp(logvar)))."""
-        mu, logvar = self.encoder(x.flatten(1)).float().chunk(2, dim=-1)  # float32 even under bf16 autocast
+        mu, logvar = _at_least_float32(self.encoder(x.flatten(1))).chunk(2, dim=-1)  # float32 even under bf16 autocast
         return mu, logvar
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
@@ -157,7 +162,7 @@ class VAE(nn.Module):
         """log p(x|z) in nats, summed over pixels, from decode(z); x broadcasts over leading sample dimensions."""
         from vaebic import objectives
 
-        decoded = decoded.float()  # likelihoods in float32, also when the decoder ran in bf16 (autocast)
+        decoded = _at_least_float32(decoded)  # likelihoods in float32, also when the decoder ran in bf16 (autocast)
         kind = self.config["likelihood"]
         if kind == "bernoulli":
             return objectives.bernoulli_log_likelihood(decoded, x)

@@ -11,6 +11,7 @@ from typing import Callable
 
 import torch
 
+from vaebic import mlp_step
 from vaebic.errors import VaebicError
 from vaebic.model import autocast, denormals_flushed
 from vaebic.objectives import elbo_terms
@@ -77,6 +78,7 @@ def train_vae(
     resume: dict | None = None,
     checkpoint: Callable[[dict], None] | None = None,
     checkpoint_every: int = 1,
+    autograd: bool = False,
 ) -> list[dict]:
     """Maximise the mean ELBO of train_x (already on the model's device, float, shape (N, D)).
 
@@ -90,6 +92,9 @@ def train_vae(
     training state (weights, Adam's state, random-number generators, history, epoch); passing such
     a state back as resume= continues from its epoch and ends with the same weights, bit for bit,
     as a run that was never interrupted (same device, same torch).
+
+    An MLP in float32 takes its gradients from vaebic.mlp_step (the backward pass written out, the
+    same gradients in a fifth less time on a CPU); autograd=True makes autograd compute them anyway.
     """
     from tqdm import tqdm
 
@@ -100,6 +105,7 @@ def train_vae(
     n = len(train_x)
     n_steps = math.ceil(n / batch_size)
     terms = torch.compile(elbo_terms, dynamic=False) if compile else elbo_terms
+    written_out = None if autograd or not mlp_step.supports(model, precision, compile) else mlp_step.MLPStep(model)
     model.train()
     history: list[dict] = []
     start = 1
@@ -116,14 +122,17 @@ def train_vae(
         step_sums = torch.zeros(n_steps, 2, device=device)  # sum over the batch of log p(x|z) and of KL
         for step in range(n_steps):
             idx = perm[step * batch_size:(step + 1) * batch_size]
-            x = train_x[idx]
+            x = train_x.index_select(0, idx)  # 4x to 7x faster than train_x[idx] here
             eps = torch.randn((1, len(x), model.latent_dim), device=device, generator=gen)
-            with autocast(device, precision):
-                log_px, kl = terms(model, x, eps=eps)
-            sums = torch.stack((log_px.sum(), kl.sum()))
-            loss = (sums[1] - sums[0]) / len(x)  # the mean -ELBO of the batch
-            opt.zero_grad()
-            loss.backward()
+            if written_out is not None:
+                sums = written_out(x, eps)  # and the gradients of the batch's mean -ELBO in .grad
+            else:
+                with autocast(device, precision):
+                    log_px, kl = terms(model, x, eps=eps)
+                sums = torch.stack((log_px.sum(), kl.sum()))  # sum over the batch of log p(x|z) and of KL
+                loss = (sums[1] - sums[0]) / len(x)  # the mean -ELBO of the batch
+                opt.zero_grad()
+                loss.backward()
             opt.step()
             step_sums[step] = sums.detach()
         stats = step_sums.cpu()
