@@ -66,3 +66,18 @@ def test_a_real_cuda_out_of_memory_becomes_one_plain_line():
     with pytest.raises(VaebicError, match="out of device memory: .*lower it"):
         with explain_out_of_memory("the batch size is train.batch_size=1: lower it"):
             torch.empty(2**45, device="cuda")  # 128 TiB of float32
+
+
+def test_written_out_training_step_matches_autograd_on_the_gpu():
+    from vaebic.mlp_step import MLPStep
+    from vaebic.objectives import elbo_terms
+
+    torch.manual_seed(0)
+    model = VAE(64, 4, [32]).double().cuda()
+    x, eps = binary_data().double()[:100], torch.randn(1, 100, 4, dtype=torch.float64, device="cuda")
+    log_px, kl = elbo_terms(model, x, eps=eps)
+    ((kl.sum() - log_px.sum()) / len(x)).backward()
+    expected = [p.grad.clone() for p in model.parameters()]
+    MLPStep(model)(x, eps)
+    for p, g in zip(model.parameters(), expected):
+        torch.testing.assert_close(p.grad, g, rtol=1e-10, atol=1e-12)
