@@ -1,7 +1,7 @@
 """The training step of an MLP VAE with its backward pass written out.
 
-On a CPU at the default sizes (784 -> 400 -> 2d, batch 128), autograd's bookkeeping costs as much
-as a fifth of a step: about 425 dispatched operations for forward and backward, where the
+On a CPU at the default sizes (784 -> 400 -> 2d, batch 128), autograd's bookkeeping costs about
+a sixth of a step: about 425 dispatched operations for forward and backward, where the
 arithmetic needs about 50. This step runs the same arithmetic as
 ``elbo_terms`` + ``backward()``, with every gradient in closed form:
 

@@ -94,7 +94,7 @@ def train_vae(
     as a run that was never interrupted (same device, same torch).
 
     An MLP in float32 takes its gradients from vaebic.mlp_step (the backward pass written out, the
-    same gradients in a fifth less time on a CPU); autograd=True makes autograd compute them anyway.
+    same gradients, 5% to 20% faster on a CPU); autograd=True makes autograd compute them anyway.
     """
     from tqdm import tqdm
 
