@@ -7,6 +7,8 @@ one new latent dimension, a report-only change, a removed dimension, then the fa
 import json
 import socket
 import time
+from importlib.metadata import version as installed
+from pathlib import Path
 
 import pytest
 from pipeline_project import dvc, edit_params, make_project, mlflow_client, repro, snapshot
@@ -143,6 +145,7 @@ def champion(project_or_uri):
 
 
 def test_the_selected_model_is_the_registered_champion(project):
+    import mlflow
     import torch
 
     import vaebic
@@ -157,6 +160,9 @@ def test_the_selected_model_is_the_registered_champion(project):
     mu, logvar, decoded = served(x, z)  # encode 5 images and decode 3 latent vectors in one call
     assert torch.allclose(mu, local.encode(x)[0], atol=1e-5) and torch.allclose(logvar, local.encode(x)[1], atol=1e-5)
     assert torch.allclose(decoded, local.decode(z), atol=1e-5)
+    # what loading it needs, pinned as installed, and nothing the report process happened to import
+    reqs = Path(mlflow.pyfunc.get_model_dependencies("models:/vaebic@champion")).read_text().split()
+    assert sorted(reqs) == sorted(f"{p}=={installed(p)}" for p in ("mlflow", "torch", "numpy")), reqs
     STAGES_RUN["champion_version"] = [int(version.version)]
 
 
