@@ -145,3 +145,11 @@ def test_a_diverged_run_ends_failed_and_an_interrupted_one_killed_with_its_reaso
     diverged, interrupted = client.get_run(run.info.run_id), client.get_run(run2.info.run_id)
     assert diverged.info.status == "FAILED" and "training diverged" in diverged.data.tags["vaebic.failure"]
     assert interrupted.info.status == "KILLED" and interrupted.data.tags["vaebic.failure"] == "KeyboardInterrupt"
+
+
+def test_champion_requirements_pin_installed_versions_without_local_labels(monkeypatch):
+    import importlib.metadata
+
+    installed = {"torch": "2.14.1+cu126", "numpy": "2.4.6"}  # a CUDA wheel's version, as pip reports it
+    monkeypatch.setattr(importlib.metadata, "version", installed.__getitem__)
+    assert tracking.champion_requirements() == ["torch==2.14.1", "numpy==2.4.6"]
