@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vaebic.objectives import kl_standard_normal
+from vaebic.objectives import bernoulli_log_likelihood, kl_standard_normal, stable_sigmoid
 
 
 def supports(model, precision: str, compile: bool) -> bool:
@@ -72,6 +72,7 @@ class MLPStep:
         self.enc, self.dec = _linears(model.encoder), _linears(model.decoder)
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
+        self.bernoulli = model.config["likelihood"] == "bernoulli"
         sigma = getattr(model, "log_sigma", None)
         self.learned_sigma = sigma if isinstance(sigma, nn.Parameter) else None
 
@@ -93,15 +94,12 @@ class MLPStep:
 
     def _likelihood(self, logits: torch.Tensor, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
         """sum_n log p(x_n|z_n), and dloss/dlogits (and the learned sigma's gradient into its .grad)."""
-        model = self.model
-        if model.config["likelihood"] == "bernoulli":
-            from vaebic.objectives import bernoulli_log_likelihood, stable_sigmoid
-
+        if self.bernoulli:
             return bernoulli_log_likelihood(logits, x).sum(), (stable_sigmoid(logits) - x).mul_(1.0 / n)
         with torch.enable_grad():
             leaf = logits.detach().requires_grad_()
             inputs = [leaf] if self.learned_sigma is None else [leaf, self.learned_sigma]
-            log_px = model.log_likelihood(leaf, x).sum()
+            log_px = self.model.log_likelihood(leaf, x).sum()
             grads = torch.autograd.grad(log_px, inputs)
         if self.learned_sigma is not None:
             self.learned_sigma.grad.copy_(grads[1]).mul_(-1.0 / n)
