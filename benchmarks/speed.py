@@ -399,6 +399,8 @@ def main() -> None:
 
     fig["targets"] = [{"what": w, "measured": m, "target": tgt, "met": ok} for w, m, tgt, ok in verdicts(fig)]
     print("targets (on the reference 2-core CPU):")
+    if args.quick:
+        print("  (--quick runs tiny sizes to check that everything works: the targets are for the full run)")
     for w, m, tgt, ok in verdicts(fig):
         print(f"  {'met    ' if ok else 'NOT MET'}  {w}: {m:.2f} (target {tgt})")
     if args.json:
