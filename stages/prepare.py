@@ -14,10 +14,11 @@ def main() -> None:
     from vaebic.files import atomic_folder
 
     p = params.load(args.params)
-    # Create the MLflow store and experiment now, once, before the train stages could race on it.
-    tracking.setup(p["mlflow"]["experiment"])
     with atomic_folder(args.data) as tmp:
         meta = data.prepare(p["data"], p["model"]["likelihood"], tmp)
+        # Create the MLflow store and experiment now, once, before the train stages could race on
+        # it; after reading the data, so that a bad file fails at once, without importing MLflow.
+        tracking.setup(p["mlflow"]["experiment"])
     log.info("%s: %d training and %d test examples of shape %s written to %s (fingerprint %s)",
              meta["dataset"], meta["n_train"], meta["n_test"], meta["image_shape"], args.data, meta["fingerprint"][:12])
 

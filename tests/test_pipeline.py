@@ -42,6 +42,8 @@ def test_first_run_makes_every_output(project):
     assert ran == ["validate", "prepare", "train@2-0", "train@4-0", "evaluate@2-0", "evaluate@4-0", "select", "report"]
     meta = json.loads((project / "data/prepared/meta.json").read_text())
     assert meta["n_train"] == 480 and meta["n_test"] == 120 and meta["binarized"]
+    assert meta["intensity"]["rule"] == "8-bit grey levels / 255" and meta["intensity"]["source_range"] == [0, 255]
+    assert meta["binarization"].startswith("static")
     for d in (2, 4):
         model_dir = project / "models" / f"{d}-0"
         assert {"weights.pt", "config.json", "history.json", "run.json"} <= {f.name for f in model_dir.iterdir()}
@@ -80,6 +82,8 @@ def test_first_run_makes_every_output(project):
     assert f"Selected latent dimension: {sel['best_latent_dim']}" in md
     assert "importance-weighted estimate of log p(x) with K = 20" in md and "decoder" in md and "Bernoulli" in md
     assert "bic_curve.png" in md and "latent_usage.png" in md and "active units" in md
+    assert "**Stored values**: read as 8-bit grey levels / 255 (source dtype float64, values 0 to 255; mean intensity" in md
+    assert "binarisation: static: intensity p became 1 with probability p" in md
 
     shown = dvc(project, "metrics", "show")
     assert shown.returncode == 0 and "best_latent_dim" in shown.stdout
@@ -116,6 +120,7 @@ def test_mlflow_groups_one_run_per_model_under_the_sweep(project):
         assert r.data.tags["data.fingerprint"] == fingerprint
         assert len(r.data.tags["params.sha256"]) == 64
         assert r.data.params["latent_dim"] == str(d) and r.data.params["train.epochs"] == "2"
+        assert r.data.params["data.intensity"] == "8-bit grey levels / 255"
         history = client.get_metric_history(r.info.run_id, "train_loss")
         assert [m.step for m in history] == [1, 2]
         metrics_file = json.loads((project / "metrics" / f"{d}-0.json").read_text())

@@ -29,6 +29,7 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("float32", "bfloat16")
 CRITERIA = ("bic", "aic")
 PARAM_COUNTS = ("decoder", "all")
+ALPHA_RULES = ("refuse", "over_black", "over_white")
 
 
 class ParamsError(VaebicError):
@@ -39,8 +40,9 @@ class ParamsError(VaebicError):
 class Field:
     """One parameter: its kind, default and meaning.
 
-    kind is one of: int, float, str, str_or_null, bool, choice, int_list, int_or_null, and sigma
-    (a positive number or the word "learned"). `low`/`high` bound numbers (and list items); `low_open` makes low exclusive.
+    kind is one of: int, float, str, str_or_null, bool, choice, int_list, int_or_null, and
+    number_or_word (a number, or one of the words in `choices`, such as "learned" or "auto").
+    `low`/`high` bound numbers (and list items); `low_open` makes low exclusive.
     """
 
     kind: str
@@ -65,6 +67,8 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "array_key": Field("str_or_null", None, "array (.npz): the array holding the examples (default: the only one, or 'x')"),
         "image_size": Field("int_or_null", None, "image_folder: resize every image to this many pixels square (needed when sizes differ)", low=2, high=1024),
         "channels": Field("choice", "auto", "image_folder: grey, rgb, or auto (grey when every image is grey)", choices=("auto", "grey", "rgb")),
+        "intensity_max": Field("number_or_word", "auto", "array, image_folder: the stored value that means full intensity; auto applies the documented rule (binary 0/1, uint8 / 255, uint16 / 65535, other integers 0-255 / 255, floats in [0, 1]); a number such as 4095 (12-bit data) divides by it", choices=("auto",), low=0.0, low_open=True),
+        "alpha": Field("choice", "refuse", "image_folder: images with transparent pixels are refused, or composited over a black or white background", choices=ALPHA_RULES),
         "max_examples": Field("int_or_null", None, "use only the first N examples (after shuffling); null for all", low=2),
         "test_fraction": Field("float", 0.2, "fraction of examples held out as the test split", low=0.0, high=1.0, low_open=True),
         "split_seed": Field("int", 0, "seed of the train/test shuffle", low=0),
@@ -76,7 +80,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "model": {
         "likelihood": Field("choice", "bernoulli", "p(x|z): bernoulli on binarised pixels, gaussian or continuous_bernoulli on grey levels", choices=LIKELIHOODS),
-        "gaussian_sigma": Field("sigma", "learned", "gaussian likelihood only: a fixed pixel sigma, or 'learned' (one scalar, counted in k)", low=0.0, low_open=True),
+        "gaussian_sigma": Field("number_or_word", "learned", "gaussian likelihood only: a fixed pixel sigma, or 'learned' (one scalar, counted in k)", choices=("learned",), low=0.0, low_open=True),
         "architecture": Field("choice", "mlp", "mlp (any data) or conv (images: strided conv encoder, transposed-conv decoder)", choices=ARCHITECTURES),
         "hidden_sizes": Field("int_list", [400], "mlp: hidden layer widths of the encoder; the decoder mirrors them", low=1),
         "conv_channels": Field("int_list", [32, 64], "conv: channels of the encoder's conv layers; the decoder mirrors them", low=1),
@@ -163,11 +167,12 @@ def _check_number(value: Any, f: Field, integer: bool) -> tuple[Any, str | None]
 def _check_field(value: Any, f: Field) -> tuple[Any, str | None]:
     if f.kind == "int":
         return _check_number(value, f, integer=True)
-    if f.kind == "sigma":
-        if value == "learned":
+    if f.kind == "number_or_word":
+        if isinstance(value, str) and value in f.choices:
             return value, None
         checked, err = _check_number(value, f, integer=False)
-        return (checked, None) if err is None else (None, err.replace("expected ", "expected 'learned' or ", 1))
+        words = " or ".join(repr(w) for w in f.choices)
+        return (checked, None) if err is None else (None, err.replace("expected ", f"expected {words} or ", 1))
     if f.kind == "int_or_null":
         return (None, None) if value is None else _check_number(value, f, integer=True)
     if f.kind == "float":
@@ -282,7 +287,8 @@ def describe_schema() -> str:
         lines.append(f"{section}:")
         for key, f in fields.items():
             default = "(required)" if f.required else repr(f.default)
-            choices = f" [{' | '.join(f.choices)}]" if f.choices else ""
+            options = [*f.choices, "a number"] if f.kind == "number_or_word" else f.choices
+            choices = f" [{' | '.join(options)}]" if options else ""
             lines.append(f"  {key}: {default}{choices}  # {f.help}")
     return "\n".join(lines)
 

@@ -9,6 +9,7 @@ PARAM_COUNT_TEXT = {
     "all": "all parameters, encoder and decoder",
 }
 
+BINARY_INPUT_TEXT = "Bernoulli (binary cross-entropy summed over pixels) on binary pixels, used as they are (the inputs are 0/1)"
 LIKELIHOOD_TEXT = {
     "bernoulli": "Bernoulli (binary cross-entropy summed over pixels) on statically binarised pixels",
     "gaussian": "Gaussian N(x; mean(z), sigma^2 I) on grey levels in [0, 1], constants included",
@@ -19,6 +20,8 @@ LIKELIHOOD_TEXT = {
 def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples: int, gaussian_sigma=None) -> dict:
     """Plain-words statements of what the numbers are, shared by the report and the figures."""
     likelihood = LIKELIHOOD_TEXT[meta["likelihood"]]
+    if meta["likelihood"] == "bernoulli" and meta.get("binarization", "").startswith("none"):
+        likelihood = BINARY_INPUT_TEXT
     if meta["likelihood"] == "gaussian":
         likelihood += "; sigma learned (one scalar, counted in k)" if gaussian_sigma == "learned" else f"; sigma fixed at {gaussian_sigma}"
     if log_likelihood == "iwae":
@@ -34,8 +37,16 @@ def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples
     truth = f"; synthetic, true latent dimension {synthetic['true_dim']}" if synthetic else ""
     if meta.get("source"):
         truth += f"; read from {meta['source']}"
+    reading = meta.get("intensity")  # prepared data from before the intensity record have none
+    if reading:
+        lo, hi = reading["source_range"]
+        stored = (f"read as {reading['rule']} (source dtype {reading['source_dtype']}, values {lo:g} to {hi:g}; mean intensity "
+                  f"{reading['mean_intensity']:.3f}); binarisation: {meta.get('binarization', 'not recorded')}")
+    else:
+        stored = "not recorded (prepared by an older vaebic: re-run `dvc repro -f prepare`)"
     return {
         "data": f"{meta['dataset']} ({meta['n_train']} training / {meta['n_test']} test examples, images {'x'.join(map(str, meta['image_shape']))}; data fingerprint {meta['fingerprint'][:12]}{truth})",
+        "stored_values": stored,
         "likelihood": likelihood,
         "log_likelihood": estimate,
         "heldout": "importance-weighted estimate" if log_likelihood == "iwae" else "ELBO",
@@ -87,6 +98,7 @@ def write_markdown(path, *, table, choice: dict, setup: dict, figures: dict[str,
 
 ## What the numbers are
 - **Data**: {setup['data']}.
+- **Stored values**: {setup['stored_values']}.
 - **Likelihood** p(x|z): {setup['likelihood']}.
 - **ln L̂**: {setup['log_likelihood']}.
 - **k** (parameters counted): {setup['k']}.
