@@ -30,7 +30,8 @@ the figures.
 
     python benchmarks/speed.py                    # everything (about 10 minutes on 2 CPU cores)
     python benchmarks/speed.py --skip-pipeline    # the compute parts only (about 2 minutes)
-    python benchmarks/speed.py --device cuda      # on a GPU (also reports TFLOP/s)
+    python benchmarks/speed.py --device cuda      # on a GPU (also reports TFLOP/s); --device mps on Apple silicon
+    python benchmarks/speed.py --device cuda --precision bfloat16 --compile --max-chunk-mb 512   # the GPU switches
     python benchmarks/speed.py --quick            # a smoke run in seconds, tiny sizes
 """
 
@@ -53,7 +54,8 @@ from torch import nn
 
 from vaebic import data, params
 from vaebic.evaluation import log_likelihood_estimate
-from vaebic.model import VAE, pick_device
+from vaebic.device import chunk_mb, facts, pick_device, synchronize
+from vaebic.model import VAE
 from vaebic.objectives import iwae_log_likelihood
 from vaebic.training import train_vae
 
@@ -68,19 +70,14 @@ TARGETS = {
 }
 
 
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
 def timed(fn, device: torch.device, repeats: int = 1):
     """fn's result and the median of its wall times over repeats (the machine may be shared and noisy)."""
     times, result = [], None
     for _ in range(repeats):
-        sync(device)
+        synchronize(device)
         start = time.perf_counter()
         result = fn()
-        sync(device)
+        synchronize(device)
         times.append(time.perf_counter() - start)
     return result, sorted(times)[len(times) // 2]
 
@@ -192,28 +189,31 @@ def rounds(ours, baseline, n_ours: int, n_baseline: int, flops_per_example: floa
 
 
 def bench_training(p: dict, train_x: torch.Tensor, latent_dim: int, epochs: int, repeats: int, device: torch.device,
-                   matmul_size: int) -> dict:
+                   matmul_size: int, precision: str = "float32", compile: bool = False) -> dict:
     pt, hidden = p["train"], p["model"]["hidden_sizes"]
     kw = dict(epochs=epochs, batch_size=pt["batch_size"], lr=pt["lr"])
+    ours_kw = dict(precision=precision, compile=compile)
     enc, dec = forward_flops(train_x.shape[1], hidden, latent_dim)
     flops_per_example = 3 * (enc + dec)
 
     def ours():
         torch.manual_seed(0)
         model = VAE(train_x.shape[1], latent_dim, hidden).to(device)
-        return train_vae(model, train_x, seed=0, **kw)[-1]["loss"]
+        return train_vae(model, train_x, seed=0, **kw, **ours_kw)[-1]["loss"]
 
     def canonical():
         torch.manual_seed(0)
         return canonical_training(train_x.cpu(), latent_dim, hidden[0], device=device, **kw)
 
     # one warm-up epoch each: one-off costs (lazy imports, kernel selection) are not throughput
-    train_vae(VAE(train_x.shape[1], latent_dim, hidden).to(device), train_x, epochs=1, batch_size=pt["batch_size"], lr=pt["lr"], seed=1)
+    train_vae(VAE(train_x.shape[1], latent_dim, hidden).to(device), train_x, epochs=1, batch_size=pt["batch_size"], lr=pt["lr"], seed=1,
+              **ours_kw)
     canonical_training(train_x.cpu(), latent_dim, hidden[0], 1, pt["batch_size"], pt["lr"], device)
     n = len(train_x) * epochs
     r = rounds(ours, canonical, n, n, flops_per_example, repeats, device, matmul_size)
     return {
         "latent_dim": latent_dim, "epochs": epochs, "batch_size": pt["batch_size"], "n_train": len(train_x), "rounds": repeats,
+        "precision": precision, "compile": compile,
         "model_flops_per_example": flops_per_example, "matmul_flops_per_s": r["matmul"],
         "vaebic_examples_per_s": r["rate"], "canonical_examples_per_s": r["base_rate"],
         "vaebic_vs_canonical": r["ratio"], "vaebic_vs_canonical_per_round": r["ratios"],
@@ -224,7 +224,8 @@ def bench_training(p: dict, train_x: torch.Tensor, latent_dim: int, epochs: int,
 
 
 def bench_estimate(p: dict, train_x: torch.Tensor, test_x: torch.Tensor, latent_dim: int, k: int, n_examples: int,
-                   n_loop: int, repeats: int, device: torch.device, matmul_size: int) -> dict:
+                   n_loop: int, repeats: int, device: torch.device, matmul_size: int, precision: str = "float32",
+                   max_chunk_mb: float = 2.0) -> dict:
     pt, pe, hidden = p["train"], p["evaluate"], p["model"]["hidden_sizes"]
     torch.manual_seed(0)
     model = VAE(train_x.shape[1], latent_dim, hidden).to(device)
@@ -234,18 +235,20 @@ def bench_estimate(p: dict, train_x: torch.Tensor, test_x: torch.Tensor, latent_
     x = test_x[:n_examples]
 
     def ours():
-        return log_likelihood_estimate(model, x, k_samples=k, batch_size=pe["batch_size"], max_chunk_mb=pe["max_chunk_mb"], seed=0)
+        return log_likelihood_estimate(model, x, k_samples=k, batch_size=pe["batch_size"], max_chunk_mb=max_chunk_mb, seed=0,
+                                       precision=precision)
 
     def loop():
         return one_example_at_a_time(model, x[:n_loop], k)
 
-    log_likelihood_estimate(model, x[:10], k_samples=k, batch_size=pe["batch_size"], max_chunk_mb=pe["max_chunk_mb"], seed=0)
+    log_likelihood_estimate(model, x[:10], k_samples=k, batch_size=pe["batch_size"], max_chunk_mb=max_chunk_mb, seed=0, precision=precision)
     r = rounds(ours, loop, len(x), n_loop, flops_per_example, repeats, device, matmul_size)
     est, loop_est = r["result"], r["base_result"]
     # the same estimator on the same examples: agreement within Monte-Carlo error
     check = iwae_log_likelihood(model, x[:n_loop], k, generator=torch.Generator(device=device).manual_seed(1))
     return {
         "latent_dim": latent_dim, "k_samples": k, "n_examples": len(x), "n_loop_examples": n_loop, "rounds": repeats,
+        "precision": precision, "max_chunk_mb": max_chunk_mb,
         "model_flops_per_example": flops_per_example, "matmul_flops_per_s": r["matmul"],
         "vaebic_examples_per_s": r["rate"], "one_at_a_time_examples_per_s": r["base_rate"],
         "vaebic_vs_one_at_a_time": r["ratio"], "vaebic_vs_one_at_a_time_per_round": r["ratios"],
@@ -348,6 +351,9 @@ def main() -> None:
     ap.add_argument("--matmul-size", type=int, default=4096)
     ap.add_argument("--skip-pipeline", action="store_true", help="leave out the `dvc repro` timings")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and a two-model pipeline: checks that it all runs")
+    ap.add_argument("--precision", default="float32", choices=["float32", "bfloat16"], help="vaebic's training and estimate")
+    ap.add_argument("--compile", action="store_true", help="torch.compile vaebic's training step")
+    ap.add_argument("--max-chunk-mb", default="auto", help="the estimate's block size in MiB, or auto (the device's default)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
     p = params.load(ROOT / "params.yaml")
@@ -371,17 +377,20 @@ def main() -> None:
     }
     print(f"vaebic speed benchmark on {fig['device']} ({fig['machine']})")
     print(f"  data: {fig['data']}; model {meta['input_dim']}-{p['model']['hidden_sizes']}-d, batch size {p['train']['batch_size']}")
-    unit, scale = ("TFLOP/s", 1e12) if device.type == "cuda" else ("GFLOP/s", 1e9)
+    unit, scale = ("GFLOP/s", 1e9) if device.type == "cpu" else ("TFLOP/s", 1e12)
     print(f"  matmul: torch.mm {args.matmul_size}x{args.matmul_size} float32: {matmul / scale:.1f} {unit} (and again in every round)")
 
-    t = fig["training"] = bench_training(p, train_x, args.latent_dim, args.epochs, args.repeats, device, args.matmul_size)
+    chunk, _ = chunk_mb(args.max_chunk_mb if args.max_chunk_mb == "auto" else float(args.max_chunk_mb), facts(device))
+    print(f"  vaebic runs in {args.precision}{', compiled' if args.compile else ''}; estimate blocks of {chunk:g} MiB")
+    t = fig["training"] = bench_training(p, train_x, args.latent_dim, args.epochs, args.repeats, device, args.matmul_size,
+                                         args.precision, args.compile)
     print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples (medians of {t['rounds']} rounds):")
     print(f"  vaebic:           {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = {t['vaebic_fraction_of_matmul']:.0%} of matmul")
     print(f"  canonical loop:   {t['canonical_examples_per_s']:9.0f} examples/s   {t['canonical_fraction_of_matmul']:.0%} of matmul")
     print(f"  ratio vaebic / canonical: {t['vaebic_vs_canonical']:.2f}x   (final -ELBO {t['vaebic_final_loss_nats']:.1f} vs {t['canonical_final_loss_nats']:.1f} nats)")
 
     e = fig["estimate"] = bench_estimate(p, train_x, test_x, args.latent_dim, args.k_samples, args.examples, args.loop_examples,
-                                         args.repeats, device, args.matmul_size)
+                                         args.repeats, device, args.matmul_size, args.precision, chunk)
     print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']} (medians of {e['rounds']} rounds):")
     print(f"  vaebic:           {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = {e['vaebic_fraction_of_matmul']:.0%} of matmul")
     print(f"  one at a time:    {e['one_at_a_time_examples_per_s']:9.1f} examples/s   {e['one_at_a_time_fraction_of_matmul']:.0%} of matmul")

@@ -23,15 +23,19 @@ def main() -> None:
     d, seed = args.latent_dim, args.seed
     train_x, test_x, meta = data.load_prepared(args.data)
 
-    import torch
-
+    from vaebic import device as devices
     from vaebic.evaluation import evaluate_split, latent_usage, log_likelihood_estimate
     from vaebic.files import write_json_atomic
-    from vaebic.model import count_params, load_model, pick_device
+    from vaebic.model import count_params, load_model
 
-    device = pick_device(p["train"]["device"])
-    model = load_model(args.model, device=device)
+    device = devices.pick_device(p["train"]["device"])
+    facts = devices.facts(device)
     ev = p["evaluate"]
+    precision = devices.check_precision(ev["precision"], facts, "evaluate.precision")
+    chunk_mb, chunk_why = devices.chunk_mb(ev["max_chunk_mb"], facts)
+    devices.configure(device, precision)
+    log.info("evaluating latent_dim=%d seed=%d on %s (%s): %s, blocks of %g MiB (%s)", d, seed, device, facts.name, precision, chunk_mb, chunk_why)
+    model = load_model(args.model, device=device)
     record = {
         "latent_dim": d,
         "seed": seed,
@@ -40,17 +44,18 @@ def main() -> None:
         "likelihood": meta["likelihood"],
         "n_params": {"decoder": count_params(model, "decoder"), "all": count_params(model, "all")},
     }
-    oom_fix = (f"evaluation works in blocks of evaluate.max_chunk_mb={ev['max_chunk_mb']} MiB over evaluate.batch_size={ev['batch_size']} "
+    oom_fix = (f"evaluation works in blocks of {chunk_mb:g} MiB (evaluate.max_chunk_mb) over evaluate.batch_size={ev['batch_size']} "
                "examples: lower either")
-    with compute_timer(f"evaluate@{d}-{seed}"), explain_out_of_memory(oom_fix):
+    with compute_timer(f"evaluate@{d}-{seed}"):
         for split, arr in (("train", train_x), ("test", test_x)):
-            x = torch.from_numpy(arr).to(device=device, dtype=torch.float32)
-            record[split] = {
-                **evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"], precision=ev["precision"]),
-                **log_likelihood_estimate(model, x, k_samples=ev["k_samples"], batch_size=ev["batch_size"],
-                                          max_chunk_mb=ev["max_chunk_mb"], seed=ev["seed"], precision=ev["precision"]),
-                **latent_usage(model, x, batch_size=ev["batch_size"], threshold=ev["active_threshold"]),
-            }
+            x = devices.to_device(arr, device, f"{split} split")
+            with explain_out_of_memory(oom_fix):
+                record[split] = {
+                    **evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"], precision=precision),
+                    **log_likelihood_estimate(model, x, k_samples=ev["k_samples"], batch_size=ev["batch_size"],
+                                              max_chunk_mb=chunk_mb, seed=ev["seed"], precision=precision),
+                    **latent_usage(model, x, batch_size=ev["batch_size"], threshold=ev["active_threshold"]),
+                }
             r = record[split]
             log.info("latent_dim=%d seed=%d %s: log p(x) >= %.3f +- %.3f (IWAE, K=%d), ELBO %.3f (recon %.3f, KL %.3f) nats/example, %d of %d units active",
                      d, seed, split, r["iwae_nats"], r["iwae_std_err_nats"], r["k_samples"], r["elbo_nats"], r["recon_nats"], r["kl_nats"],

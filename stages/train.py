@@ -31,21 +31,29 @@ def main() -> None:
 
     import torch
 
-    from vaebic import checkpoint
+    from vaebic import checkpoint, device as devices
     from vaebic.files import atomic_folder, write_json_atomic
-    from vaebic.model import VAE, count_params, pick_device, save_model
+    from vaebic.model import VAE, count_params, save_model
     from vaebic.training import train_vae
 
-    device = pick_device(pt["device"])
-    x = torch.from_numpy(train_x).to(device=device, dtype=torch.float32)
+    device = devices.pick_device(pt["device"])
+    facts = devices.facts(device)
+    n_steps = pt["epochs"] * -(-len(train_x) // pt["batch_size"])
+    precision = devices.check_precision(pt["precision"], facts, "train.precision")
+    compile_, compile_why = devices.compile_setting(pt["compile"], facts, n_steps)
+    devices.configure(device, precision)
+    x = devices.to_device(train_x, device, "training data")
     torch.manual_seed(seed)
     model = VAE(meta["input_dim"], d, pm["hidden_sizes"], meta["image_shape"], pm["likelihood"], pm["gaussian_sigma"],
                 pm["architecture"], pm["conv_channels"]).to(device)
     stage = os.environ.get("DVC_STAGE", f"train@{d}-{seed}")
-    log.info("training latent_dim=%d seed=%d on %s: %d examples, %d epochs", d, seed, device, len(x), pt["epochs"])
+    log.info("training latent_dim=%d seed=%d on %s (%s): %d examples, %d epochs, %s, torch.compile %s (%s)", d, seed, device, facts.name,
+             len(x), pt["epochs"], precision, "on" if compile_ else "off", compile_why)
+    resolved = {**pt, "precision": precision, "compile": compile_}  # what this run actually does
 
     ckpt = args.checkpoint
-    ckpt_key = checkpoint.config_key(latent_dim=d, seed=seed, model=pm, train=pt, data_fingerprint=meta["fingerprint"], device=str(device))
+    ckpt_key = checkpoint.config_key(latent_dim=d, seed=seed, model=pm, train=resolved, data_fingerprint=meta["fingerprint"],
+                                     device=str(device))
     resume = checkpoint.load(ckpt, ckpt_key, pt["epochs"]) if ckpt else None
     last_saved = resume["epoch"] if resume else 0
 
@@ -57,7 +65,7 @@ def main() -> None:
                 "latent_dim": d, "seed": seed, "dataset": meta["dataset"], "n_train": meta["n_train"], "device": str(device),
                 "data.intensity": meta.get("intensity", {}).get("rule", "not recorded"),
                 **pm,  # likelihood, gaussian_sigma, architecture, hidden_sizes, conv_channels
-                **{f"train.{k}": v for k, v in pt.items() if k != "device"},
+                **{f"train.{k}": v for k, v in resolved.items() if k != "device"},
                 "n_params_decoder": count_params(model, "decoder"), "n_params_all": count_params(model, "all"),
             })
 
@@ -75,13 +83,13 @@ def main() -> None:
                 last_saved = state["epoch"]
 
             oom_fix = (f"the batch size is train.batch_size={pt['batch_size']}: lower it (e.g. to {max(1, pt['batch_size'] // 2)}), "
-                       "use smaller model.hidden_sizes, or set train.precision: bfloat16")
+                       "or use smaller model.hidden_sizes")
             with compute_timer(stage), explain_out_of_memory(oom_fix):
                 history = train_vae(model, x, epochs=pt["epochs"], batch_size=pt["batch_size"], lr=pt["lr"], seed=seed,
-                                    on_epoch=on_epoch, desc=f"d={d} seed={seed}", precision=pt["precision"], compile=pt["compile"],
+                                    on_epoch=on_epoch, desc=f"d={d} seed={seed}", precision=precision, compile=compile_,
                                     resume=resume, checkpoint=save_checkpoint if ckpt else None, checkpoint_every=pt["checkpoint_every"])
             with atomic_folder(args.out) as tmp:
-                save_model(model, tmp, extra_config={"seed": seed, "data_fingerprint": meta["fingerprint"], "train": pt})
+                save_model(model, tmp, extra_config={"seed": seed, "data_fingerprint": meta["fingerprint"], "train": resolved})
                 write_json_atomic(tmp / "history.json", history)
                 tracking.save_run_id(tmp, run.info.run_id)
     except KeyboardInterrupt:

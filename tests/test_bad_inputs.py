@@ -55,7 +55,7 @@ PARAMS_CASES = [
     ("batch size null", {"  batch_size: 100": "  batch_size: null"}, "train.batch_size"),
     ("unknown device", {"  device: auto": "  device: tpu"}, "train.device"),
     ("unknown precision", {"  precision: float32": "  precision: float16"}, "train.precision"),
-    ("compile not a bool", {"  compile: false": "  compile: maybe"}, "train.compile"),
+    ("compile not a bool", {"  compile: auto": "  compile: maybe"}, "train.compile"),
     ("negative checkpoint interval", {"  checkpoint_every: 5": "  checkpoint_every: -1"}, "train.checkpoint_every"),
     ("latent dim zero", {"  - 2\n  seeds:": "  - 0\n  seeds:"}, "sweep.latent_dims"),
     ("negative seed", {"  seeds:\n  - 0": "  seeds:\n  - -1"}, "sweep.seeds"),
@@ -64,7 +64,7 @@ PARAMS_CASES = [
     ("unknown likelihood", {"  likelihood: bernoulli": "  likelihood: poisson"}, "model.likelihood"),
     ("hidden size not a number", {"  - 16": "  - sixteen"}, "model.hidden_sizes"),
     ("no importance samples", {"  k_samples: 5": "  k_samples: 0"}, "evaluate.k_samples"),
-    ("zero memory bound", {"  max_chunk_mb: 2": "  max_chunk_mb: 0"}, "evaluate.max_chunk_mb"),
+    ("zero memory bound", {"  max_chunk_mb: auto": "  max_chunk_mb: 0"}, "evaluate.max_chunk_mb"),
     ("unknown criterion", {"  criterion: bic": "  criterion: mdl"}, "select.criterion"),
 ]
 

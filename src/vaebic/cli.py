@@ -79,12 +79,15 @@ def compute_timer(stage: str):
 
 @contextmanager
 def explain_out_of_memory(fix: str):
-    """Turn torch's out-of-memory error (CUDA, MPS) into one plain line: what ran out, and the
-    parameter to change (fix), instead of a traceback that ends in an allocator's statistics."""
-    import torch
+    """Turn an out-of-memory error (CUDA's torch.OutOfMemoryError, MPS's and the CPU allocator's
+    plain RuntimeError) into one plain line: what ran out, and the parameter to change (fix),
+    instead of a traceback that ends in an allocator's statistics."""
+    from vaebic.device import is_out_of_memory
 
     try:
         yield
-    except torch.OutOfMemoryError as exc:
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
         first = (str(exc).strip().splitlines() or ["out of memory"])[0]
         raise VaebicError(f"out of device memory: {first[:200]}; {fix}") from None

@@ -3,9 +3,10 @@ log-likelihood estimate (all in nats per example), per-unit KL and active units.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
-from vaebic.model import autocast, denormals_flushed
+from vaebic.device import autocast, denormals_flushed, host_float64
 from vaebic.objectives import elbo_terms, iwae_log_likelihood, kl_per_unit
 
 
@@ -14,24 +15,25 @@ from vaebic.objectives import elbo_terms, iwae_log_likelihood, kl_per_unit
 def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, seed: int, precision: str = "float32") -> dict:
     """Means over the split of -E_q[log p(x|z)] (recon), KL(q(z|x)||p(z)) and the ELBO, plus the ELBO sum.
 
-    The expectation over q is a Monte-Carlo average of n_samples draws per example (seeded);
-    sums are accumulated in float64.
+    The expectation over q is a Monte-Carlo average of n_samples draws per example (seeded). The
+    per-example terms stay on the device in the model's precision; their sums are taken in
+    float64 on the host (no float64 on the device: MPS has none).
     """
     model.eval()
     gen = torch.Generator(device=x.device).manual_seed(seed)
-    log_px_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    kl_sum = torch.zeros((), dtype=torch.float64, device=x.device)
-    for start in range(0, len(x), batch_size):
+    n = len(x)
+    terms = torch.empty((2, n), device=x.device)  # log p(x|z) averaged over the draws, and KL, per example
+    for start in range(0, n, batch_size):
         with autocast(x.device, precision):
             log_px, kl = elbo_terms(model, x[start:start + batch_size], n_samples=n_samples, generator=gen)
-        log_px_sum += log_px.double().sum()
-        kl_sum += kl.double().sum()
-    n = len(x)
-    elbo_sum = (log_px_sum - kl_sum).item()
+        terms[0, start:start + len(log_px)] = log_px
+        terms[1, start:start + len(kl)] = kl
+    log_px_sum, kl_sum = host_float64(terms).sum(1)
+    elbo_sum = float(log_px_sum - kl_sum)
     return {
         "n": n,
-        "recon_nats": -log_px_sum.item() / n,
-        "kl_nats": kl_sum.item() / n,
+        "recon_nats": float(-log_px_sum / n),
+        "kl_nats": float(kl_sum / n),
         "elbo_nats": elbo_sum / n,
         "elbo_sum_nats": elbo_sum,
         "n_mc_samples": n_samples,
@@ -44,35 +46,35 @@ def latent_usage(model, x: torch.Tensor, *, batch_size: int, threshold: float = 
 
     A unit u is active when A_u = Var_x(E_q[z_u|x]) > threshold: its posterior mean moves with
     the data. Also the mean KL(q(z_u|x) || N(0, 1)) per unit, in nats: near zero for a unit the
-    model ignores (posterior collapsed onto the prior).
+    model ignores (posterior collapsed onto the prior). Variances and sums in float64 on the host.
     """
     model.eval()
     mus, kls = [], []
     for start in range(0, len(x), batch_size):
         mu, logvar = model.encode(x[start:start + batch_size])
-        mus.append(mu.double())
-        kls.append(kl_per_unit(mu, logvar).double().sum(0))
-    mu = torch.cat(mus)
-    activity = mu.var(0, unbiased=True) if len(mu) > 1 else torch.zeros(mu.shape[1], dtype=torch.float64)
+        mus.append(host_float64(mu))
+        kls.append(host_float64(kl_per_unit(mu, logvar)).sum(0))
+    mu = np.concatenate(mus)
+    activity = mu.var(0, ddof=1) if len(mu) > 1 else np.zeros(mu.shape[1])
     return {
         "active_units": int((activity > threshold).sum()),
         "active_threshold": threshold,
         "mu_variance": activity.tolist(),
-        "kl_per_unit_nats": (torch.stack(kls).sum(0) / len(x)).tolist(),
+        "kl_per_unit_nats": (np.sum(kls, axis=0) / len(x)).tolist(),
     }
 
 
 @torch.no_grad()
 @denormals_flushed()
-def log_likelihood_estimate(model, x: torch.Tensor, *, k_samples: int, batch_size: int, max_chunk_mb: int, seed: int,
+def log_likelihood_estimate(model, x: torch.Tensor, *, k_samples: int, batch_size: int, max_chunk_mb: float, seed: int,
                             precision: str = "float32") -> dict:
     """Mean and sum over the split of the importance-weighted log p(x) estimate, with Monte-Carlo standard errors.
     precision 'bfloat16' runs the network under bf16 autocast (the likelihood arithmetic stays float32)."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
     with autocast(x.device, precision):
         est = iwae_log_likelihood(model, x, k_samples, generator=gen, batch_size=batch_size,
-                                  max_chunk_elements=max_chunk_mb * 2**20 // 4)
-    total = est.log_px.double().sum().item()
+                                  max_chunk_elements=max(1, int(max_chunk_mb * 2**20) // 4))
+    total = float(host_float64(est.log_px).sum())
     return {
         "iwae_nats": total / len(x),
         "iwae_sum_nats": total,

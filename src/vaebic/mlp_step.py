@@ -27,8 +27,8 @@ from vaebic.objectives import bernoulli_log_likelihood, kl_standard_normal, stab
 
 
 def supports(model, precision: str, compile: bool) -> bool:
-    """True where this step applies: an MLP in float32, not compiled (else autograd does the backward)."""
-    return model.config["architecture"] == "mlp" and precision == "float32" and not compile
+    """True where this step applies: an MLP, not compiled (else autograd does the backward)."""
+    return model.config["architecture"] == "mlp" and precision in ("float32", "bfloat16") and not compile
 
 
 def _linears(seq: nn.Sequential) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -46,13 +46,18 @@ def _forward(layers, h: torch.Tensor) -> list[torch.Tensor]:
     return acts
 
 
-def _backward(layers, acts: list[torch.Tensor], g: torch.Tensor, input_grad: bool) -> torch.Tensor | None:
-    """Writes dW and db of every layer into .grad from g = dloss/d(output); returns dloss/d(input) if asked."""
+def _backward(layers, params, acts: list[torch.Tensor], g: torch.Tensor, input_grad: bool) -> torch.Tensor | None:
+    """Writes dW and db of every layer into the float32 .grad of params from g = dloss/d(output)
+    (layers: the weights in the precision the matrix multiplies run in); returns dloss/d(input) if asked."""
     for i in reversed(range(len(layers))):
-        w, b = layers[i]
+        w = layers[i][0]
+        grad_w, grad_b = params[i][0].grad, params[i][1].grad
         a = acts[i]
-        torch.mm(g.t(), a, out=w.grad)
-        torch.sum(g, 0, out=b.grad)
+        if g.dtype == grad_w.dtype:
+            torch.mm(g.t(), a, out=grad_w)
+        else:  # bf16: the product rounded to bf16, as autocast's backward leaves it, then widened
+            grad_w.copy_(torch.mm(g.t(), a))
+        torch.sum(g, 0, dtype=grad_b.dtype, out=grad_b)
         if i > 0:
             g = torch.ops.aten.threshold_backward(torch.mm(g, w), a, 0)  # ReLU: a > 0 where it passed
         elif input_grad:
@@ -65,31 +70,45 @@ class MLPStep:
     -ELBO in every parameter's .grad, as ``elbo_terms`` and ``loss.backward()`` would leave them.
 
     eps: the standard normal draws, shape (1, N, d) as the training loop makes them.
+    precision 'bfloat16' runs the matrix multiplies (forward and backward) in bf16, as bf16
+    autocast does: the weights are cast once per step; mu, logvar, z, the likelihood, the KL and
+    the gradients that enter .grad are float32.
     """
 
-    def __init__(self, model):
+    def __init__(self, model, precision: str = "float32"):
         self.model = model
         self.enc, self.dec = _linears(model.encoder), _linears(model.decoder)
+        self.low = torch.bfloat16 if precision == "bfloat16" else None
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
         self.bernoulli = model.config["likelihood"] == "bernoulli"
         sigma = getattr(model, "log_sigma", None)
         self.learned_sigma = sigma if isinstance(sigma, nn.Parameter) else None
 
+    def _cast(self, layers):
+        return layers if self.low is None else [(w.to(self.low), b.to(self.low)) for w, b in layers]
+
+    def _in(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.low is None else t.to(self.low)
+
+    def _out(self, t: torch.Tensor) -> torch.Tensor:
+        return t if self.low is None else t.float()
+
     @torch.no_grad()
     def __call__(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         n, eps = len(x), eps.reshape(len(x), -1)
-        enc = _forward(self.enc, x.flatten(1))
-        mu, logvar = enc[-1].chunk(2, dim=-1)
+        enc_w, dec_w = self._cast(self.enc), self._cast(self.dec)
+        enc = _forward(enc_w, self._in(x.flatten(1)))
+        mu, logvar = self._out(enc[-1]).chunk(2, dim=-1)
         std = torch.exp(0.5 * logvar)
         z = torch.addcmul(mu, std, eps)
-        dec = _forward(self.dec, z)
-        log_px, g_logits = self._likelihood(dec[-1], x, n)
+        dec = _forward(dec_w, self._in(z))
+        log_px, g_logits = self._likelihood(self._out(dec[-1]), x, n)
         kl = kl_standard_normal(mu, logvar).sum()
-        g_z = _backward(self.dec, dec, g_logits, input_grad=True)
+        g_z = self._out(_backward(dec_w, self.dec, dec, self._in(g_logits), input_grad=True))
         g_mu = g_z.add(mu, alpha=1.0 / n)
         g_logvar = (g_z * eps * std).add_(torch.exp(logvar) - 1.0, alpha=1.0 / n).mul_(0.5)
-        _backward(self.enc, enc, torch.cat((g_mu, g_logvar), dim=1), input_grad=False)
+        _backward(enc_w, self.enc, enc, self._in(torch.cat((g_mu, g_logvar), dim=1)), input_grad=False)
         return torch.stack((log_px, kl))
 
     def _likelihood(self, logits: torch.Tensor, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

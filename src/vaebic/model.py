@@ -13,7 +13,6 @@ loaded with ``weights_only=True``) and ``config.json`` (what is needed to rebuil
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from pathlib import Path
@@ -22,7 +21,6 @@ import torch
 from torch import nn
 
 from vaebic.errors import VaebicError
-from vaebic.params import PRECISIONS
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 WEIGHTS_FILE = "weights.pt"
@@ -214,40 +212,6 @@ def count_params(model: VAE, which: str = "decoder") -> int:
     if which == "all":
         params = [*model.encoder.parameters(), *params]
     return sum(p.numel() for p in params)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    """auto: CUDA if available, then Apple MPS, then CPU. A named device must be available."""
-    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
-    if name == "auto":
-        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
-    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
-        raise VaebicError(f"train.device is '{name}' but no {name.upper()} device is available here; use 'auto' or 'cpu'")
-    return torch.device(name)
-
-
-@contextlib.contextmanager
-def denormals_flushed():
-    """Treat float subnormals (below 1.2e-38) as zero while inside, on the CPU.
-
-    Adam's second moments of always-dark output pixels sink into the subnormal range, where x86
-    arithmetic is many times slower (Adam's step ran 2-3x slower here); flushing them to zero
-    changes no result that matters (they are 1e-38 beside numbers of order 1). Not inherited by
-    every worker thread, so the hot elementwise code also keeps its own values out of that range.
-    """
-    torch.set_flush_denormal(True)
-    try:
-        yield
-    finally:
-        torch.set_flush_denormal(False)  # torch's default
-
-
-def autocast(device: torch.device, precision: str):
-    """bfloat16 autocast for the matrix multiplies (precision 'bfloat16'), or nothing ('float32').
-    Parameters, optimiser state and the likelihood and KL arithmetic stay in float32."""
-    if precision not in PRECISIONS:
-        raise VaebicError(f"unknown precision {precision!r}; known: {', '.join(PRECISIONS)}")
-    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
 
 
 def save_model(model: VAE, folder: str | Path, extra_config: dict | None = None) -> None:

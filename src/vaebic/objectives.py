@@ -162,8 +162,10 @@ class IWAEResult:
     std_err: torch.Tensor  # (N,) nats, delta-method Monte-Carlo standard error of each estimate
 
     def sum_std_err(self) -> float:
-        """Monte-Carlo standard error of the sum over examples (the draws are independent across examples)."""
-        return self.std_err.double().pow(2).sum().sqrt().item()
+        """Monte-Carlo standard error of the sum over examples (the draws are independent across
+        examples), in float64 on the host."""
+        se = self.std_err.detach().to("cpu").numpy().astype("float64")
+        return float((se**2).sum() ** 0.5)
 
     def mean_std_err(self) -> float:
         """Monte-Carlo standard error of the mean over examples."""
@@ -181,8 +183,9 @@ def iwae_log_likelihood(model, x: torch.Tensor, k_samples: int, generator: torch
     the ELBO. With z = mu + sigma * eps, log p(z) - log q(z|x) = 1/2 sum_j (eps_j^2 - z_j^2 + logvar_j):
     the log(2 pi) terms cancel. The decoder runs on blocks of (samples x examples) rows holding at
     most max_chunk_elements outputs, so memory stays bounded and nothing loops over single
-    examples; the K log-weights of a group of examples (K x group, float64) meet in one logsumexp.
-    All K draws of a batch are made up front: the numbers do not depend on the block size.
+    examples; the K log-weights of a group of examples (K x group, in the encoder's output dtype:
+    float32, or float64 for a float64 model; never float64 otherwise, which MPS lacks) meet in one
+    logsumexp. All K draws of a batch are made up front: the numbers do not depend on the block size.
 
     Standard error per example (delta method): Var[log mean w] ~= Var[w] / (K mean(w)^2)
     = (sum_k p_k^2 - 1/K) with p_k = w_k / sum_j w_j, i.e. 1/ESS - 1/K, computed in log space.
@@ -201,7 +204,7 @@ def iwae_log_likelihood(model, x: torch.Tensor, k_samples: int, generator: torch
         chunk = max(1, min(k_samples, rows // group))  # samples per block
         for e0 in range(0, len(xb), group):
             e = slice(e0, e0 + group)
-            log_w = torch.empty((k_samples, len(xb[e])), device=x.device, dtype=torch.float64)
+            log_w = torch.empty((k_samples, len(xb[e])), device=x.device, dtype=mu.dtype)
             for k0 in range(0, k_samples, chunk):
                 k = slice(k0, k0 + chunk)
                 z = reparameterize(mu[e], logvar[e], eps[k, e])  # (S, group, d)

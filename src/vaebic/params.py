@@ -40,8 +40,8 @@ class ParamsError(VaebicError):
 class Field:
     """One parameter: its kind, default and meaning.
 
-    kind is one of: int, float, str, str_or_null, bool, choice, int_list, int_or_null, and
-    number_or_word (a number, or one of the words in `choices`, such as "learned" or "auto").
+    kind is one of: int, float, str, str_or_null, bool, bool_or_auto, choice, int_list, int_or_null,
+    and number_or_word (a number, or one of the words in `choices`, such as "learned" or "auto").
     `low`/`high` bound numbers (and list items); `low_open` makes low exclusive.
     """
 
@@ -95,13 +95,13 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "lr": Field("float", 1e-3, "Adam learning rate", low=0.0, low_open=True),
         "device": Field("choice", "auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES),
         "precision": Field("choice", "float32", "float32, or bfloat16: bf16 autocast for the network's matrix multiplies (fast on GPUs)", choices=PRECISIONS),
-        "compile": Field("bool", False, "torch.compile the training step: pays on a GPU; tens of seconds to compile, little gain on a CPU"),
+        "compile": Field("bool_or_auto", "auto", "torch.compile the training step: auto compiles on a CUDA GPU when the run has at least 20,000 optimiser steps (tens of seconds of compiling per train stage must pay); true or false to decide"),
         "checkpoint_every": Field("int", 5, "save a checkpoint (checkpoints/<d>-<seed>.pt) every N epochs, to resume from after an interruption; 0: never", low=0),
     },
     "evaluate": {
         "n_samples": Field("int", 10, "Monte-Carlo samples of z per example for the reconstruction term", low=1),
         "k_samples": Field("int", 1000, "importance samples K per example for the log-likelihood estimate", low=1),
-        "max_chunk_mb": Field("int", 2, "memory bound of one block of importance samples (decoder outputs), in MiB: 2 stays in a CPU core's cache; on a GPU use 256 or more", low=1),
+        "max_chunk_mb": Field("number_or_word", "auto", "memory bound of one block of importance samples (decoder outputs), in MiB: auto is 2 on a CPU (a core's cache) and 1/32 of a GPU's memory (64 to 1024); the numbers do not depend on it", choices=("auto",), low=0.0, low_open=True),
         "precision": Field("choice", "float32", "float32, or bfloat16: bf16 autocast for the network in the evaluation (the likelihood arithmetic stays float32)", choices=PRECISIONS),
         "active_threshold": Field("float", 0.01, "a latent unit is active when Var_x(E_q[z_u|x]) exceeds this", low=0.0, low_open=True),
         "batch_size": Field("int", 1000, "examples per evaluation batch", low=1),
@@ -177,10 +177,10 @@ def _check_field(value: Any, f: Field) -> tuple[Any, str | None]:
         return (None, None) if value is None else _check_number(value, f, integer=True)
     if f.kind == "float":
         return _check_number(value, f, integer=False)
-    if f.kind == "bool":
-        if not isinstance(value, bool):
-            return None, f"expected true or false, got {_describe(value)}"
-        return value, None
+    if f.kind in ("bool", "bool_or_auto"):
+        if isinstance(value, bool) or (f.kind == "bool_or_auto" and value == "auto"):
+            return value, None
+        return None, f"expected true{', false or auto' if f.kind == 'bool_or_auto' else ' or false'}, got {_describe(value)}"
     if f.kind == "str_or_null" and value is None:
         return None, None
     if f.kind in ("str", "str_or_null"):
@@ -287,7 +287,7 @@ def describe_schema() -> str:
         lines.append(f"{section}:")
         for key, f in fields.items():
             default = "(required)" if f.required else repr(f.default)
-            options = [*f.choices, "a number"] if f.kind == "number_or_word" else f.choices
+            options = [*f.choices, "a number"] if f.kind == "number_or_word" else ["auto", "true", "false"] if f.kind == "bool_or_auto" else f.choices
             choices = f" [{' | '.join(options)}]" if options else ""
             lines.append(f"  {key}: {default}{choices}  # {f.help}")
     return "\n".join(lines)

@@ -1,0 +1,209 @@
+"""The compute device: which one, what it can do, and the settings whose best value depends on it.
+
+Settings that differ between a CPU, a CUDA GPU and Apple's MPS are ``auto`` by default and
+resolved here from :class:`DeviceFacts`, so that every device's rules run (and are tested) on any
+machine:
+
+- ``evaluate.max_chunk_mb``: 2 MiB blocks on a CPU (a core's L2 cache); on a GPU 1/32 of its
+  memory, within 64-1024 MiB, so that one block holds hundreds of importance samples rather
+  than one (thousands of tiny kernel launches).
+- ``train.compile``: torch.compile only on CUDA and only for runs long enough to repay tens of
+  seconds of compiling per train stage (at least COMPILE_MIN_STEPS optimiser steps).
+- bfloat16 only on hardware with native bf16 matrix multiplies (a CPU with AVX512_BF16 or AMX, a
+  CUDA GPU of compute capability 8.0 or later).
+
+Rules that hold on every device, so that one code path serves them all: no float64 tensor on the
+compute device (MPS has none; float64 sums happen on the host, in numpy); one host
+synchronisation per epoch of training; float32 runs on CUDA use deterministic cuDNN algorithms
+and no TF32 (see :func:`configure`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import platform
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vaebic.errors import VaebicError
+
+log = logging.getLogger("vaebic.device")
+
+COMPILE_MIN_STEPS = 20_000  # about where ~30 s of compiling is repaid by a faster step on a GPU
+CPU_CHUNK_MB = 2.0
+
+
+@dataclass(frozen=True)
+class DeviceFacts:
+    """What the settings depend on. type: cpu, cuda or mps; native_bf16: bf16 matrix multiplies in
+    hardware; memory_bytes: the device's memory (None on a CPU, whose blocks are cache-sized)."""
+
+    type: str
+    name: str
+    native_bf16: bool
+    memory_bytes: int | None = None
+    capability: tuple[int, int] | None = None  # CUDA compute capability
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    """auto: CUDA if available, then Apple MPS, then CPU. A named device must be available."""
+    cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+    if name == "auto":
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    if (name == "cuda" and not cuda) or (name == "mps" and not mps):
+        raise VaebicError(f"train.device is '{name}' but no {name.upper()} device is available here; use 'auto' or 'cpu'")
+    return torch.device(name)
+
+
+def _cpuinfo() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return f.read()
+    except OSError:  # not Linux
+        return ""
+
+
+def cpu_has_native_bf16(cpuinfo: str | None = None) -> bool:
+    """Whether the CPU multiplies bf16 matrices in hardware: the AVX512_BF16 or AMX-BF16 flags of
+    /proc/cpuinfo (Linux). Elsewhere False: bf16 would be emulated, slower than float32."""
+    flags = set((_cpuinfo() if cpuinfo is None else cpuinfo).split())
+    return bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what the platform module knows."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def facts(device: torch.device) -> DeviceFacts:
+    """The facts about a real device."""
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        return DeviceFacts("cuda", props.name, props.major >= 8, props.total_memory, (props.major, props.minor))
+    if device.type == "mps":
+        memory = torch.mps.recommended_max_memory() if hasattr(torch.mps, "recommended_max_memory") else None
+        return DeviceFacts("mps", "Apple MPS", False, memory)
+    return DeviceFacts("cpu", cpu_name(), cpu_has_native_bf16())
+
+
+def chunk_mb(setting, f: DeviceFacts) -> tuple[float, str]:
+    """The memory bound of one block of importance samples (MiB), and why."""
+    if setting != "auto":
+        return float(setting), "set in params.yaml"
+    if f.type == "cpu":
+        return CPU_CHUNK_MB, "auto on a CPU: blocks that stay in a core's L2 cache"
+    memory = f.memory_bytes or 8 * 2**30
+    mb = float(min(1024, max(64, memory / 2**20 / 32)))
+    return mb, f"auto on {f.type}: 1/32 of its {memory / 2**30:.0f} GiB of memory, within 64-1024 MiB"
+
+
+def compile_setting(setting, f: DeviceFacts, n_steps: int) -> tuple[bool, str]:
+    """Whether to torch.compile the training step, and why."""
+    if setting != "auto":
+        return bool(setting), "set in params.yaml"
+    if f.type != "cuda":
+        return False, f"auto on {f.type}: torch.compile pays only on a CUDA GPU"
+    if n_steps < COMPILE_MIN_STEPS:
+        return False, (f"auto: {n_steps} optimiser steps are too few to repay tens of seconds of compiling "
+                       f"(compiled from {COMPILE_MIN_STEPS} steps)")
+    return True, f"auto on CUDA: {n_steps} optimiser steps repay the compiling"
+
+
+def check_precision(precision: str, f: DeviceFacts, key: str) -> str:
+    """precision as given, refused where bf16 is not native on a GPU (emulated or missing);
+    on a CPU without native bf16 it runs, emulated, with a warning."""
+    if precision != "bfloat16" or f.native_bf16:
+        return precision
+    if f.type == "cuda":
+        major, minor = f.capability or (0, 0)
+        raise VaebicError(f"{key} is bfloat16, but {f.name} (compute capability {major}.{minor}) has no native bf16 matrix "
+                          "multiplies (they need 8.0 or later); set it to float32")
+    if f.type == "mps":
+        raise VaebicError(f"{key} is bfloat16, but vaebic runs bf16 only where the hardware multiplies bf16 natively; "
+                          "on Apple MPS set it to float32")
+    log.warning("%s is bfloat16 but this CPU has no native bf16 matrix multiplies (AVX512_BF16 or AMX): "
+                "bf16 is emulated and slower than float32", key)
+    return precision
+
+
+def configure(device: torch.device, precision: str) -> None:
+    """Numerics that must not depend on the GPU model: float32 means float32 (no TF32 in matrix
+    multiplies or convolutions, which Ampere and newer use by default), and cuDNN picks
+    deterministic algorithms, so that a resumed run ends with the weights of an uninterrupted one."""
+    if device.type != "cuda":
+        return
+    float32 = precision == "float32"
+    torch.backends.cuda.matmul.allow_tf32 = not float32
+    torch.backends.cudnn.allow_tf32 = not float32
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (timing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's out-of-memory errors: torch.OutOfMemoryError (CUDA), and the plain RuntimeErrors of
+    MPS ("MPS backend out of memory") and of the CPU allocator ("can't allocate memory")."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def to_device(a: np.ndarray, device: torch.device, what: str) -> torch.Tensor:
+    """a as float32 on device. Data too large for the device's memory is one plain line that
+    says how large they are and what to do, not an allocator's traceback."""
+    try:
+        return torch.from_numpy(a).to(device=device, dtype=torch.float32)
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        gib = a.size * 4 / 2**30
+        where = "the machine's memory" if device.type == "cpu" else f"the memory of {device}"
+        fix = "use fewer examples (data.max_examples)" + ("" if device.type == "cpu" else " or train.device: cpu")
+        raise VaebicError(f"the {what} ({a.shape[0]} examples x {int(np.prod(a.shape[1:]))} values, {gib:.1f} GiB as float32) "
+                          f"do not fit in {where}; {fix}") from None
+
+
+@contextlib.contextmanager
+def denormals_flushed():
+    """Treat float subnormals (below 1.2e-38) as zero while inside, on the CPU.
+
+    Adam's second moments of always-dark output pixels sink into the subnormal range, where x86
+    arithmetic is many times slower (Adam's step ran 2-3x slower on a 2-core EPYC); flushing them
+    to zero changes no result that matters (they are 1e-38 beside numbers of order 1). Not
+    inherited by every worker thread, so the hot elementwise code also keeps its own values out of
+    that range.
+    """
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)  # torch's default
+
+
+def autocast(device: torch.device, precision: str):
+    """bfloat16 autocast for the matrix multiplies (precision 'bfloat16'), or nothing ('float32').
+    Parameters, optimiser state and the likelihood and KL arithmetic stay in float32."""
+    if precision not in ("float32", "bfloat16"):
+        raise VaebicError(f"unknown precision {precision!r}; known: float32, bfloat16")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def host_float64(t: torch.Tensor) -> np.ndarray:
+    """A device tensor as a float64 numpy array on the host: where sums that need float64 happen
+    (MPS has no float64, and nothing else needs it on the device)."""
+    return t.detach().to("cpu").numpy().astype(np.float64)
+

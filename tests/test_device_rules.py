@@ -1,0 +1,185 @@
+"""The GPU and Apple-silicon rules, checked on any machine.
+
+Training and evaluation run here on the CPU under a torch dispatch mode that sees every operation
+and the tensors it creates: none may be float64 (MPS has no float64, and one code path serves every
+device), and the host synchronisations of training may not grow with the number of steps (on a GPU
+each one stalls the queue). `auto` settings resolve from device facts, which the tests give for a
+CUDA GPU, Apple MPS and a CPU. Out-of-memory errors of every device become one line.
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from vaebic import device as devices
+from vaebic.cli import explain_out_of_memory
+from vaebic.device import DeviceFacts
+from vaebic.errors import VaebicError
+from vaebic.evaluation import evaluate_split, latent_usage, log_likelihood_estimate, reconstructions_and_samples
+from vaebic.model import VAE
+from vaebic.training import train_vae
+
+# operations that make the host wait for the device: a value read back (.item(), bool(), if t:)
+# or an output whose size depends on the values
+SYNCING = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default", "aten.unique_dim.default",
+           "aten._unique2.default", "aten.is_nonzero.default", "aten.equal.default"}
+
+
+class Recorder(TorchDispatchMode):
+    """Records every float64 tensor an operation creates, and every synchronising operation."""
+
+    def __init__(self):
+        super().__init__()
+        self.float64: list[str] = []
+        self.syncs: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        name = str(func)
+        if name in SYNCING:
+            self.syncs.append(name)
+        if any(isinstance(t, torch.Tensor) and t.dtype == torch.float64 for t in tree_flatten(out)[0]):
+            self.float64.append(name)
+        return out
+
+
+def binary(n=96, dim=36, seed=0):
+    return (torch.rand(n, dim, generator=torch.Generator().manual_seed(seed)) < 0.3).float()
+
+
+MODELS = {
+    "mlp bernoulli": lambda: VAE(36, 3, [16]),
+    "mlp gaussian, learned sigma": lambda: VAE(36, 3, [16], likelihood="gaussian"),
+    "mlp continuous bernoulli": lambda: VAE(36, 3, [16], likelihood="continuous_bernoulli"),
+    "conv": lambda: VAE(36, 3, [16], image_shape=[1, 6, 6], architecture="conv", conv_channels=[4, 8]),
+}
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+@pytest.mark.parametrize("kind", list(MODELS))
+def test_training_and_evaluation_create_no_float64_tensor(kind, precision):
+    torch.manual_seed(0)
+    model, x = MODELS[kind](), binary()
+    with Recorder() as rec:
+        train_vae(model, x, epochs=2, batch_size=32, lr=1e-3, seed=0, precision=precision)
+        train_vae(MODELS[kind](), x, epochs=1, batch_size=32, lr=1e-3, seed=0, precision=precision, autograd=True)
+        evaluate_split(model, x, n_samples=2, batch_size=40, seed=0, precision=precision)
+        log_likelihood_estimate(model, x, k_samples=20, batch_size=40, max_chunk_mb=0.01, seed=0, precision=precision)
+        latent_usage(model, x, batch_size=40)
+        reconstructions_and_samples(model, x[:4], 4)
+    assert rec.float64 == [], f"float64 tensors created by: {sorted(set(rec.float64))}"
+
+
+def syncs_of_training(batch_size: int, epochs: int = 2, **kw) -> int:
+    torch.manual_seed(0)
+    with Recorder() as rec:
+        train_vae(VAE(36, 3, [16]), binary(), epochs=epochs, batch_size=batch_size, lr=1e-3, seed=0, **kw)
+    return len(rec.syncs)
+
+
+@pytest.mark.parametrize("kw", [{}, {"precision": "bfloat16"}, {"autograd": True}], ids=["written-out step", "bf16", "autograd"])
+def test_training_synchronises_per_epoch_not_per_step(kw):
+    few, many = syncs_of_training(batch_size=48, **kw), syncs_of_training(batch_size=8, **kw)  # 2 against 12 steps per epoch
+    assert few > 0  # the per-epoch read-back is seen, so a per-step one would be too
+    assert few == many
+    assert syncs_of_training(batch_size=48, epochs=4, **kw) == 2 * few  # and it is per epoch
+
+
+CUDA_A100 = DeviceFacts("cuda", "A100", native_bf16=True, memory_bytes=40 * 2**30, capability=(8, 0))
+CUDA_T4 = DeviceFacts("cuda", "Tesla T4", native_bf16=False, memory_bytes=16 * 2**30, capability=(7, 5))
+MPS = DeviceFacts("mps", "Apple MPS", native_bf16=False, memory_bytes=16 * 2**30)
+CPU_BF16 = DeviceFacts("cpu", "EPYC", native_bf16=True)
+CPU_PLAIN = DeviceFacts("cpu", "old x86", native_bf16=False)
+
+
+@pytest.mark.parametrize("facts, expected", [
+    (CPU_BF16, 2.0), (CPU_PLAIN, 2.0),
+    (CUDA_A100, 1024.0),  # 40 GiB / 32 = 1280 MiB, capped at 1024
+    (CUDA_T4, 512.0),
+    (MPS, 512.0),
+    (DeviceFacts("cuda", "small", False, 1 * 2**30, (6, 1)), 64.0),  # 32 MiB, raised to 64
+])
+def test_auto_block_size_follows_the_device(facts, expected):
+    mb, why = devices.chunk_mb("auto", facts)
+    assert mb == expected and why.startswith("auto")
+    assert devices.chunk_mb(16, facts) == (16.0, "set in params.yaml")
+
+
+@pytest.mark.parametrize("facts, steps, expected", [
+    (CPU_BF16, 10**6, False), (MPS, 10**6, False),
+    (CUDA_A100, 960, False),  # the default sweep: 32 steps x 30 epochs, far too short to repay compiling
+    (CUDA_A100, devices.COMPILE_MIN_STEPS, True),
+])
+def test_auto_compile_only_on_cuda_for_long_runs(facts, steps, expected):
+    on, why = devices.compile_setting("auto", facts, steps)
+    assert on is expected and why.startswith("auto")
+    assert devices.compile_setting(True, CPU_BF16, 10) == (True, "set in params.yaml")
+
+
+def test_bfloat16_only_where_the_hardware_has_it(caplog):
+    assert devices.check_precision("bfloat16", CUDA_A100, "train.precision") == "bfloat16"
+    assert devices.check_precision("bfloat16", CPU_BF16, "train.precision") == "bfloat16"
+    assert devices.check_precision("float32", CUDA_T4, "train.precision") == "float32"
+    with pytest.raises(VaebicError, match=r"train.precision is bfloat16, but Tesla T4 \(compute capability 7.5\) has no native bf16"):
+        devices.check_precision("bfloat16", CUDA_T4, "train.precision")
+    with pytest.raises(VaebicError, match="on Apple MPS set it to float32"):
+        devices.check_precision("bfloat16", MPS, "evaluate.precision")
+    assert devices.check_precision("bfloat16", CPU_PLAIN, "train.precision") == "bfloat16"
+    assert "emulated" in caplog.text
+
+
+def test_native_bf16_is_read_from_the_cpu_flags():
+    assert devices.cpu_has_native_bf16("flags : fpu sse avx512f avx512_bf16 avx512_vnni")
+    assert devices.cpu_has_native_bf16("flags : fpu amx_bf16 amx_tile")
+    assert not devices.cpu_has_native_bf16("flags : fpu sse avx2 avx512f")
+    assert devices.facts(torch.device("cpu")).type == "cpu"
+
+
+def test_float32_on_cuda_means_float32_and_deterministic_cudnn():
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+             torch.backends.cudnn.deterministic)
+    try:
+        devices.configure(torch.device("cuda"), "float32")
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        devices.configure(torch.device("cuda"), "bfloat16")
+        assert torch.backends.cuda.matmul.allow_tf32
+    finally:
+        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
+         torch.backends.cudnn.deterministic) = saved
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("MPS backend out of memory (MPS allocated: 17.10 GB, other allocations: 1.2 GB, max allowed: 18.13 GB). "
+                 "Tried to allocate 256.00 MB on private pool.\nUse PYTORCH_MPS_HIGH_WATERMARK_RATIO=0.0 to disable upper limit"),
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)\nallocator detail"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 4000000 bytes"),
+], ids=["mps", "cuda", "cpu"])
+def test_out_of_memory_of_every_device_becomes_one_line(error):
+    with pytest.raises(VaebicError) as err:
+        with explain_out_of_memory("the batch size is train.batch_size=128: lower it"):
+            raise error
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("out of device memory: ") and "train.batch_size=128" in message
+    with pytest.raises(RuntimeError, match="not about memory"):
+        with explain_out_of_memory("unused"):
+            raise RuntimeError("not about memory")
+
+
+def test_a_data_set_too_large_for_the_device_is_one_line():
+    """A real allocation failure: 10 million examples of a million values (a zero-stride view that
+    takes no memory here) need 40 TB as float32."""
+    huge = np.broadcast_to(np.zeros(1, np.uint8), (10**7, 10**6))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch warns that the view is not writable
+        with pytest.raises(VaebicError) as err:
+            devices.to_device(huge, torch.device("cpu"), "training data")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith("the training data (10000000 examples x 1000000 values, 37252.9 GiB as float32) do not fit")
+    assert "data.max_examples" in message
+    assert devices.to_device(np.ones((3, 4), np.uint8), torch.device("cpu"), "x").dtype == torch.float32
