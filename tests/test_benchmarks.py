@@ -32,7 +32,9 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
     assert q["fixed_s"] == pytest.approx(q["repro_s"] - q["compute_s"])
     assert [v["what"] for v in fig["targets"]] == [
         "training vs canonical loop (x)", "training, fraction of matmul", "estimate, fraction of matmul",
-        "estimate vs one-at-a-time loop (x)", "fixed cost, fraction of dvc repro", "no-op dvc repro (s)"]
+        "estimate vs one-at-a-time loop (x)", "fixed cost, fraction of dvc repro", "no-op dvc repro (s)",
+        "sweep --jobs 2, fraction of sequential dvc repro"]
+    assert q["sweep_jobs2_s"] > 0 and q["sweep_vs_sequential"] == pytest.approx(q["sweep_jobs2_s"] / q["repro_s"])
 
 
 def test_prepare_benchmark_runs(tmp_path):

@@ -255,7 +255,9 @@ def test_a_misspelled_key_that_dvc_yaml_uses_is_named(project):
     assert snapshot(project) == before
 
 
-def test_an_unreachable_tracking_server_fails_fast_and_keeps_results(project):
+def test_an_unreachable_tracking_server_fails_fast_and_loses_nothing(project):
+    """DVC removes a run-cached stage's outputs before running it; when the stage then fails, the
+    error line says where they are, and `dvc checkout <stage>` puts them back."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -274,6 +276,9 @@ def test_an_unreachable_tracking_server_fails_fast_and_keeps_results(project):
     assert "Traceback" not in out
     assert ran == ["validate", "train@2-0"]
     assert elapsed < 60  # seconds, not minutes of retries (process start-up included)
+    assert "the outputs of its last successful run (models/2-0) are in DVC's cache: `dvc checkout train@2-0` puts them back" in out
+    assert not (project / "models/2-0").exists()  # removed by DVC before the stage ran
+    assert dvc(project, "checkout", "train@2-0").returncode == 0
     after = snapshot(project)
     after.pop("dvc.lock"), before.pop("dvc.lock")  # validate passed and was recorded; nothing else moved
     assert after == before

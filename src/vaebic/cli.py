@@ -57,11 +57,31 @@ def run_cli(main: Callable[[], None]) -> None:
     except VaebicError as exc:
         if debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc}{restore_hint()}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt as exc:
         print(f"interrupted: stopped by {_stop['cause']}; {exc or 'run `dvc repro` again to redo this stage'}", file=sys.stderr)
         sys.exit(_stop["code"])
+
+
+def restore_hint() -> str:
+    """For a stage that `dvc repro` runs: DVC removed its cached outputs before running it, so
+    say where the previous ones are (DVC's cache, as dvc.lock records them) and how to put them back."""
+    stage, root = os.environ.get("DVC_STAGE"), os.environ.get("DVC_ROOT")
+    if not stage or not root:
+        return ""
+    try:
+        import yaml
+
+        with open(os.path.join(root, "dvc.lock")) as f:
+            outs = yaml.safe_load(f)["stages"][stage]["outs"]
+    except (OSError, KeyError, TypeError, ValueError):  # no lock, or this stage never finished: nothing to restore
+        return ""
+    removed = [o["path"] for o in outs if not os.path.exists(os.path.join(root, o["path"]))]  # persistent ones stay
+    if not removed:
+        return ""
+    return (f"; the outputs of its last successful run ({', '.join(removed)}) are in DVC's cache: "
+            f"`dvc checkout {stage}` puts them back")
 
 
 @contextmanager
