@@ -38,7 +38,9 @@ def log_report_to_mlflow(p: dict, args, meta: dict, table, summary, choice: dict
         tracking.log_metrics({"best_latent_dim": d, "best_seed": seed, f"best_{choice['criterion']}": choice["best_value"]})
         for _, row in summary.iterrows():  # curves in the MLflow UI: the step is the latent dimension
             tracking.log_metrics({"bic_mean": row["bic"], "aic_mean": row["aic"], "iwae_test_mean": row["iwae_test"],
-                                  "elbo_test_mean": row["elbo_test"], "active_units_mean": row["active_units"]}, step=int(row["latent_dim"]))
+                                  "elbo_test_mean": row["elbo_test"], "active_units_mean": row["active_units"],
+                                  **({"selection_frequency": row["selection_frequency"]} if row.get("selection_frequency") == row.get("selection_frequency") else {})},
+                                 step=int(row["latent_dim"]))
         tracking.log_table(table, "bic_table.json")
         for name in (*FIGURES.values(), "report.md"):
             tracking.log_artifact(out / name)
@@ -96,7 +98,7 @@ def main() -> None:
 
     from vaebic import data, params, plots, selection, tracking
     from vaebic.files import staged_files
-    from vaebic.report import describe_setup, write_markdown
+    from vaebic.report import describe_setup, precision_text, write_markdown
 
     p = params.load(args.params)
     rp = p["report"]
@@ -129,8 +131,10 @@ def main() -> None:
         recon, samples = reconstructions_and_samples(model, x, rp["n_samples"])
         plots.model_pictures(x.numpy(), recon.numpy(), samples.numpy(), meta["image_shape"], title=f"selected model d={d}, seed {seed}",
                              reconstructions_path=out / FIGURES["reconstructions"], samples_path=out / FIGURES["samples"], dpi=rp["dpi"])
+        configs = [json.loads((Path(args.models) / f"{d_}-{s_}" / "config.json").read_text()).get("train", {}) for d_, s_ in pairs]
         write_markdown(out / "report.md", table=table, choice=choice, setup=setup, figures=FIGURES, kl_per_unit=kl_per_unit,
-                       active_threshold=p["evaluate"]["active_threshold"])
+                       active_threshold=p["evaluate"]["active_threshold"], precision=precision_text(records, configs),
+                       summary=summary)
 
         log_report_to_mlflow(p, args, meta, table, summary, choice, model, out, records, test_x)
     log.info("report written to %s (selected latent_dim=%d)", reports / "report.md", d)

@@ -39,7 +39,7 @@ def main() -> None:
     device = devices.pick_device(pt["device"])
     facts = devices.facts(device)
     n_steps = pt["epochs"] * -(-len(train_x) // pt["batch_size"])
-    precision = devices.check_precision(pt["precision"], facts, "train.precision")
+    precision, precision_why = devices.resolve_precision(pt["precision"], facts, "train.precision")
     compile_, compile_why = devices.compile_setting(pt["compile"], facts, n_steps)
     devices.configure(device, precision)
     x = devices.to_device(train_x, device, "training data")
@@ -47,9 +47,9 @@ def main() -> None:
     model = VAE(meta["input_dim"], d, pm["hidden_sizes"], meta["image_shape"], pm["likelihood"], pm["gaussian_sigma"],
                 pm["architecture"], pm["conv_channels"]).to(device)
     stage = os.environ.get("DVC_STAGE", f"train@{d}-{seed}")
-    log.info("training latent_dim=%d seed=%d on %s (%s): %d examples, %d epochs, %s, torch.compile %s (%s)", d, seed, device, facts.name,
-             len(x), pt["epochs"], precision, "on" if compile_ else "off", compile_why)
-    resolved = {**pt, "precision": precision, "compile": compile_}  # what this run actually does
+    log.info("training latent_dim=%d seed=%d on %s (%s): %d examples, %d epochs, %s (%s), torch.compile %s (%s)", d, seed, device,
+             facts.name, len(x), pt["epochs"], precision, precision_why, "on" if compile_ else "off", compile_why)
+    resolved = {**pt, "precision": precision, "compile": compile_, "precision_why": precision_why}  # what this run actually does
 
     ckpt = args.checkpoint
     ckpt_key = checkpoint.config_key(latent_dim=d, seed=seed, model=pm, train=resolved, data_fingerprint=meta["fingerprint"],

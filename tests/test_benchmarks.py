@@ -16,24 +16,31 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
     proc = subprocess.run([sys.executable, "benchmarks/speed.py", "--quick", "--json", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for line in ("ratio vaebic / canonical", "ratio vaebic / one-at-a-time", "compute", "no-op dvc repro", "targets"):
+    for line in ("ratio vaebic / canonical", "ratio vaebic / one-at-a-time", "compute", "no-op dvc repro", "targets",
+                 "with float32 everywhere", "accuracy against float32 everywhere"):
         assert line in proc.stdout
     fig = json.loads(out.read_text())
-    assert fig["matmul_flops_per_s"] > 0
+    assert fig["matmul_float32_flops_per_s"] > 0
     t, e, q = fig["training"], fig["estimate"], fig["pipeline"]
-    assert t["vaebic_examples_per_s"] > 0 and t["canonical_examples_per_s"] > 0
+    assert t["vaebic_examples_per_s"] > 0 and t["canonical_examples_per_s"] > 0 and t["vaebic_float32_examples_per_s"] > 0
+    # fractions are of the faster peak, measured in every round
+    assert t["peak_flops_per_s"] >= t["matmul_float32_flops_per_s"] and 0 < t["vaebic_fraction_of_peak"] < 1
     assert len(t["vaebic_vs_canonical_per_round"]) == t["rounds"] and len(e["vaebic_vs_one_at_a_time_per_round"]) == e["rounds"]
     # both loops train the same model on the same data: losses in the same range (nats per example)
     assert 100 < t["vaebic_final_loss_nats"] < 600 and 100 < t["canonical_final_loss_nats"] < 600
+    assert 100 < t["vaebic_float32_final_loss_nats"] < 600
     # the same estimator on the same examples with independent draws: the difference has about
     # sqrt(2) times the standard error of one estimate; allow 5 of those
     assert abs(e["loop_mean_nats"] - e["loop_examples_vaebic_mean_nats"]) < 5 * 2**0.5 * e["loop_examples_std_err_nats"]
     assert 0 < q["compute_s"] < q["repro_s"] and q["noop_repro_s"] > 0
     assert q["fixed_s"] == pytest.approx(q["repro_s"] - q["compute_s"])
     assert [v["what"] for v in fig["targets"]] == [
-        "training vs canonical loop (x)", "training, fraction of matmul", "estimate, fraction of matmul",
+        "training vs canonical loop (x)", "training, fraction of the faster matmul peak", "estimate, fraction of the faster matmul peak",
         "estimate vs one-at-a-time loop (x)", "fixed cost, fraction of dvc repro", "no-op dvc repro (s)",
-        "sweep --jobs 2, fraction of sequential dvc repro"]
+        "default dvc repro vs float32 everywhere (x)", "sweep --jobs 2, fraction of sequential dvc repro"]
+    a = q["accuracy_vs_float32"]
+    assert q["float32_repro_s"] > 0 and q["speedup_vs_float32"] == pytest.approx(q["float32_repro_s"] / q["repro_s"])
+    assert [r["model"] for r in a["rows"]] == ["2-0", "4-0"] and a["worst_diff_in_se"] >= 0 and isinstance(a["same_picks"], bool)
     assert q["sweep_jobs2_s"] > 0 and q["sweep_vs_sequential"] == pytest.approx(q["sweep_jobs2_s"] / q["repro_s"])
 
 

@@ -46,3 +46,7 @@ def test_bic_recovers_the_true_latent_dimension(tmp_path):
             assert au == d
     md = (project / "reports/report.md").read_text()
     assert f"true latent dimension {TRUE_DIM}" in md
+    # and the pick is firm: the true dimension has the lowest BIC in at least 90% of the bootstrap resamples
+    freq = table.set_index("latent_dim").selection_frequency
+    assert freq[TRUE_DIM] >= 0.9 and sel["selection_frequency"]["bic"] == pytest.approx(freq[TRUE_DIM]), freq.to_dict()
+    assert freq.sum() == pytest.approx(1.0)

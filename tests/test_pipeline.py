@@ -76,6 +76,29 @@ def test_first_run_makes_every_output(project):
     assert sel["best_latent_dim"] == int(table.sort_values("bic").iloc[0].latent_dim)
     assert sel["log_likelihood"] == "iwae" and "importance-weighted estimate (K=20)" in sel["log_likelihood_estimate"]
 
+    # how sure the pick is: the per-example estimates behind ln L, the bootstrap, convergence
+    import numpy as np
+
+    for d in (2, 4):
+        m = json.loads((project / "metrics" / f"{d}-0.json").read_text())
+        with np.load(project / "metrics" / f"{d}-0.examples.npz") as ex:
+            for split, n in (("train", 480), ("test", 120)):
+                assert ex[f"iwae_{split}"].shape == ex[f"elbo_{split}"].shape == (n,)
+                assert ex[f"iwae_{split}"].sum() == pytest.approx(m[split]["iwae_sum_nats"], rel=1e-9)
+                assert ex[f"elbo_{split}"].sum() == pytest.approx(m[split]["elbo_sum_nats"], rel=1e-9)
+        assert m["training"]["epochs"] == 2 and m["training"]["loss_drop_per_epoch_nats"] > 1  # 2 epochs: far from converged
+    for col in ("selection_frequency", "selection_frequency_aic", "selection_frequency_heldout"):
+        per_d = table.groupby("latent_dim")[col].agg(["min", "max"])
+        assert (per_d["min"] == per_d["max"]).all() and per_d["min"].sum() == pytest.approx(1.0)
+    assert sel["bootstrap_resamples"] == 1000 and sel["seed_picks"] == {"0": sel["best_latent_dim"]}
+    assert sel["selection_frequency"]["bic"] == pytest.approx(
+        float(table[table.latent_dim == sel["selected_by"]["bic"]].selection_frequency.iloc[0]))
+    best = table[table.latent_dim == sel["best_latent_dim"]].iloc[0]
+    other = table[table.latent_dim != sel["best_latent_dim"]].iloc[0]
+    assert best.delta_vs_selected == 0 and other.delta_vs_selected == pytest.approx(other.bic - best.bic, rel=1e-6)
+    assert other.delta_vs_selected_lo90 <= other.delta_vs_selected <= other.delta_vs_selected_hi90
+    assert not table.converged.any() and sel["models_not_converged"] == 2
+
     for name in ("bic_curve.png", "metric_curves.png", "latent_usage.png", "reconstructions.png", "samples.png"):
         assert (project / "reports" / name).read_bytes()[:4] == b"\x89PNG"
     md = (project / "reports/report.md").read_text()
@@ -84,6 +107,8 @@ def test_first_run_makes_every_output(project):
     assert "bic_curve.png" in md and "latent_usage.png" in md and "active units" in md
     assert "**Stored values**: read as 8-bit grey levels / 255 (source dtype float64, values 0 to 255; mean intensity" in md
     assert "binarisation: static: intensity p became 1 with probability p" in md
+    assert "## How sure is the pick" in md and "of 1000 bootstrap resamples" in md
+    assert "2 of 2 models were still improving" in md and "the selection may change with more epochs" in md
 
     shown = dvc(project, "metrics", "show")
     assert shown.returncode == 0 and "best_latent_dim" in shown.stdout

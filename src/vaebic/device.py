@@ -9,8 +9,9 @@ machine:
   than one (thousands of tiny kernel launches).
 - ``train.compile``: torch.compile only on CUDA and only for runs long enough to repay tens of
   seconds of compiling per train stage (at least COMPILE_MIN_STEPS optimiser steps).
-- bfloat16 only on hardware with native bf16 matrix multiplies (a CPU with AVX512_BF16 or AMX, a
-  CUDA GPU of compute capability 8.0 or later).
+- ``train.precision`` and ``evaluate.precision``: ``auto`` is bfloat16 on hardware with native
+  bf16 matrix multiplies (a CPU with AVX512_BF16 or AMX, a CUDA GPU of compute capability 8.0 or
+  later), float32 elsewhere; bfloat16 is refused on GPUs without it.
 
 Rules that hold on every device, so that one code path serves them all: no float64 tensor on the
 compute device (MPS has none; float64 sums happen on the host, in numpy); one host
@@ -113,6 +114,17 @@ def compile_setting(setting, f: DeviceFacts, n_steps: int) -> tuple[bool, str]:
         return False, (f"auto: {n_steps} optimiser steps are too few to repay tens of seconds of compiling "
                        f"(compiled from {COMPILE_MIN_STEPS} steps)")
     return True, f"auto on CUDA: {n_steps} optimiser steps repay the compiling"
+
+
+def resolve_precision(setting: str, f: DeviceFacts, key: str) -> tuple[str, str]:
+    """The precision of the matrix multiplies, and why: auto is bfloat16 where the device
+    multiplies bf16 natively (a CPU with AVX512_BF16 or AMX, a CUDA GPU of compute capability 8.0
+    or later) and float32 elsewhere; float32 and bfloat16 are taken as given (see check_precision)."""
+    if setting == "auto":
+        if f.native_bf16:
+            return "bfloat16", f"auto: {f.name} multiplies bf16 natively"
+        return "float32", f"auto: {f.name} has no native bf16 matrix multiplies"
+    return check_precision(setting, f, key), "set in params.yaml"
 
 
 def check_precision(precision: str, f: DeviceFacts, key: str) -> str:

@@ -12,8 +12,10 @@ from vaebic.objectives import elbo_terms, iwae_log_likelihood, kl_per_unit
 
 @torch.no_grad()
 @denormals_flushed()
-def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, seed: int, precision: str = "float32") -> dict:
+def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, seed: int, precision: str = "float32",
+                   per_example: dict | None = None) -> dict:
     """Means over the split of -E_q[log p(x|z)] (recon), KL(q(z|x)||p(z)) and the ELBO, plus the ELBO sum.
+    If per_example is a dict, each example's ELBO goes into it under "elbo" (float64, nats).
 
     The expectation over q is a Monte-Carlo average of n_samples draws per example (seeded). The
     per-example terms stay on the device in the model's precision; their sums are taken in
@@ -28,7 +30,10 @@ def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, s
             log_px, kl = elbo_terms(model, x[start:start + batch_size], n_samples=n_samples, generator=gen)
         terms[0, start:start + len(log_px)] = log_px
         terms[1, start:start + len(kl)] = kl
-    log_px_sum, kl_sum = host_float64(terms).sum(1)
+    host = host_float64(terms)
+    log_px_sum, kl_sum = host.sum(1)
+    if per_example is not None:
+        per_example["elbo"] = host[0] - host[1]
     elbo_sum = float(log_px_sum - kl_sum)
     return {
         "n": n,
@@ -67,14 +72,18 @@ def latent_usage(model, x: torch.Tensor, *, batch_size: int, threshold: float = 
 @torch.no_grad()
 @denormals_flushed()
 def log_likelihood_estimate(model, x: torch.Tensor, *, k_samples: int, batch_size: int, max_chunk_mb: float, seed: int,
-                            precision: str = "float32") -> dict:
+                            precision: str = "float32", per_example: dict | None = None) -> dict:
     """Mean and sum over the split of the importance-weighted log p(x) estimate, with Monte-Carlo standard errors.
-    precision 'bfloat16' runs the network under bf16 autocast (the likelihood arithmetic stays float32)."""
+    precision 'bfloat16' runs the network under bf16 autocast (the likelihood arithmetic stays float32).
+    If per_example is a dict, each example's estimate goes into it under "iwae" (float64, nats)."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
     with autocast(x.device, precision):
         est = iwae_log_likelihood(model, x, k_samples, generator=gen, batch_size=batch_size,
                                   max_chunk_elements=max(1, int(max_chunk_mb * 2**20) // 4))
-    total = float(host_float64(est.log_px).sum())
+    host = host_float64(est.log_px)
+    total = float(host.sum())
+    if per_example is not None:
+        per_example["iwae"] = host
     return {
         "iwae_nats": total / len(x),
         "iwae_sum_nats": total,

@@ -54,6 +54,14 @@ def write_json_atomic(path: str | Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
+def write_npz_atomic(path: str | Path, arrays: dict) -> None:
+    """numpy arrays by name into an uncompressed .npz, written aside and renamed over path."""
+    import numpy as np
+
+    with atomic_file(path, "wb") as f:
+        np.savez(f, **arrays)
+
+
 @contextmanager
 def atomic_folder(final: str | Path):
     """Yield a temporary folder beside `final`; on success it replaces `final`, on error it is removed."""

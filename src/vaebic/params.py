@@ -26,7 +26,7 @@ ARCHITECTURES = ("mlp", "conv")
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
 LOG_LIKELIHOODS = ("iwae", "elbo")
 DEVICES = ("auto", "cpu", "cuda", "mps")
-PRECISIONS = ("float32", "bfloat16")
+PRECISIONS = ("auto", "float32", "bfloat16")
 CRITERIA = ("bic", "aic")
 PARAM_COUNTS = ("decoder", "all")
 ALPHA_RULES = ("refuse", "over_black", "over_white")
@@ -94,7 +94,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field("int", 128, "examples per optimiser step", low=1),
         "lr": Field("float", 1e-3, "Adam learning rate", low=0.0, low_open=True),
         "device": Field("choice", "auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES),
-        "precision": Field("choice", "float32", "float32, or bfloat16: bf16 autocast for the network's matrix multiplies (fast on GPUs)", choices=PRECISIONS),
+        "precision": Field("choice", "float32", "the network's matrix multiplies: float32, bfloat16, or auto (bfloat16 where the hardware multiplies bf16 natively); parameters, Adam, the likelihood and the KL stay float32", choices=PRECISIONS),
         "compile": Field("bool_or_auto", "auto", "torch.compile the training step: auto compiles on a CUDA GPU when the run has at least 20,000 optimiser steps (tens of seconds of compiling per train stage must pay); true or false to decide"),
         "checkpoint_every": Field("int", 5, "save a checkpoint (checkpoints/<d>-<seed>.pt) every N epochs, to resume from after an interruption; 0: never", low=0),
     },
@@ -102,7 +102,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "n_samples": Field("int", 10, "Monte-Carlo samples of z per example for the reconstruction term", low=1),
         "k_samples": Field("int", 1000, "importance samples K per example for the log-likelihood estimate", low=1),
         "max_chunk_mb": Field("number_or_word", "auto", "memory bound of one block of importance samples (decoder outputs), in MiB: auto is 2 on a CPU (a core's cache) and 1/32 of a GPU's memory (64 to 1024); the numbers do not depend on it", choices=("auto",), low=0.0, low_open=True),
-        "precision": Field("choice", "float32", "float32, or bfloat16: bf16 autocast for the network in the evaluation (the likelihood arithmetic stays float32)", choices=PRECISIONS),
+        "precision": Field("choice", "auto", "the network's matrix multiplies in the evaluation: auto (bfloat16 where the hardware multiplies bf16 natively, else float32), float32 or bfloat16; the likelihood, log-sum-exp and sums stay float32", choices=PRECISIONS),
         "active_threshold": Field("float", 0.01, "a latent unit is active when Var_x(E_q[z_u|x]) exceeds this", low=0.0, low_open=True),
         "batch_size": Field("int", 1000, "examples per evaluation batch", low=1),
         "seed": Field("int", 0, "seed of the evaluation's Monte-Carlo samples", low=0),
@@ -111,6 +111,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "criterion": Field("choice", "bic", "criterion that picks the latent dimension (lowest mean over seeds)", choices=CRITERIA),
         "log_likelihood": Field("choice", "iwae", "estimate of ln L: iwae (importance-weighted, K samples) or elbo (a looser lower bound)", choices=LOG_LIKELIHOODS),
         "count_params": Field("choice", "decoder", "parameters counted in k: the generative model's (decoder) or encoder and decoder (all)", choices=PARAM_COUNTS),
+        "bootstrap": Field("int", 1000, "bootstrap resamples of the examples for the selection frequencies and intervals (0: none)", low=0),
+        "seed": Field("int", 0, "seed of the bootstrap resamples", low=0),
+        "converged_below": Field("float", 0.1, "a model whose training loss still falls by more than this (nats per example per epoch, over its last 20% of epochs) is flagged as not converged", low=0.0),
     },
     "report": {
         "n_reconstructions": Field("int", 10, "test images shown with their reconstructions", low=1, high=100),

@@ -35,8 +35,13 @@ def _band(ax, summary, col, color, label):
 
 
 def bic_curve(table, summary, choice: dict, *, subtitle: str, path: str | Path, dpi: int = 120) -> None:
-    """BIC (and AIC) against latent dimension, the minimum marked, and the held-out log-likelihood beside it."""
-    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [3, 2]})
+    """BIC (and AIC) against latent dimension, the minimum marked, and the held-out log-likelihood beside it;
+    under the BIC curve, each d's bootstrap selection frequency as bars (when the table has it)."""
+    freq = table.groupby("latent_dim")["selection_frequency"].first() if "selection_frequency" in table else None
+    with_bars = freq is not None and freq.notna().all()
+    fig = plt.figure(figsize=(12, 5.8 if with_bars else 4.6))
+    grid = fig.add_gridspec(2 if with_bars else 1, 2, width_ratios=[3, 2], height_ratios=[3, 1] if with_bars else [1])
+    ax, ax2 = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[:, 1])
     _band(ax, summary, "bic", "tab:blue", "BIC (mean over seeds)")
     if summary["n_seeds"].max() > 1:
         ax.scatter(table["latent_dim"], table["bic"], s=10, color="tab:blue", alpha=0.6, zorder=4)
@@ -63,6 +68,16 @@ def bic_curve(table, summary, choice: dict, *, subtitle: str, path: str | Path, 
     ax2.set_ylabel("nats per example (higher is better)")
     ax2.set_title("held-out log-likelihood", loc="left")
     ax2.legend(fontsize=8, loc="lower right")
+    if with_bars:
+        axf = fig.add_subplot(grid[1, 0], sharex=ax)
+        axf.bar(freq.index, freq.to_numpy(), width=np.asarray(freq.index) * 0.25, color="tab:blue", alpha=0.7)
+        for d, f in freq.items():
+            if f >= 0.005:
+                axf.annotate(f"{100 * f:.0f}%", (d, f), ha="center", va="bottom", fontsize=7)
+        _latent_axis(axf, dims)
+        axf.set_ylim(0, 1.15)
+        axf.set_ylabel("lowest BIC in\nshare of resamples", fontsize=8)
+        ax.set_xlabel("")
     fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     fig.savefig(path, dpi=dpi)

@@ -56,6 +56,25 @@ def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples
     }
 
 
+def precision_text(records: list[dict], train_configs: list[dict]) -> str:
+    """Which precision the matrix multiplies of training and evaluation used, and why (resolved by
+    the stages from `precision: auto` or as set), over all models of the table."""
+
+    def one(kind: str, pairs: list[tuple[str, str]]) -> str:
+        known = sorted(set(pairs))
+        if not known:
+            return f"{kind} not recorded (models from an older vaebic)"
+        if len(known) == 1:
+            value, why = known[0]
+            return f"{kind} {value} ({why})"
+        return f"{kind} mixed: " + "; ".join(f"{v} ({w})" for v, w in known)
+
+    train = [(c["precision"], c.get("precision_why", "set in params.yaml")) for c in train_configs if c.get("precision")]
+    evaluation = [(r["precision"]["value"], r["precision"]["why"]) for r in records if isinstance(r.get("precision"), dict)]
+    return (f"matrix multiplies in {one('training', train)}, {one('evaluation', evaluation)}. Parameters, Adam's state, "
+            "the likelihood, the KL, the log-sum-exp and all sums are float32")
+
+
 def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.2f}" if abs(v) < 1e5 else f"{v:.1f}"
@@ -70,6 +89,62 @@ def markdown_table(df) -> str:
     return "\n".join(lines)
 
 
+def _pct(v) -> str:
+    return "–" if v != v else f"{100 * v:.0f}%"  # NaN: no bootstrap
+
+
+def confidence_section(table, summary, choice: dict) -> str:
+    """How sure the pick is: bootstrap selection frequencies, the paired comparison with the selected
+    d (criterion difference, its 90% interval, Vuong's z), the spread over seeds, convergence flags."""
+    crit = choice["criterion"].upper()
+    best = choice["best_latent_dim"]
+    b = choice.get("bootstrap_resamples", 0)
+    per_d = table.groupby("latent_dim").agg(
+        freq=("selection_frequency", "first"), freq_aic=("selection_frequency_aic", "first"), freq_heldout=("selection_frequency_heldout", "first"),
+        delta=("delta_vs_selected", "first"), lo=("delta_vs_selected_lo90", "first"), hi=("delta_vs_selected_hi90", "first"),
+        z=("vuong_z", "first"), drop=("loss_drop_per_epoch", "max"), converged=("converged", "all")).reset_index()
+    spread = dict(zip(summary.latent_dim, summary[f"{choice['criterion']}_std"]))
+    several = int(summary["n_seeds"].max()) > 1
+    lines = []
+    if b:
+        share = choice["selection_frequency"]
+        lines.append(f"Resampling the {int(table.n_train.iloc[0])} training examples with replacement {b} times (seeded) and "
+                     f"recomputing every model's ln L̂ on each resample, paired across models: **d = {best} has the lowest mean {crit} "
+                     f"in {_pct(share[choice['criterion']])} of the resamples**. BIC picks d = {choice['selected_by']['bic']} in "
+                     f"{_pct(share['bic'])}, AIC d = {choice['selected_by']['aic']} in {_pct(share['aic'])}, and resampling the test "
+                     f"examples, the held-out estimate d = {choice['selected_by']['test_log_likelihood']} in {_pct(share['test_log_likelihood'])}. "
+                     "These frequencies cover which examples were drawn, not which seed or how long the models trained.")
+    else:
+        lines.append("No bootstrap (select.bootstrap: 0): selection frequencies and intervals are not computed.")
+    lines.append("")
+    lines.append(f"Δ{crit} is d's mean {crit} minus that of d = {best} (> 0: d = {best} is better), with the 5th to 95th percentile "
+                 f"over the resamples; Vuong's z compares d = {best} with d on the per-example log-likelihood differences with the "
+                 f"{crit} penalty (Vuong 1989; > 1.64: d = {best} is better at the one-sided 5% level). The last column is the fall of "
+                 "the training loss per epoch over the last 20% of epochs (the largest over seeds).")
+    lines.append("")
+    head = f"| d | picked by {crit} | by AIC | by held-out | Δ{crit} [90% interval] | Vuong z |"
+    head += f" {crit} spread over seeds (sd) |" if several else ""
+    head += " loss fall per epoch | converged |"
+    lines += [head, "|" + "---:|" * (8 if several else 7) + "---|"]
+    for r in per_d.itertuples(index=False):
+        interval = "–" if r.latent_dim == best or r.lo != r.lo else f"{r.delta:.0f} [{r.lo:.0f}, {r.hi:.0f}]"
+        z = "–" if r.z != r.z else f"{r.z:.2f}"
+        row = f"| {r.latent_dim} | {_pct(r.freq)} | {_pct(r.freq_aic)} | {_pct(r.freq_heldout)} | {interval} | {z} |"
+        row += f" {spread[r.latent_dim]:.0f} |" if several else ""
+        drop = "–" if r.drop != r.drop else f"{r.drop:.3f}"
+        row += f" {drop} | {'yes' if r.converged else '**no**'} |"
+        lines.append(row)
+    if several:
+        picks = ", ".join(f"seed {s}: d = {d}" for s, d in choice.get("seed_picks", {}).items())
+        lines += ["", f"Each seed's own pick by {crit}: {picks}."]
+    n_bad = choice.get("models_not_converged", 0)
+    if n_bad:
+        lines += ["", f"**{n_bad} of {len(table)} models were still improving** by more than {choice['converged_below']:g} nats per "
+                  "example per epoch when training stopped: their ln L̂ would rise with more epochs, by more for some d than "
+                  "for others, so **the selection may change with more epochs** (raise train.epochs)."]
+    return "\n".join(lines)
+
+
 def usage_table(table, kl_per_unit: dict) -> str:
     """Active units and the per-unit KL (sorted, largest first) of each model, on the training split."""
     lines = ["| latent_dim | seed | active units | KL per unit, nats (sorted) |", "|---:|---:|---:|---|"]
@@ -80,21 +155,29 @@ def usage_table(table, kl_per_unit: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path, *, table, choice: dict, setup: dict, figures: dict[str, str], kl_per_unit: dict, active_threshold: float) -> None:
+def write_markdown(path, *, table, choice: dict, setup: dict, figures: dict[str, str], kl_per_unit: dict, active_threshold: float,
+                   precision: str | None = None, summary=None) -> None:
     """figures maps a role (bic_curve, metric_curves, latent_usage, reconstructions, samples) to a file name in reports/."""
     best = choice["best_latent_dim"]
     by = choice["selected_by"]
+    share = choice.get("selection_frequency") or {}
+    freq = {name: _pct(share[name]) if share.get(name) is not None else "–" for name in ("bic", "aic", "test_log_likelihood")}
+    firm = (f" It has the lowest mean {choice['criterion'].upper()} in {freq[choice['criterion']]} of "
+            f"{choice['bootstrap_resamples']} bootstrap resamples of the training examples (see \"How sure is the pick\")."
+            if share.get(choice["criterion"]) is not None else "")
+    if choice.get("models_not_converged"):
+        firm += f" {choice['models_not_converged']} models had not converged: the pick may change with more epochs."
     shown = [c for c in ("latent_dim", "seed", "n_params", "log_likelihood", "log_likelihood_se", "bic", "aic", "iwae_train", "iwae_test",
                          "elbo_train", "elbo_test", "recon_test", "kl_test", "active_units") if c in table]
     text = f"""# vaebic report: how many latent dimensions does the data need?
 
-**Selected latent dimension: {best}** (seed {choice['best_seed']}), by {choice['rule']}.
+**Selected latent dimension: {best}** (seed {choice['best_seed']}), by {choice['rule']}.{firm}
 
-| criterion | selects d |
-|---|---:|
-| BIC (lowest mean) | {by['bic']} |
-| AIC (lowest mean) | {by['aic']} |
-| held-out log-likelihood ({setup['heldout']}, test split, highest mean) | {by['test_log_likelihood']} |
+| criterion | selects d | in this share of bootstrap resamples |
+|---|---:|---:|
+| BIC (lowest mean) | {by['bic']} | {freq['bic']} |
+| AIC (lowest mean) | {by['aic']} | {freq['aic']} |
+| held-out log-likelihood ({setup['heldout']}, test split, highest mean) | {by['test_log_likelihood']} | {freq['test_log_likelihood']} |
 
 ## What the numbers are
 - **Data**: {setup['data']}.
@@ -106,7 +189,7 @@ def write_markdown(path, *, table, choice: dict, setup: dict, figures: dict[str,
 - **BIC** = k ln n − 2 ln L̂ and **AIC** = 2k − 2 ln L̂: lower is better. The Monte-Carlo standard error of
   ln L̂ is in `log_likelihood_se`; that of BIC and AIC is twice it.
 - Log-likelihoods, ELBO, reconstruction and KL are in nats per example, averaged over the named split.
-
+{f"- **Precision**: {precision}." + chr(10) if precision else ""}
 ## BIC curve
 ![BIC against latent dimension]({figures['bic_curve']})
 
@@ -115,6 +198,9 @@ Read it from left to right: adding latent dimensions first buys a large gain in 
 dashed line and the star mark the selected dimension. The right panel shows the held-out
 log-likelihood, which does not penalise size: where it keeps rising while BIC rises, the extra
 dimensions fit the data a little better but not enough to justify their parameters.
+
+## How sure is the pick
+{confidence_section(table, summary, choice) if summary is not None else "Not computed (results from an older vaebic)."}
 
 ## ELBO, reconstruction and KL
 ![ELBO, reconstruction and KL against latent dimension]({figures['metric_curves']})

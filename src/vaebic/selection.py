@@ -41,9 +41,23 @@ COLUMNS = {
     "kl_train": "mean KL(q(z|x) || p(z)) on the training split (nats per example)",
     "kl_test": "mean KL(q(z|x) || p(z)) on the test split (nats per example)",
     "active_units": "latent units with Var_x(E_q[z_u|x]) above the threshold, on the training split",
+    "selection_frequency": "share of bootstrap resamples of the training examples in which this d has the lowest mean BIC over seeds (the same on every seed row of d; sums to 1 over the dims)",
+    "selection_frequency_aic": "the same for the lowest mean AIC",
+    "selection_frequency_heldout": "share of bootstrap resamples of the test examples in which this d has the highest mean held-out estimate",
+    "delta_vs_selected": "the selection criterion (select.criterion) of this d minus that of the selected d, means over seeds (> 0: the selected d is better)",
+    "delta_vs_selected_lo90": "5th percentile of delta_vs_selected over the bootstrap resamples",
+    "delta_vs_selected_hi90": "95th percentile of delta_vs_selected over the bootstrap resamples",
+    "vuong_z": "Vuong's paired z of the selected d against this d, per-example log-likelihood differences with the criterion's penalty correction (> 1.64: the selected d is better at the one-sided 5% level)",
+    "loss_drop_per_epoch": "fall of the training loss (-ELBO) per epoch over the last 20% of epochs (nats per example per epoch; large: still improving)",
+    "converged": "loss_drop_per_epoch at most select.converged_below",
     "n_params_decoder": "parameters of the decoder (generative model)",
     "n_params_all": "parameters of encoder and decoder",
 }
+
+
+# Columns that select adds from the bootstrap and the convergence threshold (see confidence.assess).
+CONFIDENCE_COLUMNS = ("selection_frequency", "selection_frequency_aic", "selection_frequency_heldout", "delta_vs_selected",
+                      "delta_vs_selected_lo90", "delta_vs_selected_hi90", "vuong_z", "converged")
 
 
 def estimate_text(log_likelihood: str, k_samples: int) -> str:
@@ -119,10 +133,12 @@ def build_table(records: list[dict], count_params: str = "decoder", log_likeliho
                 row[f"kl_{split}"] = float(r[split]["kl_nats"])
             row["n_params_decoder"] = int(r["n_params"]["decoder"])
             row["n_params_all"] = int(r["n_params"]["all"])
+            drop = (r.get("training") or {}).get("loss_drop_per_epoch_nats")  # None: one epoch, or an older record
+            row["loss_drop_per_epoch"] = float("nan") if drop is None else float(drop)
         except (KeyError, TypeError, ValueError) as exc:
             raise VaebicError(f"evaluation record for latent_dim={r.get('latent_dim')}, seed={r.get('seed')} lacks {exc}; re-run its evaluate stage") from None
         rows.append(row)
-    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))  # the CONFIDENCE_COLUMNS empty until confidence.assess fills them
     return table.sort_values(["latent_dim", "seed"]).reset_index(drop=True)
 
 
@@ -135,6 +151,9 @@ def summarise(table):
         out[f"{col}_min"] = grouped[col].min()
         out[f"{col}_max"] = grouped[col].max()
     out["n_seeds"] = grouped.size()
+    for col in ("selection_frequency", "selection_frequency_aic", "selection_frequency_heldout"):
+        if col in table:  # one value per d, repeated on its seed rows
+            out[col] = grouped[col].first()
     return out.reset_index()
 
 
