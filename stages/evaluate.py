@@ -51,6 +51,7 @@ def main() -> None:
         "n_params": {"decoder": count_params(model, "decoder"), "all": count_params(model, "all")},
         "precision": {"value": precision, "why": precision_why},
         "training": confidence.training_summary(Path(args.model) / "history.json"),
+        "gaussian_sigma": model.sigma(),  # the Gaussian decoder's final sigma; None for other likelihoods
     }
     examples = {}
     oom_fix = (f"evaluation works in blocks of {chunk_mb:g} MiB (evaluate.max_chunk_mb) over evaluate.batch_size={ev['batch_size']} "

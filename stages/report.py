@@ -66,6 +66,8 @@ def log_report_to_mlflow(p: dict, args, meta: dict, table, summary, choice: dict
             **{f"{m}_{split}": rec[split][f"{m}_nats"] for split in ("train", "test") for m in ("elbo", "recon", "kl", "iwae")},
             **{f"iwae_se_{split}": rec[split]["iwae_std_err_nats"] for split in ("train", "test")},
             "active_units": rec["train"]["active_units"], "bic": row.bic, "aic": row.aic, "log_likelihood": row.log_likelihood,
+            **({"gaussian_sigma": rec["gaussian_sigma"]} if rec.get("gaussian_sigma") is not None else {}),
+            **({"selection_frequency": row.selection_frequency} if row.selection_frequency == row.selection_frequency else {}),
         }
         with tempfile.TemporaryDirectory() as tmp:
             pictures = model_pictures(folder, test_x[:10], meta["image_shape"], f"d={row.latent_dim}, seed {row.seed}", Path(tmp))

@@ -5,8 +5,11 @@ every earlier output as it was."""
 import os
 import pickle
 import shutil
+import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -254,7 +257,8 @@ def test_broken_inputs_of_a_stage_are_refused(project, case, breaker, what, stag
     commands = {
         "train": ["stages/train.py", "--latent-dim", "2", "--seed", "0", "--data", "data/prepared", "--out", "models/2-0",
                   "--checkpoint", "checkpoints/2-0.pt"],
-        "evaluate": ["stages/evaluate.py", "--latent-dim", "2", "--seed", "0", "--data", "data/prepared", "--model", "models/2-0", "--out", out],
+        "evaluate": ["stages/evaluate.py", "--latent-dim", "2", "--seed", "0", "--data", "data/prepared", "--model", "models/2-0", "--out", out,
+                     "--examples", out.replace(".json", ".examples.npz")],
     }
     check_fails(work, commands[stage.split("-")[0]], expected)
     assert not (work / "pwned.txt").exists()
@@ -282,3 +286,99 @@ def test_the_debug_switch_shows_the_traceback(project, tmp_path):
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "Traceback (most recent call last)" in proc.stderr and "ParamsError" in proc.stderr and "train.lr" in proc.stderr
+
+
+# A broken MLflow store, through the real train stage: one error line naming the store and the fix,
+# before any training, and every result already on disk intact.
+@contextmanager
+def corrupt_store(work):
+    (work / "mlflow.db").write_bytes(b"\x00\x17half-synced garbage, not SQLite" * 64)
+    yield {}
+
+
+@contextmanager
+def newer_schema(work):
+    import sqlite3
+
+    with sqlite3.connect(work / "mlflow.db") as con:
+        con.execute("UPDATE alembic_version SET version_num = 'ffffffffffff'")
+    yield {}
+
+
+@contextmanager
+def locked_store(work):
+    import sqlite3
+
+    code = ("import sqlite3, sys, time; con = sqlite3.connect(sys.argv[1], isolation_level=None); "
+            "con.execute('BEGIN EXCLUSIVE'); print('locked', flush=True); time.sleep(120)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(work / "mlflow.db")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(sqlite3.OperationalError):  # really held: another writer cannot get in
+            sqlite3.connect(work / "mlflow.db", timeout=0.1).execute("BEGIN IMMEDIATE")
+        yield {"VAEBIC_STORE_WAIT_S": "2"}  # the holder keeps it for 120 s, far longer than the wait
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@contextmanager
+def read_only_store(work):
+    folder = work.parent / "ro-store"
+    folder.mkdir()
+    shutil.copy(work / "mlflow.db", folder / "mlflow.db")
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow.db'}"}
+    if os.geteuid() == 0:  # root writes through file permissions: a read-only bind mount, a real read-only file system
+        mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(folder), str(folder)], capture_output=True, text=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"cannot make a read-only mount here: {mounted.stderr.strip()}")
+        try:
+            yield env
+        finally:
+            subprocess.run(["umount", str(folder)], check=True)
+    else:
+        (folder / "mlflow.db").chmod(0o444)
+        folder.chmod(0o555)
+        try:
+            yield env
+        finally:
+            folder.chmod(0o755)
+
+
+@contextmanager
+def black_hole_server(work):
+    with socket.socket() as s:  # accepts connections (the kernel's backlog) and never answers
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)
+        yield {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{s.getsockname()[1]}"}
+
+
+STORE_CASES = [
+    ("corrupt store file", corrupt_store, "is not a SQLite database (a corrupt or half-copied file?): move it aside"),
+    ("store written by a newer MLflow", newer_schema, "was written by a newer MLflow than the installed"),
+    ("store locked by another writer", locked_store, "is locked by another writer"),
+    ("store on a read-only file system", read_only_store, "is read-only"),
+    ("server that never answers", black_hole_server, "accepts connections but does not answer"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case, breaker, expected", STORE_CASES, ids=[c[0] for c in STORE_CASES])
+def test_a_broken_tracking_store_is_one_line_before_any_training(project, case, breaker, expected, tmp_path):
+    work = tmp_path / "project"
+    shutil.copytree(project, work, symlinks=True)
+    (work / "models/2-0").rename(work / "models/2-0.kept")  # so that train@2-0 has work to do
+    before = snapshot(work)
+    with breaker(work) as env_extra:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))} | env_extra
+        start = time.monotonic()
+        proc = subprocess.run([sys.executable, "stages/train.py", "--latent-dim", "2", "--seed", "0", "--data", "data/prepared",
+                               "--out", "models/2-0", "--checkpoint", "checkpoints/2-0.pt"], cwd=work, env=env, capture_output=True,
+                              text=True, timeout=300)
+        seconds = time.monotonic() - start
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr and "Retrying" not in proc.stderr and "urllib3" not in proc.stderr, proc.stderr
+    assert expected in errors[0] and ("mlflow.db" in errors[0] or "http://127.0.0.1" in errors[0]), errors[0]
+    assert "epoch" not in proc.stderr and not (work / "models/2-0").exists()  # no training time spent
+    assert snapshot(work) == before and seconds < 60

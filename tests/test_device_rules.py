@@ -53,7 +53,8 @@ def binary(n=96, dim=36, seed=0):
 
 MODELS = {
     "mlp bernoulli": lambda: VAE(36, 3, [16]),
-    "mlp gaussian, learned sigma": lambda: VAE(36, 3, [16], likelihood="gaussian"),
+    "mlp gaussian, learned sigma": lambda: VAE(36, 3, [16], likelihood="gaussian", gaussian_sigma="learned"),
+    "mlp gaussian, calibrated sigma": lambda: VAE(36, 3, [16], likelihood="gaussian", gaussian_sigma="optimal"),
     "mlp continuous bernoulli": lambda: VAE(36, 3, [16], likelihood="continuous_bernoulli"),
     "conv": lambda: VAE(36, 3, [16], image_shape=[1, 6, 6], architecture="conv", conv_channels=[4, 8]),
 }

@@ -11,7 +11,7 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("likelihood,sigma,words", [
-    ("gaussian", "learned", "Gaussian N(x; mean(z), sigma^2 I) on grey levels in [0, 1], constants included; sigma learned"),
+    ("gaussian", "optimal", "Gaussian N(x; mean(z), sigma^2 I) on grey levels in [0, 1], constants included; sigma calibrated"),
     ("continuous_bernoulli", "learned", "continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) on grey levels"),
 ])
 def test_grey_level_likelihood_runs_end_to_end(tmp_path, likelihood, sigma, words):
@@ -31,8 +31,15 @@ def test_grey_level_likelihood_runs_end_to_end(tmp_path, likelihood, sigma, word
     table = pd.read_csv(project / "reports/bic.csv")
     assert np.isfinite(table[["bic", "aic", "iwae_train", "elbo_train"]].to_numpy()).all()
     assert (table.iwae_train >= table.elbo_train - 3 * table.iwae_se_train).all()
-    if sigma == "learned" and likelihood == "gaussian":
-        # the learned sigma is one more generative parameter: 2 -> 32 -> 784 decoder plus 1
+    if likelihood == "gaussian":
+        # the calibrated sigma is one more generative parameter: 2 -> 32 -> 784 decoder plus 1
         assert table.set_index("latent_dim").n_params[2] == (2 * 32 + 32) + (32 * 784 + 784) + 1
+        # each model's final sigma, stored with it, is in the table: the RMS error of grey levels, in (0, 1)
+        assert ((table.sigma > 0.01) & (table.sigma < 0.5)).all()
+        from vaebic.model import load_model
+        assert load_model(project / "models/2-0").sigma() == pytest.approx(table.set_index("latent_dim").sigma[2], rel=1e-6)
+        assert "- `sigma`: the Gaussian decoder's final pixel sigma" in (project / "reports/report.md").read_text()
+    else:
+        assert table.sigma.isna().all()
     assert json.loads((project / "reports/selection.json").read_text())["likelihood"] == likelihood
     assert words in (project / "reports/report.md").read_text()

@@ -9,7 +9,7 @@ from vaebic.model import VAE
 from vaebic.objectives import elbo_terms
 from vaebic.training import train_vae
 
-CASES = [("bernoulli", "learned"), ("gaussian", "learned"), ("gaussian", 0.3), ("continuous_bernoulli", "learned")]
+CASES = [("bernoulli", "learned"), ("gaussian", "learned"), ("gaussian", "optimal"), ("gaussian", 0.3), ("continuous_bernoulli", "learned")]
 
 
 def data(likelihood: str, n: int, dim: int, seed: int = 0) -> torch.Tensor:

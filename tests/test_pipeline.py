@@ -110,6 +110,18 @@ def test_first_run_makes_every_output(project):
     assert "## How sure is the pick" in md and "of 1000 bootstrap resamples" in md
     assert "2 of 2 models were still improving" in md and "the selection may change with more epochs" in md
 
+    # the scheduled job's check: this run against the same results committed to git reproduces
+    import subprocess
+    import sys
+
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "add", "reports/bic.csv", "reports/selection.json"], cwd=project, check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "results"], cwd=project, check=True)
+    same = subprocess.run([sys.executable, "-m", "vaebic.compare", "--summary", "summary.md"], cwd=project, capture_output=True, text=True)
+    assert same.returncode == 0 and "reproduce the committed ones (HEAD): 2 models within tolerance" in same.stdout, same.stdout + same.stderr
+    assert f"selected latent dimension {sel['best_latent_dim']}" in (project / "summary.md").read_text()
+    (project / "summary.md").unlink()
+
     shown = dvc(project, "metrics", "show")
     assert shown.returncode == 0 and "best_latent_dim" in shown.stdout
     plots = dvc(project, "plots", "show", "--json")

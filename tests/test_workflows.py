@@ -48,6 +48,32 @@ def test_the_pipeline_workflow_is_scheduled_runs_dvc_and_keeps_the_results():
     assert {"reports/", "mlflow.db"} <= set(upload[0]["with"]["path"].split())
 
 
+def step(wf: dict, name: str) -> dict:
+    return next(s for job in wf["jobs"].values() for s in job["steps"] if s.get("name") == name)
+
+
+def test_the_scheduled_run_is_the_default_configuration_compared_with_the_committed_results():
+    wf = load("pipeline.yml")
+    # the schedule runs params.yaml as committed: the shrinking step runs only when a manual run asks for it
+    small = wf["on"]["workflow_dispatch"]["inputs"]["small"]
+    assert small["type"] == "boolean" and small["default"] is False
+    assert step(wf, "A small configuration")["if"] == "${{ inputs.small }}"
+    compare = step(wf, "Compare with the committed results")
+    assert compare["if"] == "${{ !inputs.small }}" and compare["run"] == '.venv/bin/python -m vaebic.compare --summary "$GITHUB_STEP_SUMMARY"'
+    assert "--summary-only" in step(wf, "Summary of the small configuration (not compared)")["run"]
+    diff = step(wf, "dvc metrics diff against the committed results")
+    assert diff["run"].startswith(".venv/bin/dvc metrics diff HEAD") and "always()" in diff["if"]
+    names = [s.get("name", s.get("uses")) for job in wf["jobs"].values() for s in job["steps"]]
+    assert names.index("Run the pipeline (make repro)") < names.index("Compare with the committed results")
+    # pip's downloads and the virtual environment are cached, keyed on what `make setup` installs
+    python = next(s for job in wf["jobs"].values() for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python"))
+    assert python["with"]["cache"] == "pip" and set(python["with"]["cache-dependency-path"].split()) == {"requirements.txt", "pyproject.toml"}
+    cache = step(wf, "Cache the virtual environment")
+    assert cache["uses"].startswith("actions/cache@") and cache["with"]["path"] == ".venv"
+    assert "hashFiles('requirements.txt', 'pyproject.toml')" in cache["with"]["key"]
+    assert names.index("Cache the virtual environment") < names.index("Set up (as `make repro` does first)")
+
+
 def test_the_pipeline_workflow_small_configuration_is_valid(tmp_path):
     step = next(s for job in load("pipeline.yml")["jobs"].values() for s in job["steps"] if s.get("name") == "A small configuration")
     code = step["run"].split('-c "', 1)[1].rstrip().rstrip('"')

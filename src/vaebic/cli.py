@@ -51,6 +51,7 @@ def run_cli(main: Callable[[], None]) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     for noisy in ("alembic", "mlflow.store", "mlflow.tracking", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # a retry warning per request to a dead server; the error line says it
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         main()
@@ -59,9 +60,24 @@ def run_cli(main: Callable[[], None]) -> None:
             raise
         print(f"error: {exc}{restore_hint()}", file=sys.stderr)
         sys.exit(1)
+    except Exception as exc:
+        fault = _tracking_fault(exc)
+        if fault is None or debug:
+            raise
+        print(f"error: {fault}{restore_hint()}", file=sys.stderr)
+        sys.exit(1)
     except KeyboardInterrupt as exc:
         print(f"interrupted: stopped by {_stop['cause']}; {exc or 'run `dvc repro` again to redo this stage'}", file=sys.stderr)
         sys.exit(_stop["code"])
+
+
+def _tracking_fault(exc: BaseException) -> str | None:
+    """A tracking-store failure as one line (see tracking.store_fault), only where MLflow is loaded."""
+    if "mlflow" not in sys.modules:
+        return None
+    from vaebic.tracking import store_fault
+
+    return store_fault(exc)
 
 
 def restore_hint() -> str:

@@ -3,8 +3,12 @@ the parameters of p(x|z). Plus saving, loading and parameter counting.
 
 Likelihoods p(x|z), each a true log-density so that numbers compare across latent dimensions:
 - ``bernoulli``: the decoder gives logits; x must be binary (the pipeline binarises).
-- ``gaussian``: the decoder gives the mean through a sigmoid; sigma is fixed (``gaussian_sigma``,
-  a number) or one learned scalar (``gaussian_sigma: learned``, counted as a decoder parameter).
+- ``gaussian``: the decoder gives the mean through a sigmoid; sigma is one scalar, counted in k
+  unless fixed: ``optimal`` (the default, a calibrated decoder, Rybkin, Daniilidis & Levine 2021:
+  sigma^2 = the mean squared error of the batch's reconstructions while training, then of the
+  whole training split, stored with the model), ``learned`` (by gradient, as a parameter; slow to
+  converge, since every gradient on the mean is scaled by 1/sigma^2 while sigma starts at 1), or
+  a fixed number.
 - ``continuous_bernoulli``: the decoder gives logits of a continuous Bernoulli on grey levels.
 
 A model folder (``models/<latent_dim>-<seed>/``) holds ``weights.pt`` (a plain state dict,
@@ -23,6 +27,8 @@ from torch import nn
 from vaebic.errors import VaebicError
 
 LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+#: the calibrated sigma's floor: a perfect reconstruction would otherwise give log sigma = -inf
+MIN_SIGMA = 1e-4
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
 
@@ -110,7 +116,7 @@ class VAE(nn.Module):
     """
 
     def __init__(self, input_dim: int, latent_dim: int, hidden_sizes: list[int], image_shape: list[int] | None = None,
-                 likelihood: str = "bernoulli", gaussian_sigma: float | str = "learned",
+                 likelihood: str = "bernoulli", gaussian_sigma: float | str = "optimal",
                  architecture: str = "mlp", conv_channels: list[int] | None = None):
         super().__init__()
         if likelihood not in LIKELIHOODS:
@@ -140,12 +146,23 @@ class VAE(nn.Module):
         if likelihood == "gaussian":
             if gaussian_sigma == "learned":
                 self.log_sigma = nn.Parameter(torch.zeros(()))
+            elif gaussian_sigma == "optimal":  # set by calibrate_sigma when training ends; per batch while training
+                self.register_buffer("log_sigma", torch.zeros(()))
             else:
                 self.register_buffer("log_sigma", torch.tensor(math.log(float(gaussian_sigma))))
 
     @property
     def latent_dim(self) -> int:
         return self.config["latent_dim"]
+
+    @property
+    def calibrated(self) -> bool:
+        """A Gaussian decoder whose sigma is set to its maximum-likelihood value (gaussian_sigma: optimal)."""
+        return self.config["likelihood"] == "gaussian" and self.config["gaussian_sigma"] == "optimal"
+
+    def sigma(self) -> float | None:
+        """The Gaussian decoder's sigma (None for other likelihoods)."""
+        return float(torch.exp(self.log_sigma.detach())) if self.config["likelihood"] == "gaussian" else None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters of q(z|x) = N(mu, diag(exp(logvar)))."""
@@ -165,7 +182,10 @@ class VAE(nn.Module):
         if kind == "bernoulli":
             return objectives.bernoulli_log_likelihood(decoded, x)
         if kind == "gaussian":
-            return objectives.gaussian_log_likelihood(decoded, x, self.log_sigma)
+            log_sigma = self.log_sigma
+            if self.calibrated and self.training:  # sigma's maximum-likelihood value for this batch
+                log_sigma = batch_log_sigma(decoded, x)
+            return objectives.gaussian_log_likelihood(decoded, x, log_sigma)
         return objectives.continuous_bernoulli_log_likelihood(decoded, x)
 
     def mean(self, decoded: torch.Tensor) -> torch.Tensor:
@@ -202,16 +222,26 @@ class EncodeDecode(nn.Module):
         return mu, logvar, self.vae.decode(z)
 
 
+def batch_log_sigma(decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log of the Gaussian sigma that maximises the likelihood of x given the means sigmoid(decoded):
+    sigma^2 = the mean squared error over every pixel (and sample), floored at MIN_SIGMA. Detached:
+    at the maximum, the likelihood's derivative in sigma is zero, so the gradient in the means is
+    the same with or without sigma's dependence on them."""
+    mse = (x - torch.sigmoid(decoded.detach())).pow(2).mean()
+    return 0.5 * torch.log(mse.clamp_min(MIN_SIGMA**2))
+
+
 def count_params(model: VAE, which: str = "decoder") -> int:
     """Number of free parameters: the generative model's (decoder) or encoder and decoder (all).
 
     For BIC, the decoder's count is the natural k: the encoder is an inference device that
     defines no distribution over x, so its parameters are not parameters of the model p(x).
+    A Gaussian sigma fitted to the data counts once (learned, or calibrated: optimal).
     """
     params = model.generative_parameters()
     if which == "all":
         params = [*model.encoder.parameters(), *params]
-    return sum(p.numel() for p in params)
+    return sum(p.numel() for p in params) + (1 if model.calibrated else 0)
 
 
 def save_model(model: VAE, folder: str | Path, extra_config: dict | None = None) -> None:

@@ -80,7 +80,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "model": {
         "likelihood": Field("choice", "bernoulli", "p(x|z): bernoulli on binarised pixels, gaussian or continuous_bernoulli on grey levels", choices=LIKELIHOODS),
-        "gaussian_sigma": Field("number_or_word", "learned", "gaussian likelihood only: a fixed pixel sigma, or 'learned' (one scalar, counted in k)", choices=("learned",), low=0.0, low_open=True),
+        "gaussian_sigma": Field("number_or_word", "optimal", "gaussian likelihood only: optimal (calibrated: sigma^2 = the mean squared error of the reconstructions, Rybkin et al. 2021), learned (by gradient; slow to converge), or a fixed pixel sigma; one scalar, counted in k unless fixed", choices=("optimal", "learned"), low=0.0, low_open=True),
         "architecture": Field("choice", "mlp", "mlp (any data) or conv (images: strided conv encoder, transposed-conv decoder)", choices=ARCHITECTURES),
         "hidden_sizes": Field("int_list", [400], "mlp: hidden layer widths of the encoder; the decoder mirrors them", low=1),
         "conv_channels": Field("int_list", [32, 64], "conv: channels of the encoder's conv layers; the decoder mirrors them", low=1),

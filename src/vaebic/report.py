@@ -17,13 +17,22 @@ LIKELIHOOD_TEXT = {
 }
 
 
+SIGMA_TEXT = {
+    "optimal": ("; sigma calibrated (Rybkin, Daniilidis & Levine 2021): sigma^2 = the mean squared error of the reconstructions, "
+                "per batch in training, then of the whole training split, one scalar counted in k; each model's final sigma is "
+                "in the table's `sigma` column"),
+    "learned": ("; sigma learned by gradient (one scalar, counted in k; it converges slowly, so short runs end far from their fit); "
+                "each model's final sigma is in the table's `sigma` column"),
+}
+
+
 def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples: int, gaussian_sigma=None) -> dict:
     """Plain-words statements of what the numbers are, shared by the report and the figures."""
     likelihood = LIKELIHOOD_TEXT[meta["likelihood"]]
     if meta["likelihood"] == "bernoulli" and meta.get("binarization", "").startswith("none"):
         likelihood = BINARY_INPUT_TEXT
     if meta["likelihood"] == "gaussian":
-        likelihood += "; sigma learned (one scalar, counted in k)" if gaussian_sigma == "learned" else f"; sigma fixed at {gaussian_sigma}"
+        likelihood += SIGMA_TEXT.get(gaussian_sigma, f"; sigma fixed at {gaussian_sigma} (not counted in k)")
     if log_likelihood == "iwae":
         estimate = (f"ln L̂ = sum over the training split of the importance-weighted estimate of log p(x) with K = {k_samples} "
                     "samples per example (Burda et al. 2015). It is a lower bound in expectation that tightens as K grows, "
@@ -168,7 +177,8 @@ def write_markdown(path, *, table, choice: dict, setup: dict, figures: dict[str,
     if choice.get("models_not_converged"):
         firm += f" {choice['models_not_converged']} models had not converged: the pick may change with more epochs."
     shown = [c for c in ("latent_dim", "seed", "n_params", "log_likelihood", "log_likelihood_se", "bic", "aic", "iwae_train", "iwae_test",
-                         "elbo_train", "elbo_test", "recon_test", "kl_test", "active_units") if c in table]
+                         "elbo_train", "elbo_test", "recon_test", "kl_test", "active_units", "sigma") if c in table
+             and not (c == "sigma" and table[c].isna().all())]
     text = f"""# vaebic report: how many latent dimensions does the data need?
 
 **Selected latent dimension: {best}** (seed {choice['best_seed']}), by {choice['rule']}.{firm}

@@ -52,6 +52,7 @@ COLUMNS = {
     "converged": "loss_drop_per_epoch at most select.converged_below",
     "n_params_decoder": "parameters of the decoder (generative model)",
     "n_params_all": "parameters of encoder and decoder",
+    "sigma": "the Gaussian decoder's final pixel sigma (calibrated, learned or fixed: model.gaussian_sigma; empty for other likelihoods)",
 }
 
 
@@ -133,6 +134,7 @@ def build_table(records: list[dict], count_params: str = "decoder", log_likeliho
                 row[f"kl_{split}"] = float(r[split]["kl_nats"])
             row["n_params_decoder"] = int(r["n_params"]["decoder"])
             row["n_params_all"] = int(r["n_params"]["all"])
+            row["sigma"] = float("nan") if r.get("gaussian_sigma") is None else float(r["gaussian_sigma"])
             drop = (r.get("training") or {}).get("loss_drop_per_epoch_nats")  # None: one epoch, or an older record
             row["loss_drop_per_epoch"] = float("nan") if drop is None else float(drop)
         except (KeyError, TypeError, ValueError) as exc:

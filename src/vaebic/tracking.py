@@ -52,8 +52,16 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+#: seconds to wait for another writer's lock on a SQLite store before giving up (VAEBIC_STORE_WAIT_S)
+STORE_WAIT_S = 60.0
+#: seconds a tracking server has to answer its health check
+ANSWER_TIMEOUT_S = 10.0
+ELSEWHERE = "or point MLFLOW_TRACKING_URI at another store"
+
+
 def _check_reachable(uri: str, timeout_s: float = 3.0) -> None:
-    """Fail within seconds, naming the URI, when an http(s) tracking server does not answer."""
+    """Fail within seconds, naming the URI, when an http(s) tracking server does not accept
+    connections, or accepts them and does not answer (a hung server, the wrong service)."""
     parsed = urlparse(uri)
     if parsed.scheme not in ("http", "https"):
         return
@@ -65,6 +73,101 @@ def _check_reachable(uri: str, timeout_s: float = 3.0) -> None:
         raise VaebicError(
             f"MLflow tracking server {uri} is unreachable ({exc.strerror or exc}); "
             "start it (`mlflow server --host 127.0.0.1 --port ...`) or unset MLFLOW_TRACKING_URI to use the local store") from None
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=ANSWER_TIMEOUT_S):
+            pass
+    except urllib.error.HTTPError:
+        pass  # it answers (a proxy may refuse /health): that is all this checks
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise VaebicError(
+            f"MLflow tracking server {uri} accepts connections but does not answer ({reason or type(exc).__name__}, "
+            f"waited {ANSWER_TIMEOUT_S:g} s): a hung server, or another service on that port; restart the server, "
+            "or unset MLFLOW_TRACKING_URI to use the local store") from None
+
+
+def check_sqlite_store(db: Path) -> None:
+    """Fail with one line naming the SQLite store, what is wrong with it and what to do, before
+    MLflow opens it: not a database (a corrupt or half-copied file), written by a newer MLflow,
+    made by an older one, on a read-only file system, or locked by another writer for longer than
+    VAEBIC_STORE_WAIT_S seconds (default 60)."""
+    import sqlite3
+
+    aside = f"move it aside (`mv {db} {db}.broken`) and a new, empty store is made on the next run, {ELSEWHERE}"
+    if not db.exists():
+        folder = db.parent
+        if folder.exists() and not os.access(folder, os.W_OK):
+            raise VaebicError(f"MLflow store {db} cannot be created: its folder {folder} is read-only; make it writable, {ELSEWHERE}")
+        return
+    with open(db, "rb") as f:
+        header = f.read(16)
+    if header and header != b"SQLite format 3\x00":
+        raise VaebicError(f"MLflow store {db} is not a SQLite database (a corrupt or half-copied file?): {aside}")
+    wait = float(os.environ.get("VAEBIC_STORE_WAIT_S", STORE_WAIT_S))
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=wait)
+    except sqlite3.Error as exc:
+        raise VaebicError(f"MLflow store {db} cannot be opened ({exc}); check its permissions, {ELSEWHERE}") from None
+    try:
+        try:
+            rows = con.execute("SELECT version_num FROM alembic_version").fetchall()
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc):
+                raise
+            rows = []  # an empty store: MLflow creates its tables
+        if rows:
+            _check_schema(db, rows[0][0])
+        con.execute("BEGIN IMMEDIATE")  # a write lock, released at once: can this store be written now?
+        con.rollback()
+    except sqlite3.DatabaseError as exc:
+        text = str(exc)
+        if "locked" in text or "busy" in text:
+            raise VaebicError(f"MLflow store {db} is locked by another writer (another vaebic stage, `mlflow ui`, a sync tool?) and "
+                              f"stayed locked for {wait:g} s; wait for it or stop it, then run again (VAEBIC_STORE_WAIT_S sets the wait)") from None
+        if "readonly" in text or "read-only" in text:
+            raise VaebicError(f"MLflow store {db} is read-only (a read-only file system or file permissions); make it writable, "
+                              f"{ELSEWHERE}") from None
+        if "not a database" in text or "malformed" in text:
+            raise VaebicError(f"MLflow store {db} is corrupt ({text}): {aside}") from None
+        raise VaebicError(f"MLflow store {db} cannot be used ({text}): {aside}") from None
+    finally:
+        con.close()
+
+
+def store_fault(exc: BaseException) -> str | None:
+    """One line for a tracking-store failure that struck after the checks at setup (another writer
+    took the lock mid-run, the disk filled up, the server went away), or None for anything else."""
+    text = " ".join(str(exc).split())
+    name = type(exc).__name__
+    if "database is locked" in text:
+        return f"MLflow store {tracking_uri()} was locked by another writer for too long; wait for it or stop it, then run again"
+    if "readonly database" in text or "disk I/O error" in text or "database or disk is full" in text:
+        return f"MLflow store {tracking_uri()} cannot be written ({text[:160]}); free space or make it writable, {ELSEWHERE}"
+    if "file is not a database" in text or "malformed" in text:
+        return f"MLflow store {tracking_uri()} is corrupt ({text[:160]}); move it aside, {ELSEWHERE}"
+    if name in ("MaxRetryError", "ConnectionError", "ReadTimeoutError") or "Max retries exceeded" in text:
+        return f"MLflow tracking server {tracking_uri()} stopped answering ({text[:160]}); restart it and run again"
+    return None
+
+
+def _check_schema(db: Path, revision: str) -> None:
+    """The store's schema revision against the installed MLflow's migrations (alembic's public API)."""
+    import mlflow
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(Path(mlflow.__file__).parent / "store" / "db_migrations"))
+    head = scripts.get_current_head()
+    if revision == head:
+        return
+    known = {r.revision for r in scripts.walk_revisions()}
+    if revision not in known:
+        raise VaebicError(f"MLflow store {db} was written by a newer MLflow than the installed {mlflow.__version__} (its schema revision "
+                          f"{revision} is unknown here); use that MLflow version (`pip install -U mlflow`) to open it, {ELSEWHERE}")
+    raise VaebicError(f"MLflow store {db} was made by an older MLflow (schema revision {revision}, {mlflow.__version__} expects {head}); "
+                      f"back it up, then upgrade it with `mlflow db upgrade sqlite:///{db}`, {ELSEWHERE}")
 
 
 def setup(experiment: str) -> str:
@@ -81,7 +184,11 @@ def setup(experiment: str) -> str:
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
         db = Path(uri[len("sqlite:///"):])
-        db.parent.mkdir(parents=True, exist_ok=True)
+        check_sqlite_store(db)
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise VaebicError(f"MLflow store {db} cannot be created ({exc.strerror or exc}); {ELSEWHERE}") from None
         # Creating the SQLite schema and the experiment is not safe for concurrent first writers.
         with _store_lock():
             return _get_or_create(mlflow, experiment, (db.parent / "mlartifacts").as_uri())

@@ -158,7 +158,30 @@ def train_vae(
         if checkpoint is not None and checkpoint_every and epoch % checkpoint_every == 0 and epoch < epochs:
             checkpoint(_state(model, opt, gen, epoch, history))
     model.eval()
+    if model.calibrated:
+        calibrate_sigma(model, train_x, batch_size, gen)
+        history[-1]["sigma"] = model.sigma()
+        log.info("%s: calibrated sigma %.5f (the root mean squared error of the training split's reconstructions)", desc, history[-1]["sigma"])
     return history
+
+
+@torch.no_grad()
+def calibrate_sigma(model, x: torch.Tensor, batch_size: int, gen: torch.Generator) -> None:
+    """Set a calibrated Gaussian decoder's sigma to its maximum-likelihood value on x: sigma^2 = the
+    mean squared error of the reconstructions, one draw z ~ q(z|x) per example (the ELBO's
+    reconstruction term, as in training), summed in float64 on the host."""
+    from vaebic.device import host_float64
+    from vaebic.model import MIN_SIGMA
+
+    squared = torch.empty(len(x), device=x.device)  # per example, summed over pixels; one transfer at the end
+    for start in range(0, len(x), batch_size):
+        xb = x[start:start + batch_size]
+        mu, logvar = model.encode(xb)
+        eps = torch.randn(mu.shape, device=x.device, generator=gen)
+        means = torch.sigmoid(model.decode(mu + torch.exp(0.5 * logvar) * eps).float())
+        squared[start:start + len(xb)] = (xb.flatten(1) - means).pow(2).sum(1)
+    mse = float(host_float64(squared).sum()) / (len(x) * x[0].numel())
+    model.log_sigma.fill_(0.5 * math.log(max(mse, MIN_SIGMA**2)))
 
 
 def _state(model, opt: Adam, gen: torch.Generator, epoch: int, history: list[dict]) -> dict:

@@ -1,0 +1,165 @@
+"""Do this run's results reproduce the committed ones? `python -m vaebic.compare`
+
+Compares reports/bic.csv and reports/selection.json in the workspace with the committed ones
+(`git show HEAD:reports/...`, or a folder given with --against): every model's estimates within
+tolerances, and the same picks by BIC, AIC and the held-out estimate. Exit 0 when they agree,
+1 with a table of the differences when they do not; --summary FILE appends a Markdown summary
+(for $GITHUB_STEP_SUMMARY).
+
+A tolerance covers two things, whichever is larger:
+- the Monte-Carlo error of the importance-weighted estimates: Z_MC standard errors of the
+  difference of two independent estimates, sqrt(se_committed^2 + se_now^2);
+- the spread of training from one platform to another: another thread count or BLAS changes
+  float rounding, which 30 epochs of training turn into slightly different models.
+  PLATFORM_NATS was measured on the default configuration (see README, "Continuous
+  integration"); BIC and AIC move by 2 n times the training-split estimate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import math
+import subprocess
+from pathlib import Path
+
+from vaebic.errors import VaebicError
+
+#: standard errors of a difference that count as agreement (two-sided, about 1 in 15,000 by chance)
+Z_MC = 4.0
+#: nats per example: the largest change seen between two platforms (thread counts) on the default
+#: configuration, with margin; see README, "Continuous integration"
+PLATFORM_NATS = {"iwae_train": 1.0, "iwae_test": 1.0, "elbo_train": 1.0, "elbo_test": 1.0}
+PICKS = ("bic", "aic", "test_log_likelihood")
+
+
+def _read_committed(ref: str, name: str, reports: str) -> str:
+    try:
+        return subprocess.run(["git", "show", f"{ref}:{reports}/{name}"], capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        raise VaebicError(f"cannot read the committed {reports}/{name} at {ref}: {detail.strip()}") from None
+
+
+def load(against: str, reports: str = "reports"):
+    """(table, selection) of the committed results: a folder holding bic.csv and selection.json, or a git revision."""
+    import pandas as pd
+
+    folder = Path(against)
+    if folder.is_dir():
+        try:
+            return pd.read_csv(folder / "bic.csv"), json.loads((folder / "selection.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise VaebicError(f"{folder}: cannot read bic.csv and selection.json ({exc})") from None
+    return (pd.read_csv(io.StringIO(_read_committed(against, "bic.csv", reports))),
+            json.loads(_read_committed(against, "selection.json", reports)))
+
+
+def tolerance(metric: str, old, new) -> float:
+    """Tolerance of one per-example metric of one model (rows of the two tables)."""
+    tol = PLATFORM_NATS[metric]
+    if metric.startswith("iwae_"):
+        split = metric.split("_")[1]
+        tol = max(tol, Z_MC * math.hypot(float(old[f"iwae_se_{split}"]), float(new[f"iwae_se_{split}"])))
+    return tol
+
+
+def compare(old_table, old_sel: dict, new_table, new_sel: dict) -> list[dict]:
+    """The differences beyond tolerance: [{what, model, committed, now, tolerance}]; empty when they agree."""
+    out = []
+    key = ["latent_dim", "seed"]
+    old_models = {tuple(r) for r in old_table[key].itertuples(index=False)}
+    new_models = {tuple(r) for r in new_table[key].itertuples(index=False)}
+    if old_models != new_models:
+        fmt = lambda ms: ", ".join(f"{d}-{s}" for d, s in sorted(ms)) or "none"  # noqa: E731
+        out.append({"what": "models (latent_dim-seed)", "model": "", "committed": fmt(old_models - new_models),
+                    "now": fmt(new_models - old_models), "tolerance": "the same models"})
+    old_rows, new_rows = old_table.set_index(key), new_table.set_index(key)
+    basis = old_sel.get("log_likelihood", "iwae")
+    for model in sorted(old_models & new_models):
+        o, n = old_rows.loc[model], new_rows.loc[model]
+        name = f"{model[0]}-{model[1]}"
+        for metric in PLATFORM_NATS:
+            tol = tolerance(metric, o, n)
+            if not abs(float(n[metric]) - float(o[metric])) <= tol:
+                out.append({"what": metric, "model": name, "committed": float(o[metric]), "now": float(n[metric]), "tolerance": tol})
+        # BIC and AIC are -2 ln L plus constants: 2 n times the training-split estimate's tolerance
+        tol = 2 * float(o["n_train"]) * tolerance(f"{basis}_train", o, n)
+        for metric in ("bic", "aic"):
+            if not abs(float(n[metric]) - float(o[metric])) <= tol:
+                out.append({"what": metric, "model": name, "committed": float(o[metric]), "now": float(n[metric]), "tolerance": tol})
+    for pick in PICKS:
+        a, b = old_sel["selected_by"].get(pick), new_sel["selected_by"].get(pick)
+        if a != b:
+            out.append({"what": f"latent dimension picked by {pick}", "model": "", "committed": a, "now": b, "tolerance": "identical"})
+    return out
+
+
+def _cell(v) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def table_text(rows: list[dict]) -> str:
+    lines = ["| metric | model | committed | now | tolerance |", "|---|---|---:|---:|---:|"]
+    lines += [f"| {r['what']} | {r['model']} | {_cell(r['committed'])} | {_cell(r['now'])} | {_cell(r['tolerance'])} |" for r in rows]
+    return "\n".join(lines)
+
+
+def summary_text(new_table, new_sel: dict, rows: list[dict], compared: bool, n_models: int) -> str:
+    by = new_sel["selected_by"]
+    share = new_sel.get("selection_frequency") or {}
+    pct = {k: f" ({100 * share[k]:.0f}% of bootstrap resamples)" if share.get(k) is not None else "" for k in PICKS}
+    if not compared:
+        verdict = "not compared (not the committed configuration)"
+    elif rows:
+        verdict = f"**DIFFERENT from the committed results**: {len(rows)} differences beyond tolerance"
+    else:
+        verdict = f"reproduces the committed results ({n_models} models within tolerance, the same picks)"
+    shown = [c for c in ("latent_dim", "seed", "n_params", "bic", "aic", "iwae_train", "iwae_test", "selection_frequency") if c in new_table]
+    bic = ["| " + " | ".join(shown) + " |", "|" + "---:|" * len(shown)]
+    bic += ["| " + " | ".join(_cell(v) if not isinstance(v, float) or abs(v) < 1e5 else f"{v:.0f}" for v in r) + " |"
+            for r in new_table[shown].itertuples(index=False)]
+    parts = [f"## vaebic pipeline: selected latent dimension {new_sel['best_latent_dim']}", "",
+             f"- BIC picks d = {by['bic']}{pct['bic']}", f"- AIC picks d = {by['aic']}{pct['aic']}",
+             f"- the held-out estimate picks d = {by['test_log_likelihood']}{pct['test_log_likelihood']}",
+             f"- comparison with the committed results: {verdict}", ""]
+    if rows:
+        parts += [table_text(rows), ""]
+    parts += ["### BIC table", *bic, "", "The BIC curve is in the uploaded artifact (reports/bic_curve.png)."]
+    return "\n".join(parts) + "\n"
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m vaebic.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--against", default="HEAD", help="the committed results: a git revision (default HEAD) or a folder with bic.csv and selection.json")
+    ap.add_argument("--reports", default="reports", help="this run's reports folder")
+    ap.add_argument("--summary", help="append a Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY)")
+    ap.add_argument("--summary-only", action="store_true", help="write the summary without comparing (a configuration other than the committed one)")
+    args = ap.parse_args(argv)
+    import pandas as pd
+
+    try:
+        new_table = pd.read_csv(Path(args.reports) / "bic.csv")
+        new_sel = json.loads((Path(args.reports) / "selection.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise VaebicError(f"{args.reports}: no results to compare ({exc}); run `dvc repro` first") from None
+    rows = [] if args.summary_only else compare(*load(args.against, args.reports), new_table, new_sel)
+    if args.summary:
+        with open(args.summary, "a") as f:
+            f.write(summary_text(new_table, new_sel, rows, not args.summary_only, len(new_table)))
+    if args.summary_only:
+        print(f"selected latent dimension {new_sel['best_latent_dim']}; not compared")
+        return
+    if rows:
+        print(f"the results differ from the committed ones ({args.against}) beyond tolerance:\n{table_text(rows)}")
+        raise SystemExit(1)
+    print(f"the results reproduce the committed ones ({args.against}): {len(new_table)} models within tolerance, "
+          f"the same picks (BIC {new_sel['selected_by']['bic']}, AIC {new_sel['selected_by']['aic']}, "
+          f"held-out {new_sel['selected_by']['test_log_likelihood']})")
+
+
+if __name__ == "__main__":
+    from vaebic.cli import run_cli
+
+    run_cli(main)

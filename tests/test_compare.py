@@ -1,0 +1,84 @@
+"""`python -m vaebic.compare`: do this run's results reproduce the committed ones? Hand-made
+results first (agreement, a changed pick, a metric beyond tolerance), then a real tiny run."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from vaebic import compare
+
+
+def results(folder, shift=0.0, picks=None, se=0.05):
+    """A folder with bic.csv and selection.json of two models, optionally shifted or re-picked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for d, base in ((2, -120.0), (4, -110.0)):
+        iwae = base + shift
+        rows.append({"latent_dim": d, "seed": 0, "n_train": 400, "n_params": 1000 * d, "log_likelihood": 400 * iwae,
+                     "bic": 1000 * d * 5.99 - 800 * iwae, "aic": 2000 * d - 800 * iwae, "iwae_train": iwae, "iwae_test": iwae - 3,
+                     "iwae_se_train": se, "iwae_se_test": se, "elbo_train": iwae - 5, "elbo_test": iwae - 8, "selection_frequency": 0.5})
+    pd.DataFrame(rows).to_csv(folder / "bic.csv", index=False)
+    sel = {"best_latent_dim": 4, "selected_by": {"bic": 4, "aic": 4, "test_log_likelihood": 4, **(picks or {})},
+           "log_likelihood": "iwae", "selection_frequency": {"bic": 0.9, "aic": 0.8, "test_log_likelihood": 0.7}}
+    (folder / "selection.json").write_text(json.dumps(sel))
+    return folder
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "vaebic.compare", *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+
+
+def test_results_within_tolerance_pass(tmp_path):
+    committed = results(tmp_path / "committed")
+    # a platform's rounding: every estimate 0.5 nats lower, within the measured platform spread
+    now = results(tmp_path / "now", shift=-0.5)
+    proc = run("--against", str(committed), "--reports", str(now), "--summary", str(tmp_path / "summary.md"))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "reproduce the committed ones" in proc.stdout and "2 models within tolerance" in proc.stdout
+    summary = (tmp_path / "summary.md").read_text()
+    assert "selected latent dimension 4" in summary and "BIC picks d = 4 (90% of bootstrap resamples)" in summary
+    assert "reproduces the committed results" in summary and "| latent_dim | seed |" in summary
+
+
+def test_a_changed_pick_fails(tmp_path):
+    committed = results(tmp_path / "committed")
+    now = results(tmp_path / "now", picks={"aic": 2})
+    proc = run("--against", str(committed), "--reports", str(now))
+    assert proc.returncode == 1
+    assert "| latent dimension picked by aic |  | 4 | 2 | identical |" in proc.stdout, proc.stdout
+
+
+def test_a_metric_beyond_tolerance_fails_with_the_table(tmp_path):
+    committed = results(tmp_path / "committed")
+    now = results(tmp_path / "now", shift=-3.0)  # 3 nats per example: far beyond the platform spread and 4 SEs
+    proc = run("--against", str(committed), "--reports", str(now), "--summary", str(tmp_path / "s.md"))
+    assert proc.returncode == 1
+    assert "| metric | model | committed | now | tolerance |" in proc.stdout
+    assert "| iwae_train | 2-0 | -120.000 | -123.000 | 1.000 |" in proc.stdout, proc.stdout
+    assert "| bic | 4-0 |" in proc.stdout  # BIC moves by 2 n times the estimate: 2400 against a tolerance of 800
+    assert "DIFFERENT from the committed results" in (tmp_path / "s.md").read_text()
+
+
+def test_the_monte_carlo_error_widens_the_tolerance():
+    old = pd.Series({"iwae_se_train": 0.5, "iwae_se_test": 0.5})
+    assert compare.tolerance("iwae_train", old, old) == pytest.approx(4 * 0.5 * 2**0.5)
+    assert compare.tolerance("elbo_train", old, old) == compare.PLATFORM_NATS["elbo_train"]
+
+
+def test_different_sweeps_are_named(tmp_path):
+    committed = results(tmp_path / "committed")
+    now = results(tmp_path / "now")
+    table = pd.read_csv(now / "bic.csv")
+    table.loc[1, "latent_dim"] = 8
+    table.to_csv(now / "bic.csv", index=False)
+    proc = run("--against", str(committed), "--reports", str(now))
+    assert proc.returncode == 1 and "| models (latent_dim-seed) |  | 4-0 | 8-0 | the same models |" in proc.stdout, proc.stdout
+
+
+def test_missing_results_are_one_error_line(tmp_path):
+    proc = run("--against", str(tmp_path), "--reports", str(tmp_path / "nothing"))
+    assert proc.returncode == 1 and proc.stderr.startswith("error:") and "run `dvc repro` first" in proc.stderr
+    assert "Traceback" not in proc.stderr
