@@ -56,8 +56,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vaebic import data, params
-from vaebic.evaluation import log_likelihood_estimate
 from vaebic.device import chunk_mb, facts, pick_device, resolve_precision, synchronize
+from vaebic.evaluation import log_likelihood_estimate
 from vaebic.model import VAE
 from vaebic.objectives import iwae_log_likelihood
 from vaebic.training import train_vae
@@ -129,8 +129,9 @@ class CanonicalVAE(nn.Module):
         return torch.sigmoid(self.fc4(F.relu(self.fc3(z)))), mu, logvar
 
 
-def canonical_training(train_x: torch.Tensor, latent_dim: int, hidden: int, epochs: int, batch_size: int, lr: float,
-                       device: torch.device) -> float:
+def canonical_training(
+    train_x: torch.Tensor, latent_dim: int, hidden: int, epochs: int, batch_size: int, lr: float, device: torch.device
+) -> float:
     """The example's loop; returns the last epoch's mean loss (nats per example)."""
     model = CanonicalVAE(train_x.shape[1], hidden, latent_dim).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
@@ -159,7 +160,7 @@ def canonical_training(train_x: torch.Tensor, latent_dim: int, hidden: int, epoc
 def one_example_at_a_time(model: VAE, x: torch.Tensor, k_samples: int, sample_batch: int = 100) -> torch.Tensor:
     out = []
     for i in range(len(x)):
-        xi = x[i:i + 1]
+        xi = x[i : i + 1]
         log_ws = []
         for _ in range(max(1, k_samples // sample_batch)):
             x_rep = torch.cat(sample_batch * [xi])
@@ -184,12 +185,25 @@ def median(values: list[float]) -> float:
     return values[len(values) // 2] if len(values) % 2 else (values[len(values) // 2 - 1] + values[len(values) // 2]) / 2
 
 
-def rounds(ours, ours_f32, baseline, n_ours: int, n_baseline: int, flops_per_example: float, repeats: int, device: torch.device,
-           matmul_size: int) -> dict:
+def rounds(
+    ours, ours_f32, baseline, n_ours: int, n_baseline: int, flops_per_example: float, repeats: int, device: torch.device, matmul_size: int
+) -> dict:
     """Interleaved rounds of (both matmul peaks, ours, ours in float32, baseline): a shared
     machine's speed drifts between phases, so every ratio and fraction is taken within one round
     (fractions of that round's faster peak), and the medians over rounds are reported."""
-    keys = ("rate", "f32_rate", "base_rate", "ratio", "vs_f32", "fraction", "f32_fraction", "base_fraction", "peak", "peak_f32", "peak_bf16")
+    keys = (
+        "rate",
+        "f32_rate",
+        "base_rate",
+        "ratio",
+        "vs_f32",
+        "fraction",
+        "f32_fraction",
+        "base_fraction",
+        "peak",
+        "peak_f32",
+        "peak_bf16",
+    )
     per_round = {k: [] for k in keys}
     result = f32_result = base_result = None
     for _ in range(repeats):
@@ -199,30 +213,63 @@ def rounds(ours, ours_f32, baseline, n_ours: int, n_baseline: int, flops_per_exa
         f32_result, f32_seconds = timed(ours_f32, device)
         base_result, base_seconds = timed(baseline, device)
         rate, f32_rate, base_rate = n_ours / seconds, n_ours / f32_seconds, n_baseline / base_seconds
-        for k, v in (("rate", rate), ("f32_rate", f32_rate), ("base_rate", base_rate), ("ratio", rate / base_rate),
-                     ("vs_f32", rate / f32_rate), ("fraction", rate * flops_per_example / peak),
-                     ("f32_fraction", f32_rate * flops_per_example / peak), ("base_fraction", base_rate * flops_per_example / peak),
-                     ("peak", peak), ("peak_f32", mm["float32"]), ("peak_bf16", mm.get("bfloat16", float("nan")))):
+        for k, v in (
+            ("rate", rate),
+            ("f32_rate", f32_rate),
+            ("base_rate", base_rate),
+            ("ratio", rate / base_rate),
+            ("vs_f32", rate / f32_rate),
+            ("fraction", rate * flops_per_example / peak),
+            ("f32_fraction", f32_rate * flops_per_example / peak),
+            ("base_fraction", base_rate * flops_per_example / peak),
+            ("peak", peak),
+            ("peak_f32", mm["float32"]),
+            ("peak_bf16", mm.get("bfloat16", float("nan"))),
+        ):
             per_round[k].append(v)
     out = {k: median(v) for k, v in per_round.items()}
-    return {**out, "result": result, "f32_result": f32_result, "base_result": base_result, "ratios": per_round["ratio"],
-            "fractions": per_round["fraction"]}
+    return {
+        **out,
+        "result": result,
+        "f32_result": f32_result,
+        "base_result": base_result,
+        "ratios": per_round["ratio"],
+        "fractions": per_round["fraction"],
+    }
 
 
 def _figures(r: dict, flops_per_example: float, ours: str, base: str) -> dict:
     """The per-round medians of rounds() under the names the printout and --json use."""
     return {
-        "peak_flops_per_s": r["peak"], "matmul_float32_flops_per_s": r["peak_f32"], "matmul_bfloat16_flops_per_s": r["peak_bf16"],
-        "vaebic_examples_per_s": r["rate"], "vaebic_float32_examples_per_s": r["f32_rate"], f"{base}_examples_per_s": r["base_rate"],
-        f"vaebic_vs_{base}": r["ratio"], f"vaebic_vs_{base}_per_round": r["ratios"], "vaebic_vs_vaebic_float32": r["vs_f32"],
-        "vaebic_flops_per_s": r["rate"] * flops_per_example, "vaebic_fraction_of_peak": r["fraction"],
-        "vaebic_fraction_of_peak_per_round": r["fractions"], "vaebic_float32_fraction_of_peak": r["f32_fraction"],
-        f"{base}_fraction_of_peak": r["base_fraction"], "model_flops_per_example": flops_per_example,
+        "peak_flops_per_s": r["peak"],
+        "matmul_float32_flops_per_s": r["peak_f32"],
+        "matmul_bfloat16_flops_per_s": r["peak_bf16"],
+        "vaebic_examples_per_s": r["rate"],
+        "vaebic_float32_examples_per_s": r["f32_rate"],
+        f"{base}_examples_per_s": r["base_rate"],
+        f"vaebic_vs_{base}": r["ratio"],
+        f"vaebic_vs_{base}_per_round": r["ratios"],
+        "vaebic_vs_vaebic_float32": r["vs_f32"],
+        "vaebic_flops_per_s": r["rate"] * flops_per_example,
+        "vaebic_fraction_of_peak": r["fraction"],
+        "vaebic_fraction_of_peak_per_round": r["fractions"],
+        "vaebic_float32_fraction_of_peak": r["f32_fraction"],
+        f"{base}_fraction_of_peak": r["base_fraction"],
+        "model_flops_per_example": flops_per_example,
     }
 
 
-def bench_training(p: dict, train_x: torch.Tensor, latent_dim: int, epochs: int, repeats: int, device: torch.device,
-                   matmul_size: int, precision: str = "float32", compile: bool = False) -> dict:
+def bench_training(
+    p: dict,
+    train_x: torch.Tensor,
+    latent_dim: int,
+    epochs: int,
+    repeats: int,
+    device: torch.device,
+    matmul_size: int,
+    precision: str = "float32",
+    compile: bool = False,
+) -> dict:
     pt, hidden = p["train"], p["model"]["hidden_sizes"]
     kw = dict(epochs=epochs, batch_size=pt["batch_size"], lr=pt["lr"])
     enc, dec = forward_flops(train_x.shape[1], hidden, latent_dim)
@@ -239,21 +286,48 @@ def bench_training(p: dict, train_x: torch.Tensor, latent_dim: int, epochs: int,
 
     # one warm-up epoch each: one-off costs (lazy imports, kernel selection) are not throughput
     for prec in {precision, "float32"}:
-        train_vae(VAE(train_x.shape[1], latent_dim, hidden).to(device), train_x, epochs=1, batch_size=pt["batch_size"], lr=pt["lr"],
-                  seed=1, precision=prec, compile=compile)
+        train_vae(
+            VAE(train_x.shape[1], latent_dim, hidden).to(device),
+            train_x,
+            epochs=1,
+            batch_size=pt["batch_size"],
+            lr=pt["lr"],
+            seed=1,
+            precision=prec,
+            compile=compile,
+        )
     canonical_training(train_x.cpu(), latent_dim, hidden[0], 1, pt["batch_size"], pt["lr"], device)
     n = len(train_x) * epochs
     r = rounds(lambda: vaebic(precision), lambda: vaebic("float32"), canonical, n, n, flops_per_example, repeats, device, matmul_size)
     return {
-        "latent_dim": latent_dim, "epochs": epochs, "batch_size": pt["batch_size"], "n_train": len(train_x), "rounds": repeats,
-        "precision": precision, "compile": compile, **_figures(r, flops_per_example, "vaebic", "canonical"),
-        "vaebic_final_loss_nats": r["result"], "vaebic_float32_final_loss_nats": r["f32_result"], "canonical_final_loss_nats": r["base_result"],
+        "latent_dim": latent_dim,
+        "epochs": epochs,
+        "batch_size": pt["batch_size"],
+        "n_train": len(train_x),
+        "rounds": repeats,
+        "precision": precision,
+        "compile": compile,
+        **_figures(r, flops_per_example, "vaebic", "canonical"),
+        "vaebic_final_loss_nats": r["result"],
+        "vaebic_float32_final_loss_nats": r["f32_result"],
+        "canonical_final_loss_nats": r["base_result"],
     }
 
 
-def bench_estimate(p: dict, train_x: torch.Tensor, test_x: torch.Tensor, latent_dim: int, k: int, n_examples: int,
-                   n_loop: int, repeats: int, device: torch.device, matmul_size: int, precision: str = "float32",
-                   max_chunk_mb: float = 2.0) -> dict:
+def bench_estimate(
+    p: dict,
+    train_x: torch.Tensor,
+    test_x: torch.Tensor,
+    latent_dim: int,
+    k: int,
+    n_examples: int,
+    n_loop: int,
+    repeats: int,
+    device: torch.device,
+    matmul_size: int,
+    precision: str = "float32",
+    max_chunk_mb: float = 2.0,
+) -> dict:
     pt, pe, hidden = p["train"], p["evaluate"], p["model"]["hidden_sizes"]
     torch.manual_seed(0)
     model = VAE(train_x.shape[1], latent_dim, hidden).to(device)
@@ -263,7 +337,9 @@ def bench_estimate(p: dict, train_x: torch.Tensor, test_x: torch.Tensor, latent_
     x = test_x[:n_examples]
 
     def vaebic(prec: str):
-        return log_likelihood_estimate(model, x, k_samples=k, batch_size=pe["batch_size"], max_chunk_mb=max_chunk_mb, seed=0, precision=prec)
+        return log_likelihood_estimate(
+            model, x, k_samples=k, batch_size=pe["batch_size"], max_chunk_mb=max_chunk_mb, seed=0, precision=prec
+        )
 
     def loop():
         return one_example_at_a_time(model, x[:n_loop], k)
@@ -275,11 +351,20 @@ def bench_estimate(p: dict, train_x: torch.Tensor, test_x: torch.Tensor, latent_
     # the same estimator on the same examples: agreement within Monte-Carlo error
     check = iwae_log_likelihood(model, x[:n_loop], k, generator=torch.Generator(device=device).manual_seed(1))
     return {
-        "latent_dim": latent_dim, "k_samples": k, "n_examples": len(x), "n_loop_examples": n_loop, "rounds": repeats,
-        "precision": precision, "max_chunk_mb": max_chunk_mb, **_figures(r, flops_per_example, "vaebic", "one_at_a_time"),
-        "vaebic_mean_nats": est["iwae_nats"], "vaebic_mean_std_err_nats": est["iwae_std_err_nats"],
-        "vaebic_float32_mean_nats": est_f32["iwae_nats"], "vaebic_float32_mean_std_err_nats": est_f32["iwae_std_err_nats"],
-        "loop_examples_vaebic_mean_nats": check.log_px.mean().item(), "loop_mean_nats": loop_est.mean().item(),
+        "latent_dim": latent_dim,
+        "k_samples": k,
+        "n_examples": len(x),
+        "n_loop_examples": n_loop,
+        "rounds": repeats,
+        "precision": precision,
+        "max_chunk_mb": max_chunk_mb,
+        **_figures(r, flops_per_example, "vaebic", "one_at_a_time"),
+        "vaebic_mean_nats": est["iwae_nats"],
+        "vaebic_mean_std_err_nats": est["iwae_std_err_nats"],
+        "vaebic_float32_mean_nats": est_f32["iwae_nats"],
+        "vaebic_float32_mean_std_err_nats": est_f32["iwae_std_err_nats"],
+        "loop_examples_vaebic_mean_nats": check.log_px.mean().item(),
+        "loop_mean_nats": loop_est.mean().item(),
         "loop_examples_std_err_nats": check.mean_std_err(),
     }
 
@@ -324,9 +409,11 @@ def run_results(project: Path, names: list[str]) -> dict:
     models = {}
     for n in names:
         m = json.loads((project / "metrics" / f"{n}.json").read_text())
-        models[n] = {"final_train_loss": json.loads((project / "models" / n / "history.json").read_text())[-1]["loss"],
-                     **{f"iwae_{split}": m[split]["iwae_nats"] for split in ("train", "test")},
-                     **{f"iwae_se_{split}": m[split]["iwae_std_err_nats"] for split in ("train", "test")}}
+        models[n] = {
+            "final_train_loss": json.loads((project / "models" / n / "history.json").read_text())[-1]["loss"],
+            **{f"iwae_{split}": m[split]["iwae_nats"] for split in ("train", "test")},
+            **{f"iwae_se_{split}": m[split]["iwae_std_err_nats"] for split in ("train", "test")},
+        }
     return {"models": models, "picks": json.loads((project / "reports/selection.json").read_text())["selected_by"]}
 
 
@@ -340,10 +427,23 @@ def precision_accuracy(auto: dict, f32: dict) -> dict:
         in_se = max(abs(a[f"iwae_{s}"] - b[f"iwae_{s}"]) / b[f"iwae_se_{s}"] for s in ("train", "test"))
         loss = abs(a["final_train_loss"] - b["final_train_loss"])
         worst_se, worst_loss = max(worst_se, in_se), max(worst_loss, loss)
-        rows.append({"model": n, "iwae_train_diff": a["iwae_train"] - b["iwae_train"], "iwae_test_diff": a["iwae_test"] - b["iwae_test"],
-                     "diff_in_se": in_se, "final_loss_diff": a["final_train_loss"] - b["final_train_loss"]})
-    return {"rows": rows, "worst_diff_in_se": worst_se, "worst_final_loss_diff": worst_loss, "same_picks": auto["picks"] == f32["picks"],
-            "picks": auto["picks"], "float32_picks": f32["picks"]}
+        rows.append(
+            {
+                "model": n,
+                "iwae_train_diff": a["iwae_train"] - b["iwae_train"],
+                "iwae_test_diff": a["iwae_test"] - b["iwae_test"],
+                "diff_in_se": in_se,
+                "final_loss_diff": a["final_train_loss"] - b["final_train_loss"],
+            }
+        )
+    return {
+        "rows": rows,
+        "worst_diff_in_se": worst_se,
+        "worst_final_loss_diff": worst_loss,
+        "same_picks": auto["picks"] == f32["picks"],
+        "picks": auto["picks"],
+        "float32_picks": f32["picks"],
+    }
 
 
 def bench_pipeline(p: dict, changes: dict) -> dict:
@@ -381,18 +481,30 @@ def bench_pipeline(p: dict, changes: dict) -> dict:
     torch_mlflow_s = startup_seconds("import torch, mlflow") - python_s
     fixed_s = repro_s - compute_s
     return {
-        "latent_dims": p["sweep"]["latent_dims"], "seeds": p["sweep"]["seeds"], "epochs": p["train"]["epochs"],
-        "k_samples": p["evaluate"]["k_samples"], "n_stages": 4 + 2 * n_models,  # validate, prepare, select, report + 2 per model
-        "train_precision": p["train"]["precision"], "evaluate_precision": p["evaluate"]["precision"],
-        "repro_s": repro_s, "compute_s": compute_s, "fixed_s": fixed_s, "fixed_fraction": fixed_s / repro_s,
+        "latent_dims": p["sweep"]["latent_dims"],
+        "seeds": p["sweep"]["seeds"],
+        "epochs": p["train"]["epochs"],
+        "k_samples": p["evaluate"]["k_samples"],
+        "n_stages": 4 + 2 * n_models,  # validate, prepare, select, report + 2 per model
+        "train_precision": p["train"]["precision"],
+        "evaluate_precision": p["evaluate"]["precision"],
+        "repro_s": repro_s,
+        "compute_s": compute_s,
+        "fixed_s": fixed_s,
+        "fixed_fraction": fixed_s / repro_s,
         "train_compute_s": sum(t["seconds"] for t in stage_compute if t["stage"].startswith("train@")),
         "evaluate_compute_s": sum(t["seconds"] for t in stage_compute if t["stage"].startswith("evaluate@")),
         "noop_repro_s": noop_s,
-        "float32_repro_s": float32_s, "speedup_vs_float32": float32_s / repro_s, "accuracy_vs_float32": accuracy,
-        "sweep_jobs2_s": sweep_s, "sweep_vs_sequential": sweep_s / repro_s,
+        "float32_repro_s": float32_s,
+        "speedup_vs_float32": float32_s / repro_s,
+        "accuracy_vs_float32": accuracy,
+        "sweep_jobs2_s": sweep_s,
+        "sweep_vs_sequential": sweep_s / repro_s,
         # where the fixed cost goes, from fresh processes: every stage starts Python; the train stages
         # and report import torch and mlflow, the evaluate stages torch only
-        "python_start_s": python_s, "import_torch_s": torch_s, "import_torch_and_mlflow_s": torch_mlflow_s,
+        "python_start_s": python_s,
+        "import_torch_s": torch_s,
+        "import_torch_and_mlflow_s": torch_mlflow_s,
         "est_process_start_and_imports_s": (4 + 2 * n_models) * python_s + (n_models + 1) * torch_mlflow_s + n_models * torch_s,
     }
 
@@ -440,8 +552,12 @@ def main() -> None:
     ap.add_argument("--matmul-size", type=int, default=4096)
     ap.add_argument("--skip-pipeline", action="store_true", help="leave out the `dvc repro` timings")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and a two-model pipeline: checks that it all runs")
-    ap.add_argument("--precision", default="auto", choices=["auto", "float32", "bfloat16"],
-                    help="vaebic's training and estimate (auto: bf16 where the hardware has it); float32 is measured beside it")
+    ap.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "float32", "bfloat16"],
+        help="vaebic's training and estimate (auto: bf16 where the hardware has it); float32 is measured beside it",
+    )
     ap.add_argument("--compile", action="store_true", help="torch.compile vaebic's training step")
     ap.add_argument("--max-chunk-mb", default="auto", help="the estimate's block size in MiB, or auto (the device's default)")
     ap.add_argument("--json", help="also write the figures to this file")
@@ -450,8 +566,13 @@ def main() -> None:
     pipeline_changes: dict = {}
     if args.quick:
         args.epochs, args.k_samples, args.examples, args.loop_examples, args.repeats, args.matmul_size = 1, 100, 50, 3, 1, 512
-        pipeline_changes = {"data": {"max_examples": 500}, "sweep": {"latent_dims": [2, 4]}, "train": {"epochs": 1},
-                            "evaluate": {"k_samples": 10}, "report": {"dpi": 40, "n_samples": 4}}
+        pipeline_changes = {
+            "data": {"max_examples": 500},
+            "sweep": {"latent_dims": [2, 4]},
+            "train": {"epochs": 1},
+            "evaluate": {"k_samples": 10},
+            "report": {"dpi": 40, "n_samples": 4},
+        }
     device = pick_device(args.device)
     device_facts = facts(device)
     precision, precision_why = resolve_precision(args.precision, device_facts, "--precision")
@@ -465,60 +586,109 @@ def main() -> None:
         "machine": f"{device_facts.name}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "data": f"{meta['dataset']}: {meta['n_train']} train / {meta['n_test']} test examples of {meta['input_dim']} pixels",
-        "hidden_sizes": p["model"]["hidden_sizes"], "precision": precision, "precision_why": precision_why,
-        "matmul_size": args.matmul_size, **{f"matmul_{k}_flops_per_s": v for k, v in mm.items()},
+        "hidden_sizes": p["model"]["hidden_sizes"],
+        "precision": precision,
+        "precision_why": precision_why,
+        "matmul_size": args.matmul_size,
+        **{f"matmul_{k}_flops_per_s": v for k, v in mm.items()},
     }
     unit, scale = ("GFLOP/s", 1e9) if device.type == "cpu" else ("TFLOP/s", 1e12)
     print(f"vaebic speed benchmark on {fig['device']} ({fig['machine']})")
     print(f"  data: {fig['data']}; model {meta['input_dim']}-{p['model']['hidden_sizes']}-d, batch size {p['train']['batch_size']}")
-    print("  peaks: torch.mm " + ", ".join(f"{k} {v / scale:.1f} {unit}" for k, v in mm.items())
-          + f" ({args.matmul_size}x{args.matmul_size}; both again in every round, fractions are of the faster one)")
+    print(
+        "  peaks: torch.mm "
+        + ", ".join(f"{k} {v / scale:.1f} {unit}" for k, v in mm.items())
+        + f" ({args.matmul_size}x{args.matmul_size}; both again in every round, fractions are of the faster one)"
+    )
     chunk, _ = chunk_mb(args.max_chunk_mb if args.max_chunk_mb == "auto" else float(args.max_chunk_mb), device_facts)
-    print(f"  vaebic runs in {precision} ({precision_why}){', compiled' if args.compile else ''}, and in float32 beside it; "
-          f"estimate blocks of {chunk:g} MiB")
+    print(
+        f"  vaebic runs in {precision} ({precision_why}){', compiled' if args.compile else ''}, and in float32 beside it; "
+        f"estimate blocks of {chunk:g} MiB"
+    )
 
-    t = fig["training"] = bench_training(p, train_x, args.latent_dim, args.epochs, args.repeats, device, args.matmul_size,
-                                         precision, args.compile)
+    t = fig["training"] = bench_training(
+        p, train_x, args.latent_dim, args.epochs, args.repeats, device, args.matmul_size, precision, args.compile
+    )
     print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples (medians of {t['rounds']} rounds):")
-    print(f"  vaebic, {precision}: {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
-          f"{t['vaebic_fraction_of_peak']:.0%} of the peak")
-    print(f"  vaebic, float32:  {t['vaebic_float32_examples_per_s']:9.0f} examples/s   {t['vaebic_float32_fraction_of_peak']:.0%} of the peak"
-          f"   ({precision} / float32: {t['vaebic_vs_vaebic_float32']:.2f}x)")
+    print(
+        f"  vaebic, {precision}: {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
+        f"{t['vaebic_fraction_of_peak']:.0%} of the peak"
+    )
+    print(
+        f"  vaebic, float32:  {t['vaebic_float32_examples_per_s']:9.0f} examples/s   {t['vaebic_float32_fraction_of_peak']:.0%} of the peak"
+        f"   ({precision} / float32: {t['vaebic_vs_vaebic_float32']:.2f}x)"
+    )
     print(f"  canonical loop:   {t['canonical_examples_per_s']:9.0f} examples/s   {t['canonical_fraction_of_peak']:.0%} of the peak")
-    print(f"  ratio vaebic / canonical: {t['vaebic_vs_canonical']:.2f}x   (final -ELBO {t['vaebic_final_loss_nats']:.1f}, "
-          f"float32 {t['vaebic_float32_final_loss_nats']:.1f}, canonical {t['canonical_final_loss_nats']:.1f} nats)")
+    print(
+        f"  ratio vaebic / canonical: {t['vaebic_vs_canonical']:.2f}x   (final -ELBO {t['vaebic_final_loss_nats']:.1f}, "
+        f"float32 {t['vaebic_float32_final_loss_nats']:.1f}, canonical {t['canonical_final_loss_nats']:.1f} nats)"
+    )
 
-    e = fig["estimate"] = bench_estimate(p, train_x, test_x, args.latent_dim, args.k_samples, args.examples, args.loop_examples,
-                                         args.repeats, device, args.matmul_size, precision, chunk)
+    e = fig["estimate"] = bench_estimate(
+        p,
+        train_x,
+        test_x,
+        args.latent_dim,
+        args.k_samples,
+        args.examples,
+        args.loop_examples,
+        args.repeats,
+        device,
+        args.matmul_size,
+        precision,
+        chunk,
+    )
     print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']} (medians of {e['rounds']} rounds):")
-    print(f"  vaebic, {precision}: {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
-          f"{e['vaebic_fraction_of_peak']:.0%} of the peak")
-    print(f"  vaebic, float32:  {e['vaebic_float32_examples_per_s']:9.1f} examples/s   {e['vaebic_float32_fraction_of_peak']:.0%} of the peak"
-          f"   ({precision} / float32: {e['vaebic_vs_vaebic_float32']:.2f}x)")
-    print(f"  one at a time:    {e['one_at_a_time_examples_per_s']:9.1f} examples/s   {e['one_at_a_time_fraction_of_peak']:.0%} of the peak")
-    print(f"  ratio vaebic / one-at-a-time: {e['vaebic_vs_one_at_a_time']:.2f}x   (on the loop's {e['n_loop_examples']} examples: "
-          f"{e['loop_examples_vaebic_mean_nats']:.2f} +- {e['loop_examples_std_err_nats']:.2f} vs {e['loop_mean_nats']:.2f} nats)")
-    print(f"  the estimates, {precision} and float32: {e['vaebic_mean_nats']:.3f} and {e['vaebic_float32_mean_nats']:.3f} "
-          f"+- {e['vaebic_float32_mean_std_err_nats']:.3f} nats")
+    print(
+        f"  vaebic, {precision}: {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
+        f"{e['vaebic_fraction_of_peak']:.0%} of the peak"
+    )
+    print(
+        f"  vaebic, float32:  {e['vaebic_float32_examples_per_s']:9.1f} examples/s   {e['vaebic_float32_fraction_of_peak']:.0%} of the peak"
+        f"   ({precision} / float32: {e['vaebic_vs_vaebic_float32']:.2f}x)"
+    )
+    print(
+        f"  one at a time:    {e['one_at_a_time_examples_per_s']:9.1f} examples/s   {e['one_at_a_time_fraction_of_peak']:.0%} of the peak"
+    )
+    print(
+        f"  ratio vaebic / one-at-a-time: {e['vaebic_vs_one_at_a_time']:.2f}x   (on the loop's {e['n_loop_examples']} examples: "
+        f"{e['loop_examples_vaebic_mean_nats']:.2f} +- {e['loop_examples_std_err_nats']:.2f} vs {e['loop_mean_nats']:.2f} nats)"
+    )
+    print(
+        f"  the estimates, {precision} and float32: {e['vaebic_mean_nats']:.3f} and {e['vaebic_float32_mean_nats']:.3f} "
+        f"+- {e['vaebic_float32_mean_std_err_nats']:.3f} nats"
+    )
 
     if not args.skip_pipeline:
         q = fig["pipeline"] = bench_pipeline(p, pipeline_changes)
         a = q["accuracy_vs_float32"]
-        print(f"dvc repro, {len(q['latent_dims'])} latent dims x {len(q['seeds'])} seeds, {q['epochs']} epochs, K={q['k_samples']}, "
-              f"{q['n_stages']} stages (train.precision {q['train_precision']}, evaluate.precision {q['evaluate_precision']}):")
+        print(
+            f"dvc repro, {len(q['latent_dims'])} latent dims x {len(q['seeds'])} seeds, {q['epochs']} epochs, K={q['k_samples']}, "
+            f"{q['n_stages']} stages (train.precision {q['train_precision']}, evaluate.precision {q['evaluate_precision']}):"
+        )
         print(f"  wall {q['repro_s']:.1f} s = compute {q['compute_s']:.1f} s + fixed cost {q['fixed_s']:.1f} s ({q['fixed_fraction']:.0%})")
         print(f"  compute: training {q['train_compute_s']:.1f} s + evaluation {q['evaluate_compute_s']:.1f} s, timed inside the stages")
-        print(f"  of the fixed cost, about {q['est_process_start_and_imports_s']:.0f} s is starting Python and importing torch "
-              f"({q['import_torch_s']:.2f} s) and mlflow (with torch {q['import_torch_and_mlflow_s']:.2f} s) where a stage needs them")
+        print(
+            f"  of the fixed cost, about {q['est_process_start_and_imports_s']:.0f} s is starting Python and importing torch "
+            f"({q['import_torch_s']:.2f} s) and mlflow (with torch {q['import_torch_and_mlflow_s']:.2f} s) where a stage needs them"
+        )
         print(f"  no-op dvc repro: {q['noop_repro_s']:.1f} s")
-        print(f"  with float32 everywhere (a fresh copy): {q['float32_repro_s']:.1f} s: the default is {q['speedup_vs_float32']:.2f}x faster")
-        print(f"  accuracy against float32 everywhere: IWAE estimates within {a['worst_diff_in_se']:.2f} Monte-Carlo standard errors "
-              f"(bar: 2), final training losses within {a['worst_final_loss_diff']:.3f} nats (bar: 0.3), picks "
-              f"{'the same' if a['same_picks'] else 'DIFFERENT'} ({a['picks']})")
+        print(
+            f"  with float32 everywhere (a fresh copy): {q['float32_repro_s']:.1f} s: the default is {q['speedup_vs_float32']:.2f}x faster"
+        )
+        print(
+            f"  accuracy against float32 everywhere: IWAE estimates within {a['worst_diff_in_se']:.2f} Monte-Carlo standard errors "
+            f"(bar: 2), final training losses within {a['worst_final_loss_diff']:.3f} nats (bar: 0.3), picks "
+            f"{'the same' if a['same_picks'] else 'DIFFERENT'} ({a['picks']})"
+        )
         for row in a["rows"]:
-            print(f"    d-seed {row['model']:>5}: IWAE train {row['iwae_train_diff']:+.4f}, test {row['iwae_test_diff']:+.4f} nats "
-                  f"({row['diff_in_se']:.2f} SE); final training loss {row['final_loss_diff']:+.4f}")
-        print(f"  python -m vaebic.sweep --jobs 2 (a fresh copy): {q['sweep_jobs2_s']:.1f} s = {q['sweep_vs_sequential']:.2f} x sequential dvc repro")
+            print(
+                f"    d-seed {row['model']:>5}: IWAE train {row['iwae_train_diff']:+.4f}, test {row['iwae_test_diff']:+.4f} nats "
+                f"({row['diff_in_se']:.2f} SE); final training loss {row['final_loss_diff']:+.4f}"
+            )
+        print(
+            f"  python -m vaebic.sweep --jobs 2 (a fresh copy): {q['sweep_jobs2_s']:.1f} s = {q['sweep_vs_sequential']:.2f} x sequential dvc repro"
+        )
 
     fig["targets"] = [{"what": w, "measured": m, "target": tgt, "met": ok} for w, m, tgt, ok in verdicts(fig)]
     print("targets (on the reference 2-core CPU):")

@@ -27,11 +27,14 @@ def main() -> None:
     d, seed = args.latent_dim, args.seed
     train_x, _, meta = data.load_prepared(args.data)
     if meta["likelihood"] != pm["likelihood"]:
-        raise VaebicError(f"{args.data} was prepared for the {meta['likelihood']} likelihood, params say {pm['likelihood']}; run `dvc repro`")
+        raise VaebicError(
+            f"{args.data} was prepared for the {meta['likelihood']} likelihood, params say {pm['likelihood']}; run `dvc repro`"
+        )
 
     import torch
 
-    from vaebic import checkpoint, device as devices
+    from vaebic import checkpoint
+    from vaebic import device as devices
     from vaebic.files import atomic_folder, write_json_atomic
     from vaebic.model import VAE, count_params, save_model
     from vaebic.training import train_vae
@@ -44,16 +47,36 @@ def main() -> None:
     devices.configure(device, precision)
     x = devices.to_device(train_x, device, "training data")
     torch.manual_seed(seed)
-    model = VAE(meta["input_dim"], d, pm["hidden_sizes"], meta["image_shape"], pm["likelihood"], pm["gaussian_sigma"],
-                pm["architecture"], pm["conv_channels"]).to(device)
+    model = VAE(
+        meta["input_dim"],
+        d,
+        pm["hidden_sizes"],
+        meta["image_shape"],
+        pm["likelihood"],
+        pm["gaussian_sigma"],
+        pm["architecture"],
+        pm["conv_channels"],
+    ).to(device)
     stage = os.environ.get("DVC_STAGE", f"train@{d}-{seed}")
-    log.info("training latent_dim=%d seed=%d on %s (%s): %d examples, %d epochs, %s (%s), torch.compile %s (%s)", d, seed, device,
-             facts.name, len(x), pt["epochs"], precision, precision_why, "on" if compile_ else "off", compile_why)
+    log.info(
+        "training latent_dim=%d seed=%d on %s (%s): %d examples, %d epochs, %s (%s), torch.compile %s (%s)",
+        d,
+        seed,
+        device,
+        facts.name,
+        len(x),
+        pt["epochs"],
+        precision,
+        precision_why,
+        "on" if compile_ else "off",
+        compile_why,
+    )
     resolved = {**pt, "precision": precision, "compile": compile_, "precision_why": precision_why}  # what this run actually does
 
     ckpt = args.checkpoint
-    ckpt_key = checkpoint.config_key(latent_dim=d, seed=seed, model=pm, train=resolved, data_fingerprint=meta["fingerprint"],
-                                     device=str(device))
+    ckpt_key = checkpoint.config_key(
+        latent_dim=d, seed=seed, model=pm, train=resolved, data_fingerprint=meta["fingerprint"], device=str(device)
+    )
     resume = checkpoint.load(ckpt, ckpt_key, pt["epochs"]) if ckpt else None
     last_saved = resume["epoch"] if resume else 0
 
@@ -61,13 +84,20 @@ def main() -> None:
     sweep = tracking.sweep_key(p, meta["fingerprint"])
     try:
         with tracking.model_run(p["mlflow"]["experiment"], d, seed, sweep, tags) as run:
-            tracking.log_params({
-                "latent_dim": d, "seed": seed, "dataset": meta["dataset"], "n_train": meta["n_train"], "device": str(device),
-                "data.intensity": meta.get("intensity", {}).get("rule", "not recorded"),
-                **pm,  # likelihood, gaussian_sigma, architecture, hidden_sizes, conv_channels
-                **{f"train.{k}": v for k, v in resolved.items() if k != "device"},
-                "n_params_decoder": count_params(model, "decoder"), "n_params_all": count_params(model, "all"),
-            })
+            tracking.log_params(
+                {
+                    "latent_dim": d,
+                    "seed": seed,
+                    "dataset": meta["dataset"],
+                    "n_train": meta["n_train"],
+                    "device": str(device),
+                    "data.intensity": meta.get("intensity", {}).get("rule", "not recorded"),
+                    **pm,  # likelihood, gaussian_sigma, architecture, hidden_sizes, conv_channels
+                    **{f"train.{k}": v for k, v in resolved.items() if k != "device"},
+                    "n_params_decoder": count_params(model, "decoder"),
+                    "n_params_all": count_params(model, "all"),
+                }
+            )
 
             def on_epoch(epoch, rec):
                 tracking.log_metrics({"train_loss": rec["loss"], "train_recon": rec["recon"], "train_kl": rec["kl"]}, step=epoch)
@@ -82,20 +112,36 @@ def main() -> None:
                 checkpoint.save(ckpt, {**state, "key": ckpt_key, "mlflow_run_id": run.info.run_id})
                 last_saved = state["epoch"]
 
-            oom_fix = (f"the batch size is train.batch_size={pt['batch_size']}: lower it (e.g. to {max(1, pt['batch_size'] // 2)}), "
-                       "or use smaller model.hidden_sizes")
+            oom_fix = (
+                f"the batch size is train.batch_size={pt['batch_size']}: lower it (e.g. to {max(1, pt['batch_size'] // 2)}), "
+                "or use smaller model.hidden_sizes"
+            )
             with compute_timer(stage), explain_out_of_memory(oom_fix):
-                history = train_vae(model, x, epochs=pt["epochs"], batch_size=pt["batch_size"], lr=pt["lr"], seed=seed,
-                                    on_epoch=on_epoch, desc=f"d={d} seed={seed}", precision=precision, compile=compile_,
-                                    resume=resume, checkpoint=save_checkpoint if ckpt else None, checkpoint_every=pt["checkpoint_every"])
+                history = train_vae(
+                    model,
+                    x,
+                    epochs=pt["epochs"],
+                    batch_size=pt["batch_size"],
+                    lr=pt["lr"],
+                    seed=seed,
+                    on_epoch=on_epoch,
+                    desc=f"d={d} seed={seed}",
+                    precision=precision,
+                    compile=compile_,
+                    resume=resume,
+                    checkpoint=save_checkpoint if ckpt else None,
+                    checkpoint_every=pt["checkpoint_every"],
+                )
             with atomic_folder(args.out) as tmp:
                 save_model(model, tmp, extra_config={"seed": seed, "data_fingerprint": meta["fingerprint"], "train": resolved})
                 write_json_atomic(tmp / "history.json", history)
                 tracking.save_run_id(tmp, run.info.run_id)
     except KeyboardInterrupt:
         if last_saved:
-            raise KeyboardInterrupt(f"the checkpoint of epoch {last_saved} of {pt['epochs']} is kept in {ckpt}; "
-                                    "run the same `dvc repro` command again to resume from it") from None
+            raise KeyboardInterrupt(
+                f"the checkpoint of epoch {last_saved} of {pt['epochs']} is kept in {ckpt}; "
+                "run the same `dvc repro` command again to resume from it"
+            ) from None
         raise
     if ckpt:
         ckpt.unlink(missing_ok=True)  # the model folder now holds the finished model

@@ -1,8 +1,6 @@
 """Checkpoints: resuming gives the uninterrupted run's weights bit for bit; files are atomic,
 matched to their configuration, and loaded without pickled code."""
 
-import json
-import os
 import pickle
 import subprocess
 import sys
@@ -33,8 +31,14 @@ def fresh_model(d=2):
 
 
 def key(**changes):
-    args = {"latent_dim": 2, "seed": 0, "model": {"hidden_sizes": [32]}, "train": {"lr": 1e-3, "epochs": 5, "checkpoint_every": 1},
-            "data_fingerprint": "f" * 64, "device": "cpu"}
+    args = {
+        "latent_dim": 2,
+        "seed": 0,
+        "model": {"hidden_sizes": [32]},
+        "train": {"lr": 1e-3, "epochs": 5, "checkpoint_every": 1},
+        "data_fingerprint": "f" * 64,
+        "device": "cpu",
+    }
     return checkpoint.config_key(**{**args, **changes})
 
 
@@ -74,7 +78,9 @@ def test_a_checkpoint_of_another_configuration_or_too_far_is_not_resumed(digits,
     path = tmp_path / "c.pt"
     checkpoint.save(path, {**saved[1], "key": key(), "mlflow_run_id": "abc"})  # epoch 2
     assert checkpoint.load(path, key(), epochs=5)["mlflow_run_id"] == "abc"
-    assert checkpoint.load(path, key(train={"lr": 1e-3, "epochs": 50, "checkpoint_every": 7}), epochs=50) is not None  # epochs, interval: same path
+    assert (
+        checkpoint.load(path, key(train={"lr": 1e-3, "epochs": 50, "checkpoint_every": 7}), epochs=50) is not None
+    )  # epochs, interval: same path
     assert checkpoint.load(path, key(train={"lr": 1e-2}), epochs=5) is None
     assert checkpoint.load(path, key(seed=1), epochs=5) is None
     assert checkpoint.load(path, key(data_fingerprint="0" * 64), epochs=5) is None
@@ -95,7 +101,7 @@ def test_corrupt_foreign_and_malicious_checkpoints_are_refused_by_name(tmp_path)
 
     class Evil:
         def __reduce__(self):
-            return (exec, ("import pathlib; pathlib.Path(%r).write_text('pwned')" % str(tmp_path / "pwned"),))
+            return (exec, (f"import pathlib; pathlib.Path({str(tmp_path / 'pwned')!r}).write_text('pwned')",))
 
     torch.save({"format": 1, "epoch": 1, "payload": Evil()}, path)
     with pytest.raises(VaebicError, match=r"refusing to load checkpoint .*could run arbitrary code \(GLOBAL exec"):
@@ -113,9 +119,11 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, digits):
     path = tmp_path / "c.pt"
     checkpoint.save(path, {**saved[0], "key": key(), "mlflow_run_id": ""})
     before = path.read_bytes()
-    code = (f"import os, torch, signal; from vaebic import checkpoint\n"
-            f"os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
-            f"checkpoint.save({str(path)!r}, {{'epoch': 2, 'x': torch.zeros(1000000)}})")
+    code = (
+        f"import os, torch, signal; from vaebic import checkpoint\n"
+        f"os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
+        f"checkpoint.save({str(path)!r}, {{'epoch': 2, 'x': torch.zeros(1000000)}})"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert proc.returncode == -9
     assert path.read_bytes() == before

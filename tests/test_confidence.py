@@ -52,7 +52,10 @@ def test_frequencies_sum_to_one_and_match_a_loop_over_resampled_indices():
     b = 300
     idx = np.random.default_rng(7).integers(0, n, (b, n))
     counts = np.stack([np.bincount(i, minlength=n) for i in idx]).astype(float)
-    for criterion, score in (("bic", lambda ll: [bic(v, kk, n) for v, kk in zip(ll, k)]), ("aic", lambda ll: [aic(v, kk) for v, kk in zip(ll, k)])):
+    for criterion, score in (
+        ("bic", lambda ll: [bic(v, kk, n) for v, kk in zip(ll, k)]),
+        ("aic", lambda ll: [aic(v, kk) for v, kk in zip(ll, k)]),
+    ):
         wins = np.zeros(dims)
         for i in idx:
             wins[int(np.argmin(score(per_example[:, i].sum(1))))] += 1
@@ -88,12 +91,15 @@ def test_paired_comparison_is_the_criterion_difference_and_vuongs_statistic():
     assert out["delta_hi"][0] - out["delta_lo"][0] == pytest.approx(2 * 1.645 * se, rel=0.1)
 
 
-@pytest.mark.parametrize("losses, drop", [
-    ([200.0, 150.0], 50.0),
-    ([100.0, 90.0, 85.0, 84.0, 83.5, 83.0, 82.8, 82.7, 82.65, 82.6], (82.7 - 82.6) / 2),
-    ([50.0] * 10, 0.0),
-    ([100.0], float("nan")),
-])
+@pytest.mark.parametrize(
+    "losses, drop",
+    [
+        ([200.0, 150.0], 50.0),
+        ([100.0, 90.0, 85.0, 84.0, 83.5, 83.0, 82.8, 82.7, 82.65, 82.6], (82.7 - 82.6) / 2),
+        ([50.0] * 10, 0.0),
+        ([100.0], float("nan")),
+    ],
+)
 def test_loss_drop_per_epoch_over_the_last_fifth(losses, drop):
     got = c.loss_drop_per_epoch(losses)
     assert (math.isnan(got) and math.isnan(drop)) or got == pytest.approx(drop)
@@ -102,3 +108,70 @@ def test_loss_drop_per_epoch_over_the_last_fifth(losses, drop):
 def test_converged_only_when_the_drop_is_known_and_small():
     assert c.converged(0.01, 0.05) and c.converged(-0.2, 0.05)
     assert not c.converged(0.2, 0.05) and not c.converged(float("nan"), 0.05)
+
+
+def hand_made_table(seeds=(0, 1), n=200, seed=5):
+    """A bic.csv-like table and per-example arrays: d=2 fits worst, d=4 best, d=8 adds parameters for little."""
+    import pandas as pd
+
+    from vaebic.selection import bic as bic_of
+
+    rng = np.random.default_rng(seed)
+    base = rng.normal(-100, 4, n)
+    gain = {2: 0.0, 4: 3.0, 8: 3.1}
+    rows, examples = [], {}
+    for d in (2, 4, 8):
+        for s in seeds:
+            ll = {split: base + gain[d] + rng.normal(0, 0.5, n) for split in ("train", "test")}
+            examples[(d, s)] = {"iwae_train": ll["train"], "iwae_test": ll["test"]}
+            k = 50 * d
+            rows.append(
+                {
+                    "latent_dim": d,
+                    "seed": s,
+                    "n_train": n,
+                    "n_params": k,
+                    "bic": bic_of(ll["train"].sum(), k, n),
+                    "aic": aic(ll["train"].sum(), k),
+                    "loss_drop_per_epoch": 0.5 if d == 8 and s == 1 else 0.01,
+                    "iwae_train": ll["train"].mean(),
+                    "iwae_test": ll["test"].mean(),
+                    **dict.fromkeys(("elbo_train", "elbo_test", "recon_test", "kl_test", "active_units"), 0.0),
+                }
+            )
+    return pd.DataFrame(rows), examples
+
+
+def test_assess_averages_seeds_pairs_models_and_flags_unconverged_ones():
+    from vaebic.selection import choose
+
+    table, examples = hand_made_table()
+    choice = choose(table)
+    assert choice["best_latent_dim"] == 4
+    columns, summary = c.assess(table, examples, choice=choice, log_likelihood="iwae", resamples=500, seed=0, converged_below=0.1)
+    freq = dict(zip(table.latent_dim, columns["selection_frequency"]))
+    assert sum({d: freq[d] for d in (2, 4, 8)}.values()) == pytest.approx(1.0) and freq[4] > 0.9
+    # mean BIC over seeds is the BIC of the per-example estimates averaged over seeds: delta matches the table
+    mean_bic = table.groupby("latent_dim").bic.mean()
+    delta = dict(zip(table.latent_dim, columns["delta_vs_selected"]))
+    assert delta[8] == pytest.approx(mean_bic[8] - mean_bic[4]) and delta[4] == 0
+    assert columns["converged"] == [r.loss_drop_per_epoch <= 0.1 for r in table.itertuples()]
+    assert summary["models_not_converged"] == 1 and summary["seed_picks"] == {"0": 4, "1": 4}
+    assert summary["selection_frequency"]["bic"] == pytest.approx(freq[4])
+    # and the report says all of it
+    from vaebic.report import confidence_section
+    from vaebic.selection import summarise
+
+    for name, values in columns.items():
+        table[name] = values
+    text = confidence_section(table, summarise(table), {**choice, **summary})
+    assert "d = 4 has the lowest mean BIC" in text and "seed 0: d = 4, seed 1: d = 4" in text
+    assert "BIC spread over seeds (sd)" in text and "1 of 6 models were still improving" in text
+
+
+def test_no_bootstrap_leaves_the_frequencies_empty():
+    from vaebic.selection import choose
+
+    table, examples = hand_made_table(seeds=(0,))
+    columns, summary = c.assess(table, examples, choice=choose(table), log_likelihood="iwae", resamples=0, seed=0, converged_below=0.1)
+    assert all(math.isnan(v) for v in columns["selection_frequency"]) and summary["selection_frequency"]["bic"] is None

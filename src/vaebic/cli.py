@@ -10,8 +10,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 from vaebic.errors import VaebicError
 
@@ -96,8 +96,7 @@ def restore_hint() -> str:
     removed = [o["path"] for o in outs if not os.path.exists(os.path.join(root, o["path"]))]  # persistent ones stay
     if not removed:
         return ""
-    return (f"; the outputs of its last successful run ({', '.join(removed)}) are in DVC's cache: "
-            f"`dvc checkout {stage}` puts them back")
+    return f"; the outputs of its last successful run ({', '.join(removed)}) are in DVC's cache: `dvc checkout {stage}` puts them back"
 
 
 @contextmanager

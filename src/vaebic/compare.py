@@ -2,7 +2,9 @@
 
 Compares reports/bic.csv and reports/selection.json in the workspace with the committed ones
 (`git show HEAD:reports/...`, or a folder given with --against): every model's estimates within
-tolerances, and the same picks by BIC, AIC and the held-out estimate. Exit 0 when they agree,
+tolerances, and the same picks by BIC, AIC and the held-out estimate (a pick may swap only between
+dimensions tied within tolerance in this run, which rounding alone can reorder; the swap is
+printed, not failed). Exit 0 when they agree,
 1 with a table of the differences when they do not; --summary FILE appends a Markdown summary
 (for $GITHUB_STEP_SUMMARY).
 
@@ -28,9 +30,10 @@ from vaebic.errors import VaebicError
 
 #: standard errors of a difference that count as agreement (two-sided, about 1 in 15,000 by chance)
 Z_MC = 4.0
-#: nats per example: the largest change seen between two platforms (thread counts) on the default
-#: configuration, with margin; see README, "Continuous integration"
-PLATFORM_NATS = {"iwae_train": 1.0, "iwae_test": 1.0, "elbo_train": 1.0, "elbo_test": 1.0}
+#: nats per example. Measured on the default configuration: 1 thread against 2 changed one model of
+#: ten (d = 3) by 0.008 (train) and 0.035 (test) nats per example, and a machine with AVX2 only
+#: reproduced the results of one with AVX-512 exactly; this allows 7 times the largest change seen.
+PLATFORM_NATS = {"iwae_train": 0.25, "iwae_test": 0.25, "elbo_train": 0.25, "elbo_test": 0.25}
 PICKS = ("bic", "aic", "test_log_likelihood")
 
 
@@ -52,8 +55,10 @@ def load(against: str, reports: str = "reports"):
             return pd.read_csv(folder / "bic.csv"), json.loads((folder / "selection.json").read_text())
         except (OSError, ValueError) as exc:
             raise VaebicError(f"{folder}: cannot read bic.csv and selection.json ({exc})") from None
-    return (pd.read_csv(io.StringIO(_read_committed(against, "bic.csv", reports))),
-            json.loads(_read_committed(against, "selection.json", reports)))
+    return (
+        pd.read_csv(io.StringIO(_read_committed(against, "bic.csv", reports))),
+        json.loads(_read_committed(against, "selection.json", reports)),
+    )
 
 
 def tolerance(metric: str, old, new) -> float:
@@ -73,8 +78,15 @@ def compare(old_table, old_sel: dict, new_table, new_sel: dict) -> list[dict]:
     new_models = {tuple(r) for r in new_table[key].itertuples(index=False)}
     if old_models != new_models:
         fmt = lambda ms: ", ".join(f"{d}-{s}" for d, s in sorted(ms)) or "none"  # noqa: E731
-        out.append({"what": "models (latent_dim-seed)", "model": "", "committed": fmt(old_models - new_models),
-                    "now": fmt(new_models - old_models), "tolerance": "the same models"})
+        out.append(
+            {
+                "what": "models (latent_dim-seed)",
+                "model": "",
+                "committed": fmt(old_models - new_models),
+                "now": fmt(new_models - old_models),
+                "tolerance": "the same models",
+            }
+        )
     old_rows, new_rows = old_table.set_index(key), new_table.set_index(key)
     basis = old_sel.get("log_likelihood", "iwae")
     for model in sorted(old_models & new_models):
@@ -91,9 +103,32 @@ def compare(old_table, old_sel: dict, new_table, new_sel: dict) -> list[dict]:
                 out.append({"what": metric, "model": name, "committed": float(o[metric]), "now": float(n[metric]), "tolerance": tol})
     for pick in PICKS:
         a, b = old_sel["selected_by"].get(pick), new_sel["selected_by"].get(pick)
-        if a != b:
+        if a != b and not near_tie(new_table, pick, a, b, basis):
             out.append({"what": f"latent dimension picked by {pick}", "model": "", "committed": a, "now": b, "tolerance": "identical"})
     return out
+
+
+def near_tie(table, pick: str, a, b, basis: str) -> bool:
+    """Whether the committed pick a and the new pick b are tied within tolerance in this run (means
+    over seeds): then rounding alone can swap them, and the swap is reported, not failed."""
+    if a not in set(table.latent_dim) or b not in set(table.latent_dim):
+        return False
+    rows = {d: table[table.latent_dim == d] for d in (a, b)}
+    metric = {"bic": "bic", "aic": "aic", "test_log_likelihood": f"{basis}_test"}[pick]
+    per_example = f"{basis}_train" if pick in ("bic", "aic") else metric
+    # the larger of the two models' tolerances, on the scale of the metric compared
+    tol = max(tolerance(per_example, r.iloc[0], r.iloc[0]) for r in rows.values())
+    if pick in ("bic", "aic"):
+        tol *= 2 * float(table.n_train.iloc[0])
+    return abs(float(rows[a][metric].mean()) - float(rows[b][metric].mean())) <= tol
+
+
+def near_ties(old_sel: dict, new_sel: dict) -> list[str]:
+    return [
+        f"{pick}: {old_sel['selected_by'][pick]} -> {new_sel['selected_by'][pick]}"
+        for pick in PICKS
+        if old_sel["selected_by"].get(pick) != new_sel["selected_by"].get(pick)
+    ]
 
 
 def _cell(v) -> str:
@@ -116,14 +151,23 @@ def summary_text(new_table, new_sel: dict, rows: list[dict], compared: bool, n_m
         verdict = f"**DIFFERENT from the committed results**: {len(rows)} differences beyond tolerance"
     else:
         verdict = f"reproduces the committed results ({n_models} models within tolerance, the same picks)"
-    shown = [c for c in ("latent_dim", "seed", "n_params", "bic", "aic", "iwae_train", "iwae_test", "selection_frequency") if c in new_table]
+    shown = [
+        c for c in ("latent_dim", "seed", "n_params", "bic", "aic", "iwae_train", "iwae_test", "selection_frequency") if c in new_table
+    ]
     bic = ["| " + " | ".join(shown) + " |", "|" + "---:|" * len(shown)]
-    bic += ["| " + " | ".join(_cell(v) if not isinstance(v, float) or abs(v) < 1e5 else f"{v:.0f}" for v in r) + " |"
-            for r in new_table[shown].itertuples(index=False)]
-    parts = [f"## vaebic pipeline: selected latent dimension {new_sel['best_latent_dim']}", "",
-             f"- BIC picks d = {by['bic']}{pct['bic']}", f"- AIC picks d = {by['aic']}{pct['aic']}",
-             f"- the held-out estimate picks d = {by['test_log_likelihood']}{pct['test_log_likelihood']}",
-             f"- comparison with the committed results: {verdict}", ""]
+    bic += [
+        "| " + " | ".join(_cell(v) if not isinstance(v, float) or abs(v) < 1e5 else f"{v:.0f}" for v in r) + " |"
+        for r in new_table[shown].itertuples(index=False)
+    ]
+    parts = [
+        f"## vaebic pipeline: selected latent dimension {new_sel['best_latent_dim']}",
+        "",
+        f"- BIC picks d = {by['bic']}{pct['bic']}",
+        f"- AIC picks d = {by['aic']}{pct['aic']}",
+        f"- the held-out estimate picks d = {by['test_log_likelihood']}{pct['test_log_likelihood']}",
+        f"- comparison with the committed results: {verdict}",
+        "",
+    ]
     if rows:
         parts += [table_text(rows), ""]
     parts += ["### BIC table", *bic, "", "The BIC curve is in the uploaded artifact (reports/bic_curve.png)."]
@@ -132,10 +176,14 @@ def summary_text(new_table, new_sel: dict, rows: list[dict], compared: bool, n_m
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m vaebic.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--against", default="HEAD", help="the committed results: a git revision (default HEAD) or a folder with bic.csv and selection.json")
+    ap.add_argument(
+        "--against", default="HEAD", help="the committed results: a git revision (default HEAD) or a folder with bic.csv and selection.json"
+    )
     ap.add_argument("--reports", default="reports", help="this run's reports folder")
     ap.add_argument("--summary", help="append a Markdown summary to this file (e.g. $GITHUB_STEP_SUMMARY)")
-    ap.add_argument("--summary-only", action="store_true", help="write the summary without comparing (a configuration other than the committed one)")
+    ap.add_argument(
+        "--summary-only", action="store_true", help="write the summary without comparing (a configuration other than the committed one)"
+    )
     args = ap.parse_args(argv)
     import pandas as pd
 
@@ -144,7 +192,8 @@ def main(argv: list[str] | None = None) -> None:
         new_sel = json.loads((Path(args.reports) / "selection.json").read_text())
     except (OSError, ValueError) as exc:
         raise VaebicError(f"{args.reports}: no results to compare ({exc}); run `dvc repro` first") from None
-    rows = [] if args.summary_only else compare(*load(args.against, args.reports), new_table, new_sel)
+    old_table, old_sel = (None, None) if args.summary_only else load(args.against, args.reports)
+    rows = [] if args.summary_only else compare(old_table, old_sel, new_table, new_sel)
     if args.summary:
         with open(args.summary, "a") as f:
             f.write(summary_text(new_table, new_sel, rows, not args.summary_only, len(new_table)))
@@ -154,9 +203,13 @@ def main(argv: list[str] | None = None) -> None:
     if rows:
         print(f"the results differ from the committed ones ({args.against}) beyond tolerance:\n{table_text(rows)}")
         raise SystemExit(1)
-    print(f"the results reproduce the committed ones ({args.against}): {len(new_table)} models within tolerance, "
-          f"the same picks (BIC {new_sel['selected_by']['bic']}, AIC {new_sel['selected_by']['aic']}, "
-          f"held-out {new_sel['selected_by']['test_log_likelihood']})")
+    swapped = near_ties(old_sel, new_sel)
+    same = "the same picks" if not swapped else f"picks swapped between near-tied dimensions ({'; '.join(swapped)})"
+    print(
+        f"the results reproduce the committed ones ({args.against}): {len(new_table)} models within tolerance, "
+        f"{same} (BIC {new_sel['selected_by']['bic']}, AIC {new_sel['selected_by']['aic']}, "
+        f"held-out {new_sel['selected_by']['test_log_likelihood']})"
+    )
 
 
 if __name__ == "__main__":

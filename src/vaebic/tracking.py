@@ -72,7 +72,8 @@ def _check_reachable(uri: str, timeout_s: float = 3.0) -> None:
     except OSError as exc:
         raise VaebicError(
             f"MLflow tracking server {uri} is unreachable ({exc.strerror or exc}); "
-            "start it (`mlflow server --host 127.0.0.1 --port ...`) or unset MLFLOW_TRACKING_URI to use the local store") from None
+            "start it (`mlflow server --host 127.0.0.1 --port ...`) or unset MLFLOW_TRACKING_URI to use the local store"
+        ) from None
     import urllib.error
     import urllib.request
 
@@ -86,7 +87,8 @@ def _check_reachable(uri: str, timeout_s: float = 3.0) -> None:
         raise VaebicError(
             f"MLflow tracking server {uri} accepts connections but does not answer ({reason or type(exc).__name__}, "
             f"waited {ANSWER_TIMEOUT_S:g} s): a hung server, or another service on that port; restart the server, "
-            "or unset MLFLOW_TRACKING_URI to use the local store") from None
+            "or unset MLFLOW_TRACKING_URI to use the local store"
+        ) from None
 
 
 def check_sqlite_store(db: Path) -> None:
@@ -106,6 +108,8 @@ def check_sqlite_store(db: Path) -> None:
         header = f.read(16)
     if header and header != b"SQLite format 3\x00":
         raise VaebicError(f"MLflow store {db} is not a SQLite database (a corrupt or half-copied file?): {aside}")
+    if not (os.access(db, os.W_OK) and os.access(db.parent, os.W_OK)):  # SQLite also writes a journal beside it
+        raise VaebicError(f"MLflow store {db} is read-only (a read-only file system or file permissions); make it writable, {ELSEWHERE}")
     wait = float(os.environ.get("VAEBIC_STORE_WAIT_S", STORE_WAIT_S))
     try:
         con = sqlite3.connect(f"file:{db}?mode=rw", uri=True, timeout=wait)
@@ -120,16 +124,20 @@ def check_sqlite_store(db: Path) -> None:
             rows = []  # an empty store: MLflow creates its tables
         if rows:
             _check_schema(db, rows[0][0])
-        con.execute("BEGIN IMMEDIATE")  # a write lock, released at once: can this store be written now?
+        con.execute("BEGIN IMMEDIATE")  # a write, rolled back at once: can this store be written now?
+        con.execute("CREATE TABLE vaebic_write_probe (x)")
         con.rollback()
     except sqlite3.DatabaseError as exc:
         text = str(exc)
         if "locked" in text or "busy" in text:
-            raise VaebicError(f"MLflow store {db} is locked by another writer (another vaebic stage, `mlflow ui`, a sync tool?) and "
-                              f"stayed locked for {wait:g} s; wait for it or stop it, then run again (VAEBIC_STORE_WAIT_S sets the wait)") from None
+            raise VaebicError(
+                f"MLflow store {db} is locked by another writer (another vaebic stage, `mlflow ui`, a sync tool?) and "
+                f"stayed locked for {wait:g} s; wait for it or stop it, then run again (VAEBIC_STORE_WAIT_S sets the wait)"
+            ) from None
         if "readonly" in text or "read-only" in text:
-            raise VaebicError(f"MLflow store {db} is read-only (a read-only file system or file permissions); make it writable, "
-                              f"{ELSEWHERE}") from None
+            raise VaebicError(
+                f"MLflow store {db} is read-only (a read-only file system or file permissions); make it writable, {ELSEWHERE}"
+            ) from None
         if "not a database" in text or "malformed" in text:
             raise VaebicError(f"MLflow store {db} is corrupt ({text}): {aside}") from None
         raise VaebicError(f"MLflow store {db} cannot be used ({text}): {aside}") from None
@@ -164,10 +172,14 @@ def _check_schema(db: Path, revision: str) -> None:
         return
     known = {r.revision for r in scripts.walk_revisions()}
     if revision not in known:
-        raise VaebicError(f"MLflow store {db} was written by a newer MLflow than the installed {mlflow.__version__} (its schema revision "
-                          f"{revision} is unknown here); use that MLflow version (`pip install -U mlflow`) to open it, {ELSEWHERE}")
-    raise VaebicError(f"MLflow store {db} was made by an older MLflow (schema revision {revision}, {mlflow.__version__} expects {head}); "
-                      f"back it up, then upgrade it with `mlflow db upgrade sqlite:///{db}`, {ELSEWHERE}")
+        raise VaebicError(
+            f"MLflow store {db} was written by a newer MLflow than the installed {mlflow.__version__} (its schema revision "
+            f"{revision} is unknown here); use that MLflow version (`pip install -U mlflow`) to open it, {ELSEWHERE}"
+        )
+    raise VaebicError(
+        f"MLflow store {db} was made by an older MLflow (schema revision {revision}, {mlflow.__version__} expects {head}); "
+        f"back it up, then upgrade it with `mlflow db upgrade sqlite:///{db}`, {ELSEWHERE}"
+    )
 
 
 def setup(experiment: str) -> str:
@@ -183,7 +195,7 @@ def setup(experiment: str) -> str:
 
     mlflow.set_tracking_uri(uri)
     if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///"):])
+        db = Path(uri[len("sqlite:///") :])
         check_sqlite_store(db)
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -208,7 +220,7 @@ def _store_lock():
         return nullcontext()
     from filelock import FileLock
 
-    return FileLock(uri[len("sqlite:///"):] + ".lock", timeout=120)
+    return FileLock(uri[len("sqlite:///") :] + ".lock", timeout=120)
 
 
 def _get_or_create(mlflow, name: str, artifact_location: str | None) -> str:
@@ -217,7 +229,9 @@ def _get_or_create(mlflow, name: str, artifact_location: str | None) -> str:
         exp_id = mlflow.create_experiment(name, artifact_location=artifact_location)
     else:
         if exp.lifecycle_stage == "deleted":
-            raise VaebicError(f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore`) or set mlflow.experiment to a new name")
+            raise VaebicError(
+                f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore`) or set mlflow.experiment to a new name"
+            )
         exp_id = exp.experiment_id
     mlflow.set_experiment(experiment_id=exp_id)
     return exp_id
@@ -236,8 +250,11 @@ def sweep_key(params: dict, fingerprint: str) -> str:
 
 def provenance(stage: str, params_path: str | os.PathLike, fingerprint: str) -> dict:
     """Tags that say where a run came from: DVC stage, params file hash, data fingerprint, git commit."""
-    tags = {"dvc.stage": stage, "params.sha256": hashlib.sha256(open(params_path, "rb").read()).hexdigest(),
-            "data.fingerprint": fingerprint}
+    tags = {
+        "dvc.stage": stage,
+        "params.sha256": hashlib.sha256(open(params_path, "rb").read()).hexdigest(),
+        "data.fingerprint": fingerprint,
+    }
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=project_root(), capture_output=True, text=True, timeout=10)
         if head.returncode == 0:
@@ -356,8 +373,9 @@ def log_to(run_id: str, metrics: dict, artifacts: tuple = (), tags: dict | None 
 
     client = mlflow.MlflowClient()
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                     tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()])
+    client.log_batch(
+        run_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], tags=[RunTag(k, str(v)) for k, v in (tags or {}).items()]
+    )
     for path in artifacts:
         client.log_artifact(run_id, str(path))
 
@@ -436,13 +454,21 @@ def register_champion(model, name: str, run_id: str) -> str:
     from vaebic.model import EncodeDecode
 
     d, n_in = model.latent_dim, model.config["input_dim"]
-    signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_in), "x"),
-                                              TensorSpec(np.dtype(np.float32), (-1, d), "z")]))
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_in), "x"), TensorSpec(np.dtype(np.float32), (-1, d), "z")])
+    )
     example = (np.zeros((2, n_in), np.float32), np.zeros((2, d), np.float32))
     with mlflow.start_run(run_id=run_id), torch.no_grad():
-        info = mlflow.pytorch.log_model(EncodeDecode(model.cpu().eval()), name="model", input_example=example, signature=signature,
-                                        serialization_format="pt2", pip_requirements=champion_requirements(),
-                                        registered_model_name=name, await_registration_for=60)
+        info = mlflow.pytorch.log_model(
+            EncodeDecode(model.cpu().eval()),
+            name="model",
+            input_example=example,
+            signature=signature,
+            serialization_format="pt2",
+            pip_requirements=champion_requirements(),
+            registered_model_name=name,
+            await_registration_for=60,
+        )
     version = str(info.registered_model_version)
     mlflow.MlflowClient().set_registered_model_alias(name, "champion", version)
     return version
