@@ -66,8 +66,15 @@ def main() -> None:
         start = time.perf_counter()
         per_image_loop(raw, 0)
         loop_s = time.perf_counter() - start
-    figures = {"n_images": args.n, "import_torchvision_s": import_s, "prepare_s": prepare_s, "prepare_images_per_s": args.n / prepare_s,
-               "loop_s": loop_s, "loop_images_per_s": args.n / loop_s, "ratio": loop_s / prepare_s}
+    figures = {
+        "n_images": args.n,
+        "import_torchvision_s": import_s,
+        "prepare_s": prepare_s,
+        "prepare_images_per_s": args.n / prepare_s,
+        "loop_s": loop_s,
+        "loop_images_per_s": args.n / loop_s,
+        "ratio": loop_s / prepare_s,
+    }
     print(f"prepare on {args.n} MNIST-sized images (read IDX, shuffle, split, binarise, fingerprint, write):")
     print(f"  importing torchvision (once per process): {import_s:6.2f} s")
     print(f"  vaebic prepare (whole arrays):            {prepare_s:6.2f} s  {args.n / prepare_s:10.0f} images/s")

@@ -34,8 +34,24 @@ def main() -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     uri = f"sqlite:///{Path(args.store).resolve()}"
-    server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-                               "--backend-store-uri", uri], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mlflow",
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+            "--backend-store-uri",
+            uri,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for _ in range(120):
             try:
@@ -47,17 +63,36 @@ def main() -> None:
 
         client = mlflow.MlflowClient(tracking_uri=uri)
         exp = client.get_experiment_by_name("vaebic")
-        parent = client.search_runs([exp.experiment_id], "tags.`vaebic.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1)[0]
+        parent = client.search_runs(
+            [exp.experiment_id], "tags.`vaebic.role` = 'sweep'", order_by=["attributes.start_time DESC"], max_results=1
+        )[0]
         children = client.search_runs([exp.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
         ids = [r.info.run_id for r in sorted(children, key=lambda r: int(r.data.tags["latent_dim"]))]
-        url = (f"http://127.0.0.1:{port}/#/compare-runs?runs={quote(json.dumps(ids))}"
-               f"&experiments={quote(json.dumps([exp.experiment_id]))}")
+        url = f"http://127.0.0.1:{port}/#/compare-runs?runs={quote(json.dumps(ids))}&experiments={quote(json.dumps([exp.experiment_id]))}"
         with tempfile.TemporaryDirectory() as profile:
-            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                            f"--user-data-dir={profile}", "--hide-scrollbars", "--window-size=1600,1100",
-                            "--virtual-time-budget=20000", f"--screenshot={args.out}", url],
-                           check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=180)
+            subprocess.run(
+                [
+                    browser,
+                    "--headless",
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-quic",
+                    "--no-first-run",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                    "--disable-sync",
+                    f"--user-data-dir={profile}",
+                    "--hide-scrollbars",
+                    "--window-size=1600,1100",
+                    "--virtual-time-budget=20000",
+                    f"--screenshot={args.out}",
+                    url,
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=180,
+            )
         print(f"wrote {args.out} ({url})")
     finally:
         server.terminate()

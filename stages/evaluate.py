@@ -39,8 +39,17 @@ def main() -> None:
     precision, precision_why = devices.resolve_precision(ev["precision"], facts, "evaluate.precision")
     chunk_mb, chunk_why = devices.chunk_mb(ev["max_chunk_mb"], facts)
     devices.configure(device, precision)
-    log.info("evaluating latent_dim=%d seed=%d on %s (%s): %s (%s), blocks of %g MiB (%s)", d, seed, device, facts.name, precision,
-             precision_why, chunk_mb, chunk_why)
+    log.info(
+        "evaluating latent_dim=%d seed=%d on %s (%s): %s (%s), blocks of %g MiB (%s)",
+        d,
+        seed,
+        device,
+        facts.name,
+        precision,
+        precision_why,
+        chunk_mb,
+        chunk_why,
+    )
     model = load_model(args.model, device=device)
     record = {
         "latent_dim": d,
@@ -54,24 +63,52 @@ def main() -> None:
         "gaussian_sigma": model.sigma(),  # the Gaussian decoder's final sigma; None for other likelihoods
     }
     examples = {}
-    oom_fix = (f"evaluation works in blocks of {chunk_mb:g} MiB (evaluate.max_chunk_mb) over evaluate.batch_size={ev['batch_size']} "
-               "examples: lower either")
+    oom_fix = (
+        f"evaluation works in blocks of {chunk_mb:g} MiB (evaluate.max_chunk_mb) over evaluate.batch_size={ev['batch_size']} "
+        "examples: lower either"
+    )
     with compute_timer(f"evaluate@{d}-{seed}"):
         for split, arr in (("train", train_x), ("test", test_x)):
             x = devices.to_device(arr, device, f"{split} split")
             kept = {}
             with explain_out_of_memory(oom_fix):
                 record[split] = {
-                    **evaluate_split(model, x, n_samples=ev["n_samples"], batch_size=ev["batch_size"], seed=ev["seed"], precision=precision,
-                                     per_example=kept),
-                    **log_likelihood_estimate(model, x, k_samples=ev["k_samples"], batch_size=ev["batch_size"],
-                                              max_chunk_mb=chunk_mb, seed=ev["seed"], precision=precision, per_example=kept),
+                    **evaluate_split(
+                        model,
+                        x,
+                        n_samples=ev["n_samples"],
+                        batch_size=ev["batch_size"],
+                        seed=ev["seed"],
+                        precision=precision,
+                        per_example=kept,
+                    ),
+                    **log_likelihood_estimate(
+                        model,
+                        x,
+                        k_samples=ev["k_samples"],
+                        batch_size=ev["batch_size"],
+                        max_chunk_mb=chunk_mb,
+                        seed=ev["seed"],
+                        precision=precision,
+                        per_example=kept,
+                    ),
                     **latent_usage(model, x, batch_size=ev["batch_size"], threshold=ev["active_threshold"]),
                 }
             r = record[split]
-            log.info("latent_dim=%d seed=%d %s: log p(x) >= %.3f +- %.3f (IWAE, K=%d), ELBO %.3f (recon %.3f, KL %.3f) nats/example, %d of %d units active",
-                     d, seed, split, r["iwae_nats"], r["iwae_std_err_nats"], r["k_samples"], r["elbo_nats"], r["recon_nats"], r["kl_nats"],
-                     r["active_units"], d)
+            log.info(
+                "latent_dim=%d seed=%d %s: log p(x) >= %.3f +- %.3f (IWAE, K=%d), ELBO %.3f (recon %.3f, KL %.3f) nats/example, %d of %d units active",
+                d,
+                seed,
+                split,
+                r["iwae_nats"],
+                r["iwae_std_err_nats"],
+                r["k_samples"],
+                r["elbo_nats"],
+                r["recon_nats"],
+                r["kl_nats"],
+                r["active_units"],
+                d,
+            )
             examples.update({f"{kind}_{split}": values for kind, values in kept.items()})
 
     write_npz_atomic(args.examples, examples)

@@ -19,8 +19,15 @@ def main() -> None:
         # Create the MLflow store and experiment now, once, before the train stages could race on
         # it; after reading the data, so that a bad file fails at once, without importing MLflow.
         tracking.setup(p["mlflow"]["experiment"])
-    log.info("%s: %d training and %d test examples of shape %s written to %s (fingerprint %s)",
-             meta["dataset"], meta["n_train"], meta["n_test"], meta["image_shape"], args.data, meta["fingerprint"][:12])
+    log.info(
+        "%s: %d training and %d test examples of shape %s written to %s (fingerprint %s)",
+        meta["dataset"],
+        meta["n_train"],
+        meta["n_test"],
+        meta["image_shape"],
+        args.data,
+        meta["fingerprint"][:12],
+    )
 
 
 if __name__ == "__main__":

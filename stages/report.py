@@ -32,15 +32,34 @@ def log_report_to_mlflow(p: dict, args, meta: dict, table, summary, choice: dict
     with tracking.sweep_run(p["mlflow"]["experiment"], tracking.sweep_key(p, meta["fingerprint"]), tags):
         # tags, not params: the parent outlives one report (a new latent dimension joins the same sweep),
         # and MLflow params may never change
-        tracking.set_tags({"best_latent_dim": d, "dataset": meta["dataset"], "select.criterion": choice["criterion"],
-                           "select.count_params": choice["count_params"], "select.log_likelihood": choice["log_likelihood"],
-                           "sweep.latent_dims": sorted(set(table.latent_dim.tolist())), "sweep.seeds": sorted(set(table.seed.tolist()))})
+        tracking.set_tags(
+            {
+                "best_latent_dim": d,
+                "dataset": meta["dataset"],
+                "select.criterion": choice["criterion"],
+                "select.count_params": choice["count_params"],
+                "select.log_likelihood": choice["log_likelihood"],
+                "sweep.latent_dims": sorted(set(table.latent_dim.tolist())),
+                "sweep.seeds": sorted(set(table.seed.tolist())),
+            }
+        )
         tracking.log_metrics({"best_latent_dim": d, "best_seed": seed, f"best_{choice['criterion']}": choice["best_value"]})
         for _, row in summary.iterrows():  # curves in the MLflow UI: the step is the latent dimension
-            tracking.log_metrics({"bic_mean": row["bic"], "aic_mean": row["aic"], "iwae_test_mean": row["iwae_test"],
-                                  "elbo_test_mean": row["elbo_test"], "active_units_mean": row["active_units"],
-                                  **({"selection_frequency": row["selection_frequency"]} if row.get("selection_frequency") == row.get("selection_frequency") else {})},
-                                 step=int(row["latent_dim"]))
+            tracking.log_metrics(
+                {
+                    "bic_mean": row["bic"],
+                    "aic_mean": row["aic"],
+                    "iwae_test_mean": row["iwae_test"],
+                    "elbo_test_mean": row["elbo_test"],
+                    "active_units_mean": row["active_units"],
+                    **(
+                        {"selection_frequency": row["selection_frequency"]}
+                        if row.get("selection_frequency") == row.get("selection_frequency")
+                        else {}
+                    ),
+                },
+                step=int(row["latent_dim"]),
+            )
         tracking.log_table(table, "bic_table.json")
         for name in (*FIGURES.values(), "report.md"):
             tracking.log_artifact(out / name)
@@ -65,7 +84,10 @@ def log_report_to_mlflow(p: dict, args, meta: dict, table, summary, choice: dict
         metrics = {
             **{f"{m}_{split}": rec[split][f"{m}_nats"] for split in ("train", "test") for m in ("elbo", "recon", "kl", "iwae")},
             **{f"iwae_se_{split}": rec[split]["iwae_std_err_nats"] for split in ("train", "test")},
-            "active_units": rec["train"]["active_units"], "bic": row.bic, "aic": row.aic, "log_likelihood": row.log_likelihood,
+            "active_units": rec["train"]["active_units"],
+            "bic": row.bic,
+            "aic": row.aic,
+            "log_likelihood": row.log_likelihood,
             **({"gaussian_sigma": rec["gaussian_sigma"]} if rec.get("gaussian_sigma") is not None else {}),
             **({"selection_frequency": row.selection_frequency} if row.selection_frequency == row.selection_frequency else {}),
         }
@@ -85,8 +107,9 @@ def model_pictures(folder: Path, x_np, image_shape: list[int], title: str, out: 
     x = torch.from_numpy(x_np).float()
     recon, samples = reconstructions_and_samples(load_model(folder), x, 32)
     paths = [out / "reconstructions.png", out / "samples.png"]
-    plots.model_pictures(x.numpy(), recon.numpy(), samples.numpy(), image_shape, title=title,
-                         reconstructions_path=paths[0], samples_path=paths[1], dpi=80)
+    plots.model_pictures(
+        x.numpy(), recon.numpy(), samples.numpy(), image_shape, title=title, reconstructions_path=paths[0], samples_path=paths[1], dpi=80
+    )
     return paths
 
 
@@ -109,7 +132,9 @@ def main() -> None:
     table = pd.read_csv(reports / "bic.csv")
     choice = json.loads((reports / "selection.json").read_text())
     _, test_x, meta = data.load_prepared(args.data)
-    setup = describe_setup(meta, choice["count_params"], choice["log_likelihood"], int(table.k_samples.iloc[0]), p["model"]["gaussian_sigma"])
+    setup = describe_setup(
+        meta, choice["count_params"], choice["log_likelihood"], int(table.k_samples.iloc[0]), p["model"]["gaussian_sigma"]
+    )
     summary = selection.summarise(table)
     pairs = list(zip(table.latent_dim.tolist(), table.seed.tolist()))
     records = selection.read_records(args.metrics, pairs)
@@ -120,7 +145,9 @@ def main() -> None:
     with staged_files(reports) as out:
         plots.bic_curve(table, summary, choice, subtitle=setup["subtitle"], path=out / FIGURES["bic_curve"], dpi=rp["dpi"])
         plots.metric_curves(summary, subtitle=setup["subtitle"], path=out / FIGURES["metric_curves"], dpi=rp["dpi"])
-        plots.latent_usage(summary, kl_per_unit, true_dim=true_dim, subtitle=setup["subtitle"], path=out / FIGURES["latent_usage"], dpi=rp["dpi"])
+        plots.latent_usage(
+            summary, kl_per_unit, true_dim=true_dim, subtitle=setup["subtitle"], path=out / FIGURES["latent_usage"], dpi=rp["dpi"]
+        )
 
         import torch
 
@@ -131,12 +158,28 @@ def main() -> None:
         model = load_model(Path(args.models) / f"{d}-{seed}")
         x = torch.from_numpy(test_x[: rp["n_reconstructions"]]).float()
         recon, samples = reconstructions_and_samples(model, x, rp["n_samples"])
-        plots.model_pictures(x.numpy(), recon.numpy(), samples.numpy(), meta["image_shape"], title=f"selected model d={d}, seed {seed}",
-                             reconstructions_path=out / FIGURES["reconstructions"], samples_path=out / FIGURES["samples"], dpi=rp["dpi"])
+        plots.model_pictures(
+            x.numpy(),
+            recon.numpy(),
+            samples.numpy(),
+            meta["image_shape"],
+            title=f"selected model d={d}, seed {seed}",
+            reconstructions_path=out / FIGURES["reconstructions"],
+            samples_path=out / FIGURES["samples"],
+            dpi=rp["dpi"],
+        )
         configs = [json.loads((Path(args.models) / f"{d_}-{s_}" / "config.json").read_text()).get("train", {}) for d_, s_ in pairs]
-        write_markdown(out / "report.md", table=table, choice=choice, setup=setup, figures=FIGURES, kl_per_unit=kl_per_unit,
-                       active_threshold=p["evaluate"]["active_threshold"], precision=precision_text(records, configs),
-                       summary=summary)
+        write_markdown(
+            out / "report.md",
+            table=table,
+            choice=choice,
+            setup=setup,
+            figures=FIGURES,
+            kl_per_unit=kl_per_unit,
+            active_threshold=p["evaluate"]["active_threshold"],
+            precision=precision_text(records, configs),
+            summary=summary,
+        )
 
         log_report_to_mlflow(p, args, meta, table, summary, choice, model, out, records, test_x)
     log.info("report written to %s (selected latent_dim=%d)", reports / "report.md", d)

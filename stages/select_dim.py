@@ -33,31 +33,57 @@ def main() -> None:
     choice = selection.choose(table, sel["criterion"], sel["log_likelihood"])
     pairs = list(zip(table.latent_dim.tolist(), table.seed.tolist()))
     examples = confidence.read_examples(args.metrics, pairs, (f"{sel['log_likelihood']}_train", f"{sel['log_likelihood']}_test"))
-    columns, sure = confidence.assess(table, examples, choice=choice, log_likelihood=sel["log_likelihood"], resamples=sel["bootstrap"],
-                                      seed=sel["seed"], converged_below=sel["converged_below"])
+    columns, sure = confidence.assess(
+        table,
+        examples,
+        choice=choice,
+        log_likelihood=sel["log_likelihood"],
+        resamples=sel["bootstrap"],
+        seed=sel["seed"],
+        converged_below=sel["converged_below"],
+    )
     for name, values in columns.items():
         table[name] = values
     out = Path(args.out)
     write_text_atomic(out / "bic.csv", table.to_csv(index=False, float_format="%.6f"))
     # Short values only: `dvc metrics show` prints every field on one line. report.md explains them.
-    write_json_atomic(out / "selection.json", {
-        **choice,
-        "count_params": sel["count_params"],
-        "log_likelihood": sel["log_likelihood"],
-        "log_likelihood_estimate": selection.estimate_text(sel["log_likelihood"], int(table.k_samples.iloc[0])),
-        "likelihood": meta["likelihood"],
-        "n_train": int(meta["n_train"]),
-        "dataset": meta["dataset"],
-        **sure,
-    })
-    log.info("selected latent_dim=%d by %s (BIC picks %d, AIC %d, held-out log-likelihood %d)", choice["best_latent_dim"], choice["rule"],
-             choice["selected_by"]["bic"], choice["selected_by"]["aic"], choice["selected_by"]["test_log_likelihood"])
+    write_json_atomic(
+        out / "selection.json",
+        {
+            **choice,
+            "count_params": sel["count_params"],
+            "log_likelihood": sel["log_likelihood"],
+            "log_likelihood_estimate": selection.estimate_text(sel["log_likelihood"], int(table.k_samples.iloc[0])),
+            "likelihood": meta["likelihood"],
+            "n_train": int(meta["n_train"]),
+            "dataset": meta["dataset"],
+            **sure,
+        },
+    )
+    log.info(
+        "selected latent_dim=%d by %s (BIC picks %d, AIC %d, held-out log-likelihood %d)",
+        choice["best_latent_dim"],
+        choice["rule"],
+        choice["selected_by"]["bic"],
+        choice["selected_by"]["aic"],
+        choice["selected_by"]["test_log_likelihood"],
+    )
     if sel["bootstrap"]:
-        log.info("bootstrap (%d resamples of the examples): d=%d has the lowest %s in %.0f%% of them", sel["bootstrap"],
-                 choice["best_latent_dim"], sel["criterion"].upper(), 100 * sure["selection_frequency"][sel["criterion"]])
+        log.info(
+            "bootstrap (%d resamples of the examples): d=%d has the lowest %s in %.0f%% of them",
+            sel["bootstrap"],
+            choice["best_latent_dim"],
+            sel["criterion"].upper(),
+            100 * sure["selection_frequency"][sel["criterion"]],
+        )
     if sure["models_not_converged"]:
-        log.warning("%d of %d models were still improving by more than %g nats/example/epoch when training stopped: the selection "
-                    "may change with more epochs (train.epochs)", sure["models_not_converged"], len(table), sel["converged_below"])
+        log.warning(
+            "%d of %d models were still improving by more than %g nats/example/epoch when training stopped: the selection "
+            "may change with more epochs (train.epochs)",
+            sure["models_not_converged"],
+            len(table),
+            sel["converged_below"],
+        )
 
 
 if __name__ == "__main__":

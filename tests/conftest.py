@@ -18,8 +18,22 @@ def free_port() -> int:
 def mlflow_server(tmp_path):
     """A real `mlflow server` on a free 127.0.0.1 port, stopped after the test."""
     port = free_port()
-    cmd = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}", "--artifacts-destination", str(tmp_path / "server-artifacts")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        f"sqlite:///{tmp_path / 'server.db'}",
+        "--artifacts-destination",
+        str(tmp_path / "server-artifacts"),
+    ]
     log = open(tmp_path / "server.log", "w")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
     uri = f"http://127.0.0.1:{port}"
@@ -39,5 +53,3 @@ def mlflow_server(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
         log.close()
-
-

@@ -65,5 +65,3 @@ def mlflow_client(project: Path):
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
-
-

@@ -13,11 +13,19 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
     out = tmp_path / "speed.json"
-    proc = subprocess.run([sys.executable, "benchmarks/speed.py", "--quick", "--json", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/speed.py", "--quick", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    for line in ("ratio vaebic / canonical", "ratio vaebic / one-at-a-time", "compute", "no-op dvc repro", "targets",
-                 "with float32 everywhere", "accuracy against float32 everywhere"):
+    for line in (
+        "ratio vaebic / canonical",
+        "ratio vaebic / one-at-a-time",
+        "compute",
+        "no-op dvc repro",
+        "targets",
+        "with float32 everywhere",
+        "accuracy against float32 everywhere",
+    ):
         assert line in proc.stdout
     fig = json.loads(out.read_text())
     assert fig["matmul_float32_flops_per_s"] > 0
@@ -35,9 +43,15 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
     assert 0 < q["compute_s"] < q["repro_s"] and q["noop_repro_s"] > 0
     assert q["fixed_s"] == pytest.approx(q["repro_s"] - q["compute_s"])
     assert [v["what"] for v in fig["targets"]] == [
-        "training vs canonical loop (x)", "training, fraction of the faster matmul peak", "estimate, fraction of the faster matmul peak",
-        "estimate vs one-at-a-time loop (x)", "fixed cost, fraction of dvc repro", "no-op dvc repro (s)",
-        "default dvc repro vs float32 everywhere (x)", "sweep --jobs 2, fraction of sequential dvc repro"]
+        "training vs canonical loop (x)",
+        "training, fraction of the faster matmul peak",
+        "estimate, fraction of the faster matmul peak",
+        "estimate vs one-at-a-time loop (x)",
+        "fixed cost, fraction of dvc repro",
+        "no-op dvc repro (s)",
+        "default dvc repro vs float32 everywhere (x)",
+        "sweep --jobs 2, fraction of sequential dvc repro",
+    ]
     a = q["accuracy_vs_float32"]
     assert q["float32_repro_s"] > 0 and q["speedup_vs_float32"] == pytest.approx(q["float32_repro_s"] / q["repro_s"])
     assert [r["model"] for r in a["rows"]] == ["2-0", "4-0"] and a["worst_diff_in_se"] >= 0 and isinstance(a["same_picks"], bool)
@@ -46,8 +60,13 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
 
 def test_prepare_benchmark_runs(tmp_path):
     out = tmp_path / "prepare.json"
-    proc = subprocess.run([sys.executable, "benchmarks/prepare_speed.py", "--n", "700", "--json", str(out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/prepare_speed.py", "--n", "700", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "ratio per-image loop / vaebic prepare" in proc.stdout
     assert json.loads(out.read_text())["n_images"] == 700

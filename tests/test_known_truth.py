@@ -30,7 +30,7 @@ def test_bic_recovers_the_true_latent_dimension(tmp_path):
     repro(project)
     sel = json.loads((project / "reports/selection.json").read_text())
     i = GRID.index(TRUE_DIM)
-    assert sel["best_latent_dim"] in GRID[i - 1:i + 2], sel
+    assert sel["best_latent_dim"] in GRID[i - 1 : i + 2], sel
     assert sel["best_latent_dim"] == TRUE_DIM, sel  # exact on this configuration; the line above is the promise
 
     table = pd.read_csv(project / "reports/bic.csv")

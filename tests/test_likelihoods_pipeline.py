@@ -10,19 +10,25 @@ from pipeline_project import make_project, repro
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("likelihood,sigma,words", [
-    ("gaussian", "optimal", "Gaussian N(x; mean(z), sigma^2 I) on grey levels in [0, 1], constants included; sigma calibrated"),
-    ("continuous_bernoulli", "learned", "continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) on grey levels"),
-])
+@pytest.mark.parametrize(
+    "likelihood,sigma,words",
+    [
+        ("gaussian", "optimal", "Gaussian N(x; mean(z), sigma^2 I) on grey levels in [0, 1], constants included; sigma calibrated"),
+        ("continuous_bernoulli", "learned", "continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) on grey levels"),
+    ],
+)
 def test_grey_level_likelihood_runs_end_to_end(tmp_path, likelihood, sigma, words):
-    project = make_project(tmp_path, {
-        "data": {"max_examples": 400},
-        "model": {"likelihood": likelihood, "gaussian_sigma": sigma, "hidden_sizes": [32]},
-        "sweep": {"latent_dims": [2, 3], "seeds": [0]},
-        "train": {"epochs": 2},
-        "evaluate": {"n_samples": 2, "k_samples": 10},
-        "report": {"n_samples": 8, "dpi": 40},
-    })
+    project = make_project(
+        tmp_path,
+        {
+            "data": {"max_examples": 400},
+            "model": {"likelihood": likelihood, "gaussian_sigma": sigma, "hidden_sizes": [32]},
+            "sweep": {"latent_dims": [2, 3], "seeds": [0]},
+            "train": {"epochs": 2},
+            "evaluate": {"n_samples": 2, "k_samples": 10},
+            "report": {"n_samples": 8, "dpi": 40},
+        },
+    )
     repro(project)
     meta = json.loads((project / "data/prepared/meta.json").read_text())
     assert meta["likelihood"] == likelihood and not meta["binarized"]
@@ -37,6 +43,7 @@ def test_grey_level_likelihood_runs_end_to_end(tmp_path, likelihood, sigma, word
         # each model's final sigma, stored with it, is in the table: the RMS error of grey levels, in (0, 1)
         assert ((table.sigma > 0.01) & (table.sigma < 0.5)).all()
         from vaebic.model import load_model
+
         assert load_model(project / "models/2-0").sigma() == pytest.approx(table.set_index("latent_dim").sigma[2], rel=1e-6)
         assert "- `sigma`: the Gaussian decoder's final pixel sigma" in (project / "reports/report.md").read_text()
     else:

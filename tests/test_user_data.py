@@ -59,15 +59,18 @@ def test_npz_key_choice_and_float_arrays(tmp_path):
     assert data.load_array(tmp_path / "other.npz", "b")[0].shape == (4, 9)
 
 
-@pytest.mark.parametrize("array,message", [
-    (np.full((4, 5), 1.5, np.float32), r"float values must lie in \[0, 1\], found \[1.5, 1.5\]"),
-    (np.array([[0.1, np.nan], [0.2, 0.3]]), r"1 values are NaN or infinite \(first at index \[0, 1\]\)"),
-    (np.zeros((4, 5), np.complex128), r"dtype complex128 is not supported"),
-    (np.full((4, 5), 300, np.int64), r"dtype int64, values in \[300, 300\]: integer grey levels of type int64 must lie in 0-255"),
-    (np.zeros((4, 2, 5, 5), np.uint8), r"shape \(4, 2, 5, 5\) is not N x D, N x H x W or N x C x H x W with C = 1 or 3"),
-    (np.zeros((4,), np.uint8), r"shape \(4,\) is not"),
-    (np.zeros((1, 5), np.uint8), r"fewer than 2 non-empty examples"),
-])
+@pytest.mark.parametrize(
+    "array,message",
+    [
+        (np.full((4, 5), 1.5, np.float32), r"float values must lie in \[0, 1\], found \[1.5, 1.5\]"),
+        (np.array([[0.1, np.nan], [0.2, 0.3]]), r"1 values are NaN or infinite \(first at index \[0, 1\]\)"),
+        (np.zeros((4, 5), np.complex128), r"dtype complex128 is not supported"),
+        (np.full((4, 5), 300, np.int64), r"dtype int64, values in \[300, 300\]: integer grey levels of type int64 must lie in 0-255"),
+        (np.zeros((4, 2, 5, 5), np.uint8), r"shape \(4, 2, 5, 5\) is not N x D, N x H x W or N x C x H x W with C = 1 or 3"),
+        (np.zeros((4,), np.uint8), r"shape \(4,\) is not"),
+        (np.zeros((1, 5), np.uint8), r"fewer than 2 non-empty examples"),
+    ],
+)
 def test_bad_arrays_are_named(tmp_path, array, message):
     np.save(tmp_path / "bad.npy", array)
     with pytest.raises(VaebicError, match=message):

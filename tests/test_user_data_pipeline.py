@@ -11,14 +11,17 @@ pytestmark = pytest.mark.slow
 
 
 def test_image_folder_with_conv_end_to_end(tmp_path):
-    project = make_project(tmp_path / "p", {
-        "data": {"name": "image_folder", "path": "data/raw/shapes", "image_size": 12},
-        "model": {"architecture": "conv", "conv_channels": [8, 16]},
-        "sweep": {"latent_dims": [2], "seeds": [0]},
-        "train": {"epochs": 2, "batch_size": 16},
-        "evaluate": {"n_samples": 2, "k_samples": 10},
-        "report": {"n_samples": 8, "dpi": 40},
-    })
+    project = make_project(
+        tmp_path / "p",
+        {
+            "data": {"name": "image_folder", "path": "data/raw/shapes", "image_size": 12},
+            "model": {"architecture": "conv", "conv_channels": [8, 16]},
+            "sweep": {"latent_dims": [2], "seeds": [0]},
+            "train": {"epochs": 2, "batch_size": 16},
+            "evaluate": {"n_samples": 2, "k_samples": 10},
+            "report": {"n_samples": 8, "dpi": 40},
+        },
+    )
     rng = np.random.default_rng(0)
     folder = project / "data/raw/shapes"
     folder.mkdir(parents=True)
@@ -26,7 +29,7 @@ def test_image_folder_with_conv_end_to_end(tmp_path):
         side = 16 if i % 2 else 20
         img = np.zeros((side, side, 3), np.uint8)
         a, b = sorted(rng.integers(0, side, 2))
-        img[a:b + 2, a:b + 2, i % 3] = 255
+        img[a : b + 2, a : b + 2, i % 3] = 255
         Image.fromarray(img).save(folder / f"{i:02d}.png")
     _, out, ran = repro(project)
     meta = json.loads((project / "data/prepared/meta.json").read_text())

@@ -59,7 +59,9 @@ def test_the_scheduled_run_is_the_default_configuration_compared_with_the_commit
     assert small["type"] == "boolean" and small["default"] is False
     assert step(wf, "A small configuration")["if"] == "${{ inputs.small }}"
     compare = step(wf, "Compare with the committed results")
-    assert compare["if"] == "${{ !inputs.small }}" and compare["run"] == '.venv/bin/python -m vaebic.compare --summary "$GITHUB_STEP_SUMMARY"'
+    assert (
+        compare["if"] == "${{ !inputs.small }}" and compare["run"] == '.venv/bin/python -m vaebic.compare --summary "$GITHUB_STEP_SUMMARY"'
+    )
     assert "--summary-only" in step(wf, "Summary of the small configuration (not compared)")["run"]
     diff = step(wf, "dvc metrics diff against the committed results")
     assert diff["run"].startswith(".venv/bin/dvc metrics diff HEAD") and "always()" in diff["if"]
@@ -67,7 +69,10 @@ def test_the_scheduled_run_is_the_default_configuration_compared_with_the_commit
     assert names.index("Run the pipeline (make repro)") < names.index("Compare with the committed results")
     # pip's downloads and the virtual environment are cached, keyed on what `make setup` installs
     python = next(s for job in wf["jobs"].values() for s in job["steps"] if s.get("uses", "").startswith("actions/setup-python"))
-    assert python["with"]["cache"] == "pip" and set(python["with"]["cache-dependency-path"].split()) == {"requirements.txt", "pyproject.toml"}
+    assert python["with"]["cache"] == "pip" and set(python["with"]["cache-dependency-path"].split()) == {
+        "requirements.txt",
+        "pyproject.toml",
+    }
     cache = step(wf, "Cache the virtual environment")
     assert cache["uses"].startswith("actions/cache@") and cache["with"]["path"] == ".venv"
     assert "hashFiles('requirements.txt', 'pyproject.toml')" in cache["with"]["key"]
@@ -120,7 +125,9 @@ def test_actionlint_finds_nothing_wrong_with_the_workflows():
 def test_actionlint_does_catch_a_broken_workflow(tmp_path):
     """The check above is not vacuous: the same linter flags a bad cron, an unknown key and a typo in an expression."""
     bad = tmp_path / "bad.yml"
-    bad.write_text("on:\n  schedule:\n    - cron: '99 3 * * 1'\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n"
-                   "      - run: echo hi\n        timeout: 3\n      - run: echo ${{ github.nope }}\n")
+    bad.write_text(
+        "on:\n  schedule:\n    - cron: '99 3 * * 1'\njobs:\n  t:\n    runs-on: ubuntu-latest\n    steps:\n"
+        "      - run: echo hi\n        timeout: 3\n      - run: echo ${{ github.nope }}\n"
+    )
     kinds = {(p["line"], p["kind"]) for p in actionlint([bad])}
     assert {(3, "events"), (9, "syntax-check"), (10, "expression")} <= kinds

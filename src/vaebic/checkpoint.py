@@ -33,8 +33,18 @@ def config_key(*, latent_dim: int, seed: int, model: dict, train: dict, data_fin
     given epoch. Not train.epochs (training longer or shorter follows the same path up to there),
     not train.checkpoint_every."""
     decides = {k: v for k, v in train.items() if k not in ("epochs", "checkpoint_every")}
-    return json.dumps({"format": FORMAT, "latent_dim": latent_dim, "seed": seed, "model": model, "train": decides,
-                       "data": data_fingerprint, "device": device}, sort_keys=True)
+    return json.dumps(
+        {
+            "format": FORMAT,
+            "latent_dim": latent_dim,
+            "seed": seed,
+            "model": model,
+            "train": decides,
+            "data": data_fingerprint,
+            "device": device,
+        },
+        sort_keys=True,
+    )
 
 
 def save(path: str | Path, state: dict) -> None:
@@ -59,12 +69,16 @@ def load(path: str | Path, key: str, epochs: int) -> dict | None:
         lines = [line.strip() for line in str(exc).splitlines()]
         code = next((line for line in lines if "GLOBAL" in line), None)
         if code is not None:
-            why = code[code.index("GLOBAL"):].split(". ")[0][:120]
-            raise VaebicError(f"refusing to load checkpoint {path}: it needs more than tensors and plain values to load, "
-                              f"and loading it could run arbitrary code ({why}); {remedy}") from None
+            why = code[code.index("GLOBAL") :].split(". ")[0][:120]
+            raise VaebicError(
+                f"refusing to load checkpoint {path}: it needs more than tensors and plain values to load, "
+                f"and loading it could run arbitrary code ({why}); {remedy}"
+            ) from None
         why = next((line.split("WeightsUnpickler error:")[-1].strip() for line in lines if "Unsupported operand" in line), "")
-        raise VaebicError(f"checkpoint {path} cannot be loaded safely: it is corrupt, or holds more than tensors and plain values "
-                          f"({why[:120] or 'cannot unpickle'}); {remedy}") from None
+        raise VaebicError(
+            f"checkpoint {path} cannot be loaded safely: it is corrupt, or holds more than tensors and plain values "
+            f"({why[:120] or 'cannot unpickle'}); {remedy}"
+        ) from None
     except Exception as exc:  # truncated, not a torch file, unreadable
         first = str(exc).split(". ")[0][:160]
         raise VaebicError(f"checkpoint {path} is corrupt or unreadable ({type(exc).__name__}: {first}); {remedy}") from None

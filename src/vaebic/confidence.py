@@ -67,8 +67,9 @@ def heldout_frequencies(per_example: np.ndarray, counts: np.ndarray) -> np.ndarr
     return winner_shares(-(counts @ per_example.T))
 
 
-def paired_comparison(per_example: np.ndarray, n_params: np.ndarray, criterion: str, best: int, counts: np.ndarray,
-                      level: float = 0.90) -> dict[str, np.ndarray]:
+def paired_comparison(
+    per_example: np.ndarray, n_params: np.ndarray, criterion: str, best: int, counts: np.ndarray, level: float = 0.90
+) -> dict[str, np.ndarray]:
     """For each row d against row `best`: delta = C(d) - C(best), its bootstrap interval at `level`,
     and Vuong's z (positive: best is better). The best row itself gets delta 0 and z NaN."""
     n = per_example.shape[1]
@@ -134,15 +135,17 @@ def read_examples(metrics_dir, pairs: list[tuple[int, int]], names: tuple[str, .
             with np.load(path) as f:
                 out[(d, s)] = {name: np.asarray(f[name], dtype=np.float64) for name in names}
         except FileNotFoundError:
-            raise VaebicError(f"{path}: missing; the evaluate stage for latent_dim={d}, seed={s} has not run with this vaebic "
-                              "(run `dvc repro`)") from None
+            raise VaebicError(
+                f"{path}: missing; the evaluate stage for latent_dim={d}, seed={s} has not run with this vaebic (run `dvc repro`)"
+            ) from None
         except (KeyError, ValueError, OSError) as exc:
             raise VaebicError(f"{path}: unreadable or incomplete ({exc}); re-run `dvc repro -f evaluate@{d}-{s}`") from None
     return out
 
 
-def assess(table, examples: dict, *, choice: dict, log_likelihood: str, resamples: int, seed: int,
-           converged_below: float) -> tuple[dict, dict]:
+def assess(
+    table, examples: dict, *, choice: dict, log_likelihood: str, resamples: int, seed: int, converged_below: float
+) -> tuple[dict, dict]:
     """Per latent dimension: selection frequencies (BIC, AIC, held-out), the paired comparison with
     the selected d (choice from selection.choose), and, per model, convergence. Returns (columns,
     summary): columns maps a new bic.csv column to its values in the table's row order; summary
@@ -166,12 +169,28 @@ def assess(table, examples: dict, *, choice: dict, log_likelihood: str, resample
         per_d["selection_frequency_aic"] = selection_frequencies(train, k, "aic", counts)
         per_d["selection_frequency_heldout"] = heldout_frequencies(test, resample_counts(test.shape[1], resamples, seed + 1))
         pc = paired_comparison(train, k, criterion, dims.index(best), counts)
-        per_d.update({"delta_vs_selected": pc["delta"], "delta_vs_selected_lo90": pc["delta_lo"],
-                      "delta_vs_selected_hi90": pc["delta_hi"], "vuong_z": pc["vuong_z"]})
+        per_d.update(
+            {
+                "delta_vs_selected": pc["delta"],
+                "delta_vs_selected_lo90": pc["delta_lo"],
+                "delta_vs_selected_hi90": pc["delta_hi"],
+                "vuong_z": pc["vuong_z"],
+            }
+        )
     else:
         nan = np.full(len(dims), np.nan)
-        per_d = {c: nan for c in ("selection_frequency", "selection_frequency_aic", "selection_frequency_heldout", "delta_vs_selected",
-                                  "delta_vs_selected_lo90", "delta_vs_selected_hi90", "vuong_z")}
+        per_d = {
+            c: nan
+            for c in (
+                "selection_frequency",
+                "selection_frequency_aic",
+                "selection_frequency_heldout",
+                "delta_vs_selected",
+                "delta_vs_selected_lo90",
+                "delta_vs_selected_hi90",
+                "vuong_z",
+            )
+        }
     at = {d: i for i, d in enumerate(dims)}
     columns = {name: [float(v[at[d]]) for d in table.latent_dim] for name, v in per_d.items()}
     drops = table["loss_drop_per_epoch"].to_numpy(dtype=np.float64)
@@ -182,9 +201,20 @@ def assess(table, examples: dict, *, choice: dict, log_likelihood: str, resample
         rows = table[table.seed == s].sort_values([criterion, "latent_dim"])
         seed_picks[str(int(s))] = int(rows.iloc[0]["latent_dim"])
     picks = choice["selected_by"]
-    frequency = {name: float(per_d[col][at[picks[name]]]) if resamples > 0 else None
-                 for name, col in (("bic", "selection_frequency"), ("aic", "selection_frequency_aic"),
-                                   ("test_log_likelihood", "selection_frequency_heldout"))}
-    summary = {"selection_frequency": frequency, "bootstrap_resamples": resamples, "bootstrap_seed": seed, "seed_picks": seed_picks,
-               "models_not_converged": int(len(drops) - sum(columns["converged"])), "converged_below": converged_below}
+    frequency = {
+        name: float(per_d[col][at[picks[name]]]) if resamples > 0 else None
+        for name, col in (
+            ("bic", "selection_frequency"),
+            ("aic", "selection_frequency_aic"),
+            ("test_log_likelihood", "selection_frequency_heldout"),
+        )
+    }
+    summary = {
+        "selection_frequency": frequency,
+        "bootstrap_resamples": resamples,
+        "bootstrap_seed": seed,
+        "seed_picks": seed_picks,
+        "models_not_converged": int(len(drops) - sum(columns["converged"])),
+        "converged_below": converged_below,
+    }
     return columns, summary

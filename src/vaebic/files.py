@@ -19,8 +19,9 @@ def _writable(path: Path):
     try:
         yield
     except OSError as exc:
-        raise VaebicError(f"cannot write {path}: {exc.strerror or exc}"
-                          f"{f' ({exc.filename})' if exc.filename and str(exc.filename) != str(path) else ''}") from None
+        raise VaebicError(
+            f"cannot write {path}: {exc.strerror or exc}{f' ({exc.filename})' if exc.filename and str(exc.filename) != str(path) else ''}"
+        ) from None
 
 
 @contextmanager

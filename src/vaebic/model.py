@@ -115,9 +115,17 @@ class VAE(nn.Module):
     with conv_channels and a transposed-convolution decoder, for images (image_shape [C, H, W]).
     """
 
-    def __init__(self, input_dim: int, latent_dim: int, hidden_sizes: list[int], image_shape: list[int] | None = None,
-                 likelihood: str = "bernoulli", gaussian_sigma: float | str = "optimal",
-                 architecture: str = "mlp", conv_channels: list[int] | None = None):
+    def __init__(
+        self,
+        input_dim: int,
+        latent_dim: int,
+        hidden_sizes: list[int],
+        image_shape: list[int] | None = None,
+        likelihood: str = "bernoulli",
+        gaussian_sigma: float | str = "optimal",
+        architecture: str = "mlp",
+        conv_channels: list[int] | None = None,
+    ):
         super().__init__()
         if likelihood not in LIKELIHOODS:
             raise VaebicError(f"unknown likelihood {likelihood!r}; known: {', '.join(LIKELIHOODS)}")
@@ -135,7 +143,9 @@ class VAE(nn.Module):
         }
         if architecture == "conv":
             if len(image_shape) != 3:
-                raise VaebicError(f"model.architecture 'conv' needs images (C x H x W); these data are plain vectors of length {input_dim}; use 'mlp'")
+                raise VaebicError(
+                    f"model.architecture 'conv' needs images (C x H x W); these data are plain vectors of length {input_dim}; use 'mlp'"
+                )
             self.encoder = ConvEncoder(image_shape, conv_channels, 2 * latent_dim)
             self.decoder = ConvDecoder(image_shape, conv_channels, latent_dim)
         elif architecture == "mlp":
@@ -264,9 +274,16 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> VAE:
     except (OSError, ValueError) as exc:
         raise VaebicError(f"{folder / CONFIG_FILE}: unreadable or not JSON ({exc})") from None
     try:
-        model = VAE(config["input_dim"], config["latent_dim"], config["hidden_sizes"], config.get("image_shape"),
-                    config.get("likelihood", "bernoulli"), config.get("gaussian_sigma", "learned"),
-                    config.get("architecture", "mlp"), config.get("conv_channels"))
+        model = VAE(
+            config["input_dim"],
+            config["latent_dim"],
+            config["hidden_sizes"],
+            config.get("image_shape"),
+            config.get("likelihood", "bernoulli"),
+            config.get("gaussian_sigma", "learned"),
+            config.get("architecture", "mlp"),
+            config.get("conv_channels"),
+        )
     except (KeyError, TypeError) as exc:
         raise VaebicError(f"{folder / CONFIG_FILE}: missing or bad entry {exc}") from None
     try:

@@ -139,8 +139,7 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor | N
     return mu + torch.exp(0.5 * logvar) * eps
 
 
-def elbo_terms(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None,
-               eps: torch.Tensor | None = None):
+def elbo_terms(model, x: torch.Tensor, n_samples: int = 1, generator: torch.Generator | None = None, eps: torch.Tensor | None = None):
     """Per-example (log p(x|z) averaged over n_samples draws z ~ q(z|x), closed-form KL).
 
     Returns (log_px_given_z, kl), both of shape (N,); ELBO = log_px_given_z - kl. The standard
@@ -173,8 +172,9 @@ class IWAEResult:
 
 
 @torch.no_grad()
-def iwae_log_likelihood(model, x: torch.Tensor, k_samples: int, generator: torch.Generator | None = None,
-                        batch_size: int = 100, max_chunk_elements: int = 2**24) -> IWAEResult:
+def iwae_log_likelihood(
+    model, x: torch.Tensor, k_samples: int, generator: torch.Generator | None = None, batch_size: int = 100, max_chunk_elements: int = 2**24
+) -> IWAEResult:
     """Importance-weighted estimate of log p(x) (Burda, Grosse & Salakhutdinov 2015, eq. 8):
 
         log p(x) ~= logsumexp_k [log p(x|z_k) + log p(z_k) - log q(z_k|x)] - log K,   z_k ~ q(z|x).
@@ -196,7 +196,7 @@ def iwae_log_likelihood(model, x: torch.Tensor, k_samples: int, generator: torch
     log_px = torch.empty(n, device=x.device)
     std_err = torch.empty(n, device=x.device)
     for start in range(0, n, batch_size):
-        xb = x[start:start + batch_size]
+        xb = x[start : start + batch_size]
         mu, logvar = model.encode(xb)
         eps = torch.randn((k_samples, len(xb), d), device=x.device, dtype=mu.dtype, generator=generator)
         log_ratio_part = 0.5 * (eps.pow(2).sum(-1) + logvar.sum(-1))  # (K, b): all of log p(z) - log q(z|x) but -z^2/2

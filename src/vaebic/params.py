@@ -63,12 +63,32 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "root": Field("str", "data/raw", "folder where torchvision data sets are downloaded or read"),
         "download": Field("bool", True, "download torchvision data sets into `root` when missing"),
         "emnist_split": Field("choice", "balanced", "emnist: which split", choices=EMNIST_SPLITS),
-        "path": Field("str_or_null", None, "array: a .npy or .npz file; image_folder: a folder of PNG/JPEG images (keep them under data/raw/ so DVC sees changes)"),
+        "path": Field(
+            "str_or_null",
+            None,
+            "array: a .npy or .npz file; image_folder: a folder of PNG/JPEG images (keep them under data/raw/ so DVC sees changes)",
+        ),
         "array_key": Field("str_or_null", None, "array (.npz): the array holding the examples (default: the only one, or 'x')"),
-        "image_size": Field("int_or_null", None, "image_folder: resize every image to this many pixels square (needed when sizes differ)", low=2, high=1024),
-        "channels": Field("choice", "auto", "image_folder: grey, rgb, or auto (grey when every image is grey)", choices=("auto", "grey", "rgb")),
-        "intensity_max": Field("number_or_word", "auto", "array, image_folder: the stored value that means full intensity; auto applies the documented rule (binary 0/1, uint8 / 255, uint16 / 65535, other integers 0-255 / 255, floats in [0, 1]); a number such as 4095 (12-bit data) divides by it", choices=("auto",), low=0.0, low_open=True),
-        "alpha": Field("choice", "refuse", "image_folder: images with transparent pixels are refused, or composited over a black or white background", choices=ALPHA_RULES),
+        "image_size": Field(
+            "int_or_null", None, "image_folder: resize every image to this many pixels square (needed when sizes differ)", low=2, high=1024
+        ),
+        "channels": Field(
+            "choice", "auto", "image_folder: grey, rgb, or auto (grey when every image is grey)", choices=("auto", "grey", "rgb")
+        ),
+        "intensity_max": Field(
+            "number_or_word",
+            "auto",
+            "array, image_folder: the stored value that means full intensity; auto applies the documented rule (binary 0/1, uint8 / 255, uint16 / 65535, other integers 0-255 / 255, floats in [0, 1]); a number such as 4095 (12-bit data) divides by it",
+            choices=("auto",),
+            low=0.0,
+            low_open=True,
+        ),
+        "alpha": Field(
+            "choice",
+            "refuse",
+            "image_folder: images with transparent pixels are refused, or composited over a black or white background",
+            choices=ALPHA_RULES,
+        ),
         "max_examples": Field("int_or_null", None, "use only the first N examples (after shuffling); null for all", low=2),
         "test_fraction": Field("float", 0.2, "fraction of examples held out as the test split", low=0.0, high=1.0, low_open=True),
         "split_seed": Field("int", 0, "seed of the train/test shuffle", low=0),
@@ -79,9 +99,23 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "synthetic_seed": Field("int", 0, "synthetic: seed of the generating decoder and its latent draws", low=0),
     },
     "model": {
-        "likelihood": Field("choice", "bernoulli", "p(x|z): bernoulli on binarised pixels, gaussian or continuous_bernoulli on grey levels", choices=LIKELIHOODS),
-        "gaussian_sigma": Field("number_or_word", "optimal", "gaussian likelihood only: optimal (calibrated: sigma^2 = the mean squared error of the reconstructions, Rybkin et al. 2021), learned (by gradient; slow to converge), or a fixed pixel sigma; one scalar, counted in k unless fixed", choices=("optimal", "learned"), low=0.0, low_open=True),
-        "architecture": Field("choice", "mlp", "mlp (any data) or conv (images: strided conv encoder, transposed-conv decoder)", choices=ARCHITECTURES),
+        "likelihood": Field(
+            "choice",
+            "bernoulli",
+            "p(x|z): bernoulli on binarised pixels, gaussian or continuous_bernoulli on grey levels",
+            choices=LIKELIHOODS,
+        ),
+        "gaussian_sigma": Field(
+            "number_or_word",
+            "optimal",
+            "gaussian likelihood only: optimal (calibrated: sigma^2 = the mean squared error of the reconstructions, Rybkin et al. 2021), learned (by gradient; slow to converge), or a fixed pixel sigma; one scalar, counted in k unless fixed",
+            choices=("optimal", "learned"),
+            low=0.0,
+            low_open=True,
+        ),
+        "architecture": Field(
+            "choice", "mlp", "mlp (any data) or conv (images: strided conv encoder, transposed-conv decoder)", choices=ARCHITECTURES
+        ),
         "hidden_sizes": Field("int_list", [400], "mlp: hidden layer widths of the encoder; the decoder mirrors them", low=1),
         "conv_channels": Field("int_list", [32, 64], "conv: channels of the encoder's conv layers; the decoder mirrors them", low=1),
     },
@@ -94,26 +128,64 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "batch_size": Field("int", 128, "examples per optimiser step", low=1),
         "lr": Field("float", 1e-3, "Adam learning rate", low=0.0, low_open=True),
         "device": Field("choice", "auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES),
-        "precision": Field("choice", "float32", "the network's matrix multiplies: float32, bfloat16, or auto (bfloat16 where the hardware multiplies bf16 natively); parameters, Adam, the likelihood and the KL stay float32", choices=PRECISIONS),
-        "compile": Field("bool_or_auto", "auto", "torch.compile the training step: auto compiles on a CUDA GPU when the run has at least 20,000 optimiser steps (tens of seconds of compiling per train stage must pay); true or false to decide"),
-        "checkpoint_every": Field("int", 5, "save a checkpoint (checkpoints/<d>-<seed>.pt) every N epochs, to resume from after an interruption; 0: never", low=0),
+        "precision": Field(
+            "choice",
+            "float32",
+            "the network's matrix multiplies: float32, bfloat16, or auto (bfloat16 where the hardware multiplies bf16 natively); parameters, Adam, the likelihood and the KL stay float32",
+            choices=PRECISIONS,
+        ),
+        "compile": Field(
+            "bool_or_auto",
+            "auto",
+            "torch.compile the training step: auto compiles on a CUDA GPU when the run has at least 20,000 optimiser steps (tens of seconds of compiling per train stage must pay); true or false to decide",
+        ),
+        "checkpoint_every": Field(
+            "int", 5, "save a checkpoint (checkpoints/<d>-<seed>.pt) every N epochs, to resume from after an interruption; 0: never", low=0
+        ),
     },
     "evaluate": {
         "n_samples": Field("int", 10, "Monte-Carlo samples of z per example for the reconstruction term", low=1),
         "k_samples": Field("int", 1000, "importance samples K per example for the log-likelihood estimate", low=1),
-        "max_chunk_mb": Field("number_or_word", "auto", "memory bound of one block of importance samples (decoder outputs), in MiB: auto is 2 on a CPU (a core's cache) and 1/32 of a GPU's memory (64 to 1024); the numbers do not depend on it", choices=("auto",), low=0.0, low_open=True),
-        "precision": Field("choice", "auto", "the network's matrix multiplies in the evaluation: auto (bfloat16 where the hardware multiplies bf16 natively, else float32), float32 or bfloat16; the likelihood, log-sum-exp and sums stay float32", choices=PRECISIONS),
+        "max_chunk_mb": Field(
+            "number_or_word",
+            "auto",
+            "memory bound of one block of importance samples (decoder outputs), in MiB: auto is 2 on a CPU (a core's cache) and 1/32 of a GPU's memory (64 to 1024); the numbers do not depend on it",
+            choices=("auto",),
+            low=0.0,
+            low_open=True,
+        ),
+        "precision": Field(
+            "choice",
+            "auto",
+            "the network's matrix multiplies in the evaluation: auto (bfloat16 where the hardware multiplies bf16 natively, else float32), float32 or bfloat16; the likelihood, log-sum-exp and sums stay float32",
+            choices=PRECISIONS,
+        ),
         "active_threshold": Field("float", 0.01, "a latent unit is active when Var_x(E_q[z_u|x]) exceeds this", low=0.0, low_open=True),
         "batch_size": Field("int", 1000, "examples per evaluation batch", low=1),
         "seed": Field("int", 0, "seed of the evaluation's Monte-Carlo samples", low=0),
     },
     "select": {
         "criterion": Field("choice", "bic", "criterion that picks the latent dimension (lowest mean over seeds)", choices=CRITERIA),
-        "log_likelihood": Field("choice", "iwae", "estimate of ln L: iwae (importance-weighted, K samples) or elbo (a looser lower bound)", choices=LOG_LIKELIHOODS),
-        "count_params": Field("choice", "decoder", "parameters counted in k: the generative model's (decoder) or encoder and decoder (all)", choices=PARAM_COUNTS),
+        "log_likelihood": Field(
+            "choice",
+            "iwae",
+            "estimate of ln L: iwae (importance-weighted, K samples) or elbo (a looser lower bound)",
+            choices=LOG_LIKELIHOODS,
+        ),
+        "count_params": Field(
+            "choice",
+            "decoder",
+            "parameters counted in k: the generative model's (decoder) or encoder and decoder (all)",
+            choices=PARAM_COUNTS,
+        ),
         "bootstrap": Field("int", 1000, "bootstrap resamples of the examples for the selection frequencies and intervals (0: none)", low=0),
         "seed": Field("int", 0, "seed of the bootstrap resamples", low=0),
-        "converged_below": Field("float", 0.1, "a model whose training loss still falls by more than this (nats per example per epoch, over its last 20% of epochs) is flagged as not converged", low=0.0),
+        "converged_below": Field(
+            "float",
+            0.1,
+            "a model whose training loss still falls by more than this (nats per example per epoch, over its last 20% of epochs) is flagged as not converged",
+            low=0.0,
+        ),
     },
     "report": {
         "n_reconstructions": Field("int", 10, "test images shown with their reconstructions", low=1, high=100),
@@ -122,7 +194,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     },
     "mlflow": {
         "experiment": Field("str", "vaebic", "MLflow experiment name (not a DVC dependency: changing it re-runs nothing)"),
-        "registered_model": Field("str", "vaebic", "Model Registry name of the selected model; its alias 'champion' follows each new winner"),
+        "registered_model": Field(
+            "str", "vaebic", "Model Registry name of the selected model; its alias 'champion' follows each new winner"
+        ),
     },
 }
 
@@ -290,7 +364,13 @@ def describe_schema() -> str:
         lines.append(f"{section}:")
         for key, f in fields.items():
             default = "(required)" if f.required else repr(f.default)
-            options = [*f.choices, "a number"] if f.kind == "number_or_word" else ["auto", "true", "false"] if f.kind == "bool_or_auto" else f.choices
+            options = (
+                [*f.choices, "a number"]
+                if f.kind == "number_or_word"
+                else ["auto", "true", "false"]
+                if f.kind == "bool_or_auto"
+                else f.choices
+            )
             choices = f" [{' | '.join(options)}]" if options else ""
             lines.append(f"  {key}: {default}{choices}  # {f.help}")
     return "\n".join(lines)

@@ -48,8 +48,15 @@ def bic_curve(table, summary, choice: dict, *, subtitle: str, path: str | Path, 
     best = choice["best_latent_dim"]
     best_bic = float(summary.loc[summary.latent_dim == best, "bic"].iloc[0])
     ax.axvline(best, color="k", linestyle="--", linewidth=1)
-    ax.plot([best], [best_bic], marker="*", markersize=16, color="tab:red", zorder=5,
-            label=f"selected: d = {best} (lowest {choice['criterion'].upper()})")
+    ax.plot(
+        [best],
+        [best_bic],
+        marker="*",
+        markersize=16,
+        color="tab:red",
+        zorder=5,
+        label=f"selected: d = {best} (lowest {choice['criterion'].upper()})",
+    )
     dims = summary["latent_dim"].to_numpy()
     _latent_axis(ax, dims)
     ax.set_ylabel("BIC = k ln n − 2 ln L̂   (lower is better)")
@@ -155,7 +162,9 @@ def as_pictures(flat: np.ndarray, image_shape: list[int]) -> np.ndarray:
     return padded.reshape(len(flat), side, side)
 
 
-def image_grid(rows: list[np.ndarray], *, row_labels: list[str], title: str, path: str | Path, dpi: int = 120, ncol: int | None = None) -> None:
+def image_grid(
+    rows: list[np.ndarray], *, row_labels: list[str], title: str, path: str | Path, dpi: int = 120, ncol: int | None = None
+) -> None:
     """Pictures (each array (N, H, W) grey or (N, H, W, 3) colour, values in [0, 1]) in a grid:
     one labelled block per entry of rows."""
     ncol = ncol or max(len(r) for r in rows)
@@ -178,11 +187,31 @@ def image_grid(rows: list[np.ndarray], *, row_labels: list[str], title: str, pat
     _save(fig, path, dpi)
 
 
-def model_pictures(x: np.ndarray, recon: np.ndarray, samples: np.ndarray, image_shape: list[int], *, title: str,
-                   reconstructions_path: str | Path, samples_path: str | Path, dpi: int = 120) -> None:
+def model_pictures(
+    x: np.ndarray,
+    recon: np.ndarray,
+    samples: np.ndarray,
+    image_shape: list[int],
+    *,
+    title: str,
+    reconstructions_path: str | Path,
+    samples_path: str | Path,
+    dpi: int = 120,
+) -> None:
     """A model's two pictures: test images above their reconstructions, and samples from the prior
     (all flattened arrays of pixel means, shown with as_pictures)."""
-    image_grid([as_pictures(x, image_shape), as_pictures(recon, image_shape)], row_labels=["test", "recon."],
-               title=f"{title}: test images and reconstructions", path=reconstructions_path, dpi=dpi)
-    image_grid([as_pictures(samples, image_shape)], row_labels=["z ~ N(0, I)"], ncol=min(16, len(samples)),
-               title=f"{title}: samples from the prior (pixel means)", path=samples_path, dpi=dpi)
+    image_grid(
+        [as_pictures(x, image_shape), as_pictures(recon, image_shape)],
+        row_labels=["test", "recon."],
+        title=f"{title}: test images and reconstructions",
+        path=reconstructions_path,
+        dpi=dpi,
+    )
+    image_grid(
+        [as_pictures(samples, image_shape)],
+        row_labels=["z ~ N(0, I)"],
+        ncol=min(16, len(samples)),
+        title=f"{title}: samples from the prior (pixel means)",
+        path=samples_path,
+        dpi=dpi,
+    )

@@ -18,11 +18,15 @@ LIKELIHOOD_TEXT = {
 
 
 SIGMA_TEXT = {
-    "optimal": ("; sigma calibrated (Rybkin, Daniilidis & Levine 2021): sigma^2 = the mean squared error of the reconstructions, "
-                "per batch in training, then of the whole training split, one scalar counted in k; each model's final sigma is "
-                "in the table's `sigma` column"),
-    "learned": ("; sigma learned by gradient (one scalar, counted in k; it converges slowly, so short runs end far from their fit); "
-                "each model's final sigma is in the table's `sigma` column"),
+    "optimal": (
+        "; sigma calibrated (Rybkin, Daniilidis & Levine 2021): sigma^2 = the mean squared error of the reconstructions, "
+        "per batch in training, then of the whole training split, one scalar counted in k; each model's final sigma is "
+        "in the table's `sigma` column"
+    ),
+    "learned": (
+        "; sigma learned by gradient (one scalar, counted in k; it converges slowly, so short runs end far from their fit); "
+        "each model's final sigma is in the table's `sigma` column"
+    ),
 }
 
 
@@ -34,13 +38,17 @@ def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples
     if meta["likelihood"] == "gaussian":
         likelihood += SIGMA_TEXT.get(gaussian_sigma, f"; sigma fixed at {gaussian_sigma} (not counted in k)")
     if log_likelihood == "iwae":
-        estimate = (f"ln L̂ = sum over the training split of the importance-weighted estimate of log p(x) with K = {k_samples} "
-                    "samples per example (Burda et al. 2015). It is a lower bound in expectation that tightens as K grows, "
-                    "much tighter than the ELBO, whose gap grows with the latent dimension and would bias BIC towards small models")
+        estimate = (
+            f"ln L̂ = sum over the training split of the importance-weighted estimate of log p(x) with K = {k_samples} "
+            "samples per example (Burda et al. 2015). It is a lower bound in expectation that tightens as K grows, "
+            "much tighter than the ELBO, whose gap grows with the latent dimension and would bias BIC towards small models"
+        )
         short = f"ln L̂ = training-split IWAE sum (K={k_samples})"
     else:
-        estimate = ("ln L̂ = sum over the training split of the per-example ELBO: a lower bound on log p(x), so ln L̂ is "
-                    "under-estimated, more so for larger latent spaces, where the gap tends to grow")
+        estimate = (
+            "ln L̂ = sum over the training split of the per-example ELBO: a lower bound on log p(x), so ln L̂ is "
+            "under-estimated, more so for larger latent spaces, where the gap tends to grow"
+        )
         short = "ln L̂ = training-split ELBO sum (a lower bound)"
     synthetic = meta.get("synthetic")
     truth = f"; synthetic, true latent dimension {synthetic['true_dim']}" if synthetic else ""
@@ -49,8 +57,10 @@ def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples
     reading = meta.get("intensity")  # prepared data from before the intensity record have none
     if reading:
         lo, hi = reading["source_range"]
-        stored = (f"read as {reading['rule']} (source dtype {reading['source_dtype']}, values {lo:g} to {hi:g}; mean intensity "
-                  f"{reading['mean_intensity']:.3f}); binarisation: {meta.get('binarization', 'not recorded')}")
+        stored = (
+            f"read as {reading['rule']} (source dtype {reading['source_dtype']}, values {lo:g} to {hi:g}; mean intensity "
+            f"{reading['mean_intensity']:.3f}); binarisation: {meta.get('binarization', 'not recorded')}"
+        )
     else:
         stored = "not recorded (prepared by an older vaebic: re-run `dvc repro -f prepare`)"
     return {
@@ -80,8 +90,10 @@ def precision_text(records: list[dict], train_configs: list[dict]) -> str:
 
     train = [(c["precision"], c.get("precision_why", "set in params.yaml")) for c in train_configs if c.get("precision")]
     evaluation = [(r["precision"]["value"], r["precision"]["why"]) for r in records if isinstance(r.get("precision"), dict)]
-    return (f"matrix multiplies in {one('training', train)}, {one('evaluation', evaluation)}. Parameters, Adam's state, "
-            "the likelihood, the KL, the log-sum-exp and all sums are float32")
+    return (
+        f"matrix multiplies in {one('training', train)}, {one('evaluation', evaluation)}. Parameters, Adam's state, "
+        "the likelihood, the KL, the log-sum-exp and all sums are float32"
+    )
 
 
 def _fmt(v) -> str:
@@ -108,28 +120,43 @@ def confidence_section(table, summary, choice: dict) -> str:
     crit = choice["criterion"].upper()
     best = choice["best_latent_dim"]
     b = choice.get("bootstrap_resamples", 0)
-    per_d = table.groupby("latent_dim").agg(
-        freq=("selection_frequency", "first"), freq_aic=("selection_frequency_aic", "first"), freq_heldout=("selection_frequency_heldout", "first"),
-        delta=("delta_vs_selected", "first"), lo=("delta_vs_selected_lo90", "first"), hi=("delta_vs_selected_hi90", "first"),
-        z=("vuong_z", "first"), drop=("loss_drop_per_epoch", "max"), converged=("converged", "all")).reset_index()
+    per_d = (
+        table.groupby("latent_dim")
+        .agg(
+            freq=("selection_frequency", "first"),
+            freq_aic=("selection_frequency_aic", "first"),
+            freq_heldout=("selection_frequency_heldout", "first"),
+            delta=("delta_vs_selected", "first"),
+            lo=("delta_vs_selected_lo90", "first"),
+            hi=("delta_vs_selected_hi90", "first"),
+            z=("vuong_z", "first"),
+            drop=("loss_drop_per_epoch", "max"),
+            converged=("converged", "all"),
+        )
+        .reset_index()
+    )
     spread = dict(zip(summary.latent_dim, summary[f"{choice['criterion']}_std"]))
     several = int(summary["n_seeds"].max()) > 1
     lines = []
     if b:
         share = choice["selection_frequency"]
-        lines.append(f"Resampling the {int(table.n_train.iloc[0])} training examples with replacement {b} times (seeded) and "
-                     f"recomputing every model's ln L̂ on each resample, paired across models: **d = {best} has the lowest mean {crit} "
-                     f"in {_pct(share[choice['criterion']])} of the resamples**. BIC picks d = {choice['selected_by']['bic']} in "
-                     f"{_pct(share['bic'])}, AIC d = {choice['selected_by']['aic']} in {_pct(share['aic'])}, and resampling the test "
-                     f"examples, the held-out estimate d = {choice['selected_by']['test_log_likelihood']} in {_pct(share['test_log_likelihood'])}. "
-                     "These frequencies cover which examples were drawn, not which seed or how long the models trained.")
+        lines.append(
+            f"Resampling the {int(table.n_train.iloc[0])} training examples with replacement {b} times (seeded) and "
+            f"recomputing every model's ln L̂ on each resample, paired across models: **d = {best} has the lowest mean {crit} "
+            f"in {_pct(share[choice['criterion']])} of the resamples**. BIC picks d = {choice['selected_by']['bic']} in "
+            f"{_pct(share['bic'])}, AIC d = {choice['selected_by']['aic']} in {_pct(share['aic'])}, and resampling the test "
+            f"examples, the held-out estimate d = {choice['selected_by']['test_log_likelihood']} in {_pct(share['test_log_likelihood'])}. "
+            "These frequencies cover which examples were drawn, not which seed or how long the models trained."
+        )
     else:
         lines.append("No bootstrap (select.bootstrap: 0): selection frequencies and intervals are not computed.")
     lines.append("")
-    lines.append(f"Δ{crit} is d's mean {crit} minus that of d = {best} (> 0: d = {best} is better), with the 5th to 95th percentile "
-                 f"over the resamples; Vuong's z compares d = {best} with d on the per-example log-likelihood differences with the "
-                 f"{crit} penalty (Vuong 1989; > 1.64: d = {best} is better at the one-sided 5% level). The last column is the fall of "
-                 "the training loss per epoch over the last 20% of epochs (the largest over seeds).")
+    lines.append(
+        f"Δ{crit} is d's mean {crit} minus that of d = {best} (> 0: d = {best} is better), with the 5th to 95th percentile "
+        f"over the resamples; Vuong's z compares d = {best} with d on the per-example log-likelihood differences with the "
+        f"{crit} penalty (Vuong 1989; > 1.64: d = {best} is better at the one-sided 5% level). The last column is the fall of "
+        "the training loss per epoch over the last 20% of epochs (the largest over seeds)."
+    )
     lines.append("")
     head = f"| d | picked by {crit} | by AIC | by held-out | Δ{crit} [90% interval] | Vuong z |"
     head += f" {crit} spread over seeds (sd) |" if several else ""
@@ -148,9 +175,12 @@ def confidence_section(table, summary, choice: dict) -> str:
         lines += ["", f"Each seed's own pick by {crit}: {picks}."]
     n_bad = choice.get("models_not_converged", 0)
     if n_bad:
-        lines += ["", f"**{n_bad} of {len(table)} models were still improving** by more than {choice['converged_below']:g} nats per "
-                  "example per epoch when training stopped: their ln L̂ would rise with more epochs, by more for some d than "
-                  "for others, so **the selection may change with more epochs** (raise train.epochs)."]
+        lines += [
+            "",
+            f"**{n_bad} of {len(table)} models were still improving** by more than {choice['converged_below']:g} nats per "
+            "example per epoch when training stopped: their ln L̂ would rise with more epochs, by more for some d than "
+            "for others, so **the selection may change with more epochs** (raise train.epochs).",
+        ]
     return "\n".join(lines)
 
 
@@ -164,44 +194,76 @@ def usage_table(table, kl_per_unit: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(path, *, table, choice: dict, setup: dict, figures: dict[str, str], kl_per_unit: dict, active_threshold: float,
-                   precision: str | None = None, summary=None) -> None:
+def write_markdown(
+    path,
+    *,
+    table,
+    choice: dict,
+    setup: dict,
+    figures: dict[str, str],
+    kl_per_unit: dict,
+    active_threshold: float,
+    precision: str | None = None,
+    summary=None,
+) -> None:
     """figures maps a role (bic_curve, metric_curves, latent_usage, reconstructions, samples) to a file name in reports/."""
     best = choice["best_latent_dim"]
     by = choice["selected_by"]
     share = choice.get("selection_frequency") or {}
     freq = {name: _pct(share[name]) if share.get(name) is not None else "–" for name in ("bic", "aic", "test_log_likelihood")}
-    firm = (f" It has the lowest mean {choice['criterion'].upper()} in {freq[choice['criterion']]} of "
-            f"{choice['bootstrap_resamples']} bootstrap resamples of the training examples (see \"How sure is the pick\")."
-            if share.get(choice["criterion"]) is not None else "")
+    firm = (
+        f" It has the lowest mean {choice['criterion'].upper()} in {freq[choice['criterion']]} of "
+        f'{choice["bootstrap_resamples"]} bootstrap resamples of the training examples (see "How sure is the pick").'
+        if share.get(choice["criterion"]) is not None
+        else ""
+    )
     if choice.get("models_not_converged"):
         firm += f" {choice['models_not_converged']} models had not converged: the pick may change with more epochs."
-    shown = [c for c in ("latent_dim", "seed", "n_params", "log_likelihood", "log_likelihood_se", "bic", "aic", "iwae_train", "iwae_test",
-                         "elbo_train", "elbo_test", "recon_test", "kl_test", "active_units", "sigma") if c in table
-             and not (c == "sigma" and table[c].isna().all())]
-    text = f"""# vaebic report: how many latent dimensions does the data need?
+    shown = [
+        c
+        for c in (
+            "latent_dim",
+            "seed",
+            "n_params",
+            "log_likelihood",
+            "log_likelihood_se",
+            "bic",
+            "aic",
+            "iwae_train",
+            "iwae_test",
+            "elbo_train",
+            "elbo_test",
+            "recon_test",
+            "kl_test",
+            "active_units",
+            "sigma",
+        )
+        if c in table and not (c == "sigma" and table[c].isna().all())
+    ]
+    text = (
+        f"""# vaebic report: how many latent dimensions does the data need?
 
-**Selected latent dimension: {best}** (seed {choice['best_seed']}), by {choice['rule']}.{firm}
+**Selected latent dimension: {best}** (seed {choice["best_seed"]}), by {choice["rule"]}.{firm}
 
 | criterion | selects d | in this share of bootstrap resamples |
 |---|---:|---:|
-| BIC (lowest mean) | {by['bic']} | {freq['bic']} |
-| AIC (lowest mean) | {by['aic']} | {freq['aic']} |
-| held-out log-likelihood ({setup['heldout']}, test split, highest mean) | {by['test_log_likelihood']} | {freq['test_log_likelihood']} |
+| BIC (lowest mean) | {by["bic"]} | {freq["bic"]} |
+| AIC (lowest mean) | {by["aic"]} | {freq["aic"]} |
+| held-out log-likelihood ({setup["heldout"]}, test split, highest mean) | {by["test_log_likelihood"]} | {freq["test_log_likelihood"]} |
 
 ## What the numbers are
-- **Data**: {setup['data']}.
-- **Stored values**: {setup['stored_values']}.
-- **Likelihood** p(x|z): {setup['likelihood']}.
-- **ln L̂**: {setup['log_likelihood']}.
-- **k** (parameters counted): {setup['k']}.
-- **n**: {setup['n']}.
+- **Data**: {setup["data"]}.
+- **Stored values**: {setup["stored_values"]}.
+- **Likelihood** p(x|z): {setup["likelihood"]}.
+- **ln L̂**: {setup["log_likelihood"]}.
+- **k** (parameters counted): {setup["k"]}.
+- **n**: {setup["n"]}.
 - **BIC** = k ln n − 2 ln L̂ and **AIC** = 2k − 2 ln L̂: lower is better. The Monte-Carlo standard error of
   ln L̂ is in `log_likelihood_se`; that of BIC and AIC is twice it.
 - Log-likelihoods, ELBO, reconstruction and KL are in nats per example, averaged over the named split.
 {f"- **Precision**: {precision}." + chr(10) if precision else ""}
 ## BIC curve
-![BIC against latent dimension]({figures['bic_curve']})
+![BIC against latent dimension]({figures["bic_curve"]})
 
 Read it from left to right: adding latent dimensions first buys a large gain in likelihood
 (BIC falls), then the gain no longer pays for the extra decoder parameters (BIC rises). The
@@ -213,30 +275,33 @@ dimensions fit the data a little better but not enough to justify their paramete
 {confidence_section(table, summary, choice) if summary is not None else "Not computed (results from an older vaebic)."}
 
 ## ELBO, reconstruction and KL
-![ELBO, reconstruction and KL against latent dimension]({figures['metric_curves']})
+![ELBO, reconstruction and KL against latent dimension]({figures["metric_curves"]})
 
 ## Latent units in use
 A unit u is *active* when Var_x(E_q[z_u|x]) > {active_threshold:g} over the training split (Burda et al. 2015):
 its posterior mean moves with the data. An inactive unit has collapsed onto the prior (its KL is near 0)
 and carries no information, so a model with many inactive units is effectively smaller than its d.
 
-![active units and per-unit KL]({figures['latent_usage']})
+![active units and per-unit KL]({figures["latent_usage"]})
 
 {usage_table(table, kl_per_unit)}
 
 ## The selected model
 Test images (top) and their reconstructions (pixel means of p(x|z)):
 
-![reconstructions]({figures['reconstructions']})
+![reconstructions]({figures["reconstructions"]})
 
 Samples from the prior, z ~ N(0, I), decoded (pixel means of p(x|z)):
 
-![prior samples]({figures['samples']})
+![prior samples]({figures["samples"]})
 
 ## Table (one row per latent dimension and seed; full table in `bic.csv`)
 {markdown_table(table[shown])}
 
 Columns:
-""" + "\n".join(f"- `{c}`: {COLUMNS[c]}" for c in shown) + "\n"
+"""
+        + "\n".join(f"- `{c}`: {COLUMNS[c]}" for c in shown)
+        + "\n"
+    )
     with open(path, "w") as f:
         f.write(text)

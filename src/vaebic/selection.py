@@ -57,8 +57,16 @@ COLUMNS = {
 
 
 # Columns that select adds from the bootstrap and the convergence threshold (see confidence.assess).
-CONFIDENCE_COLUMNS = ("selection_frequency", "selection_frequency_aic", "selection_frequency_heldout", "delta_vs_selected",
-                      "delta_vs_selected_lo90", "delta_vs_selected_hi90", "vuong_z", "converged")
+CONFIDENCE_COLUMNS = (
+    "selection_frequency",
+    "selection_frequency_aic",
+    "selection_frequency_heldout",
+    "delta_vs_selected",
+    "delta_vs_selected_lo90",
+    "delta_vs_selected_hi90",
+    "vuong_z",
+    "converged",
+)
 
 
 def estimate_text(log_likelihood: str, k_samples: int) -> str:
@@ -138,7 +146,9 @@ def build_table(records: list[dict], count_params: str = "decoder", log_likeliho
             drop = (r.get("training") or {}).get("loss_drop_per_epoch_nats")  # None: one epoch, or an older record
             row["loss_drop_per_epoch"] = float("nan") if drop is None else float(drop)
         except (KeyError, TypeError, ValueError) as exc:
-            raise VaebicError(f"evaluation record for latent_dim={r.get('latent_dim')}, seed={r.get('seed')} lacks {exc}; re-run its evaluate stage") from None
+            raise VaebicError(
+                f"evaluation record for latent_dim={r.get('latent_dim')}, seed={r.get('seed')} lacks {exc}; re-run its evaluate stage"
+            ) from None
         rows.append(row)
     table = pd.DataFrame(rows, columns=list(COLUMNS))  # the CONFIDENCE_COLUMNS empty until confidence.assess fills them
     return table.sort_values(["latent_dim", "seed"]).reset_index(drop=True)

@@ -119,9 +119,18 @@ class _StageFailed(Exception):
 
 def _result(task: Task, worker, start: float, logs: list[str], stage: str | None = None, code: int = 0) -> dict:
     text = "".join(logs)
-    return {"name": task.name, "stages": list(task.stages), "worker": str(worker), "seconds": time.monotonic() - start,
-            "ok": code == 0, "failed_stage": stage, "code": code, "error": _error_line(text) if code else None,
-            "interrupted": code == INTERRUPTED or "interrupted: stopped by" in text, "log": _head_and_tail(text)}
+    return {
+        "name": task.name,
+        "stages": list(task.stages),
+        "worker": str(worker),
+        "seconds": time.monotonic() - start,
+        "ok": code == 0,
+        "failed_stage": stage,
+        "code": code,
+        "error": _error_line(text) if code else None,
+        "interrupted": code == INTERRUPTED or "interrupted: stopped by" in text,
+        "log": _head_and_tail(text),
+    }
 
 
 def _head_and_tail(text: str, keep: int = 100_000) -> str:
@@ -146,8 +155,15 @@ def _dvc(args: list[str], cwd: Path, env: dict, stop, logs: list[str]) -> int:
     stop event is set meanwhile, send it SIGINT (as Ctrl-C would) and return its exit code."""
     for attempt in range(LOCK_RETRIES):
         with tempfile.TemporaryFile("w+") as out:
-            proc = subprocess.Popen([sys.executable, "-m", "dvc", "--wait-for-lock", *args], cwd=cwd, env=env, stdout=out,
-                                    stderr=subprocess.STDOUT, text=True, start_new_session=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dvc", "--wait-for-lock", *args],
+                cwd=cwd,
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
             interrupted = False
             while proc.poll() is None:
                 try:
@@ -199,8 +215,9 @@ def _git(args: list[str], cwd: Path, logs: list[str]) -> None:
 def _dvc_here(args: list[str], root: Path) -> None:
     """`dvc <args>` in the project, its output passed through as it comes; a failure ends the
     sweep with its error line."""
-    proc = subprocess.Popen([sys.executable, "-m", "dvc", "--wait-for-lock", *args], cwd=root, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "--wait-for-lock", *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     lines = []
     try:
         for line in proc.stdout:
@@ -249,20 +266,27 @@ def _cluster_checks(root: Path) -> tuple[str, str]:
     """A cluster's workers clone the commit and reach MLflow and the DVC remote: check that they can."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "")
     if not uri.startswith(("http://", "https://", "databricks")):
-        raise VaebicError("a sweep on a cluster needs an MLflow tracking server that every machine reaches: set MLFLOW_TRACKING_URI "
-                          "(e.g. http://host:5000); a local mlflow.db would stay on each worker")
+        raise VaebicError(
+            "a sweep on a cluster needs an MLflow tracking server that every machine reaches: set MLFLOW_TRACKING_URI "
+            "(e.g. http://host:5000); a local mlflow.db would stay on each worker"
+        )
     remote = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=root, capture_output=True, text=True).stdout.strip()
     if not remote:
-        raise VaebicError("a sweep on a cluster hands results back through the default DVC remote, and there is none: "
-                          "`dvc remote add -d shared s3://bucket/path` (or ssh://, gs://, a shared folder), then commit .dvc/config")
+        raise VaebicError(
+            "a sweep on a cluster hands results back through the default DVC remote, and there is none: "
+            "`dvc remote add -d shared s3://bucket/path` (or ssh://, gs://, a shared folder), then commit .dvc/config"
+        )
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True)
     if head.returncode:
         raise VaebicError("a sweep on a cluster clones this repository's commit, and there is none: commit the project first")
-    dirty = subprocess.run(["git", "status", "--porcelain", "--", "dvc.yaml", "src", "stages", ".dvc/config"], cwd=root,
-                           capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--", "dvc.yaml", "src", "stages", ".dvc/config"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
     if dirty:
-        raise VaebicError(f"a sweep on a cluster runs the committed code, and these files have changes: {' '.join(dirty.split()[1::2])}; "
-                          "commit them first (params.yaml may differ: it is sent along)")
+        raise VaebicError(
+            f"a sweep on a cluster runs the committed code, and these files have changes: {' '.join(dirty.split()[1::2])}; "
+            "commit them first (params.yaml may differ: it is sent along)"
+        )
     return head.stdout.strip(), remote
 
 
@@ -327,13 +351,33 @@ def run_all(args, root: Path, todo: list[str], commit: str | None) -> None:
         stop = f"vaebic-stop-{uuid.uuid4().hex}"
         Event(stop, client=client).clear()
         files = {name: (root / name).read_text() for name in ("params.yaml", "dvc.lock")} if commit else {}
-        tasks = [Task(int(n.split("-")[0]), int(n.split("-")[1]), stop, workspace=None if commit else str(root),
-                      repo=args.repo or str(root), commit=commit, files=files, env=env, gpus=tuple(args.gpus),
-                      clone_root=args.clone_dir) for n in todo]
+        tasks = [
+            Task(
+                int(n.split("-")[0]),
+                int(n.split("-")[1]),
+                stop,
+                workspace=None if commit else str(root),
+                repo=args.repo or str(root),
+                commit=commit,
+                files=files,
+                env=env,
+                gpus=tuple(args.gpus),
+                clone_root=args.clone_dir,
+            )
+            for n in todo
+        ]
         where = f"the Dask cluster at {args.scheduler} ({n_workers} workers)" if args.scheduler else f"{jobs} local workers"
-        log.info("2. train and evaluate %d models, %d at a time, on %s%s", len(tasks), jobs, where,
-                 f", one GPU each ({','.join(map(str, args.gpus))})" if args.gpus else
-                 "" if args.scheduler else f", {env['OMP_NUM_THREADS']} CPU threads each")
+        log.info(
+            "2. train and evaluate %d models, %d at a time, on %s%s",
+            len(tasks),
+            jobs,
+            where,
+            f", one GPU each ({','.join(map(str, args.gpus))})"
+            if args.gpus
+            else ""
+            if args.scheduler
+            else f", {env['OMP_NUM_THREADS']} CPU threads each",
+        )
         _fan_out(client, tasks, jobs, root, stop)
     finally:
         client.close()
@@ -380,26 +424,49 @@ def _fan_out(client, tasks: list[Task], jobs: int, root: Path, stop: str) -> Non
                 (logs / f"{r['name']}.log").write_text(r["log"])
             except Exception:  # noqa: BLE001 - a task that cannot report: nothing more to do for it
                 pass
-        raise KeyboardInterrupt("every task was stopped; run the same command again to resume "
-                                "(finished models are up to date, interrupted ones resume from their checkpoints)") from None
+        raise KeyboardInterrupt(
+            "every task was stopped; run the same command again to resume "
+            "(finished models are up to date, interrupted ones resume from their checkpoints)"
+        ) from None
     if failures:
         first = failures[0]
-        more = f" ({len(failures) - 1} more failed; logs in .dvc/tmp/sweep/)" if len(failures) > 1 else f" (log: .dvc/tmp/sweep/{first['name']}.log)"
-        raise VaebicError(f"{first['failed_stage']} failed: {re.sub(r'^(error|ERROR): ', '', first['error'])}{more}; "
-                          "fix it and run the same command again: finished models are up to date")
+        more = (
+            f" ({len(failures) - 1} more failed; logs in .dvc/tmp/sweep/)"
+            if len(failures) > 1
+            else f" (log: .dvc/tmp/sweep/{first['name']}.log)"
+        )
+        raise VaebicError(
+            f"{first['failed_stage']} failed: {re.sub(r'^(error|ERROR): ', '', first['error'])}{more}; "
+            "fix it and run the same command again: finished models are up to date"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m vaebic.sweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--jobs", "-j", type=int, default=None,
-                    help="models at a time (default: one per GPU with --gpus, the cluster's workers with --scheduler, else 2)")
-    ap.add_argument("--gpus", type=lambda s: [g.strip() for g in s.split(",") if g.strip()], default=[],
-                    help="comma-separated GPU ids, one per worker (sets CUDA_VISIBLE_DEVICES)")
+    ap.add_argument(
+        "--jobs",
+        "-j",
+        type=int,
+        default=None,
+        help="models at a time (default: one per GPU with --gpus, the cluster's workers with --scheduler, else 2)",
+    )
+    ap.add_argument(
+        "--gpus",
+        type=lambda s: [g.strip() for g in s.split(",") if g.strip()],
+        default=[],
+        help="comma-separated GPU ids, one per worker (sets CUDA_VISIBLE_DEVICES)",
+    )
     ap.add_argument("--scheduler", help="address of a Dask scheduler (tcp://host:8786): run on that cluster, each task in its own clone")
     ap.add_argument("--repo", help="cluster: the repository the workers clone (default: this folder, for a shared file system)")
     ap.add_argument("--clone-dir", help="cluster: where workers make their clones (default: their temporary folder)")
-    ap.add_argument("--env", action="append", default=[], type=lambda s: tuple(s.split("=", 1)), metavar="NAME=VALUE",
-                    help="an environment variable for every task (repeatable)")
+    ap.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        metavar="NAME=VALUE",
+        help="an environment variable for every task (repeatable)",
+    )
     args = ap.parse_args(argv)
     if args.jobs is None and not args.scheduler:
         args.jobs = len(args.gpus) or 2
