@@ -32,8 +32,10 @@ else
 	python -m vaebic.sweep --jobs $(JOBS)
 endif
 
+# Two or more pytest workers (pytest-xdist), one per core; a test file stays on one worker, since
+# the end-to-end files share one project copy between their tests, in file order.
 test: setup
-	python -m pytest
+	python -m pytest -n auto --dist loadfile
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

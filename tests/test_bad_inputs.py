@@ -251,6 +251,10 @@ STAGE_CASES = [
 ]
 
 
+# the train stage of model 2-0, as dvc.yaml runs it
+TRAIN = "stages/train.py --latent-dim 2 --seed 0 --data data/prepared --out models/2-0 --checkpoint checkpoints/2-0.pt".split()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("case, breaker, what, stage, expected", STAGE_CASES, ids=[c[0] for c in STAGE_CASES])
 def test_broken_inputs_of_a_stage_are_refused(project, case, breaker, what, stage, expected, tmp_path):
@@ -264,19 +268,7 @@ def test_broken_inputs_of_a_stage_are_refused(project, case, breaker, what, stag
         (work / "blocker").write_text("a file where a folder should be")
         out = "blocker/2-0.json"
     commands = {
-        "train": [
-            "stages/train.py",
-            "--latent-dim",
-            "2",
-            "--seed",
-            "0",
-            "--data",
-            "data/prepared",
-            "--out",
-            "models/2-0",
-            "--checkpoint",
-            "checkpoints/2-0.pt",
-        ],
+        "train": TRAIN,
         "evaluate": [
             "stages/evaluate.py",
             "--latent-dim",
@@ -414,20 +406,7 @@ def test_a_broken_tracking_store_is_one_line_before_any_training(project, case, 
         env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))} | env_extra
         start = time.monotonic()
         proc = subprocess.run(
-            [
-                sys.executable,
-                "stages/train.py",
-                "--latent-dim",
-                "2",
-                "--seed",
-                "0",
-                "--data",
-                "data/prepared",
-                "--out",
-                "models/2-0",
-                "--checkpoint",
-                "checkpoints/2-0.pt",
-            ],
+            [sys.executable, *TRAIN],
             cwd=work,
             env=env,
             capture_output=True,

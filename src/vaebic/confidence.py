@@ -28,6 +28,16 @@ import math
 
 import numpy as np
 
+#: the bic.csv columns the bootstrap fills, one value per latent dimension
+BOOTSTRAP_COLUMNS = (
+    "selection_frequency",
+    "selection_frequency_aic",
+    "selection_frequency_heldout",
+    "delta_vs_selected",
+    "delta_vs_selected_lo90",
+    "delta_vs_selected_hi90",
+    "vuong_z",
+)
 #: fraction of the epochs at the end of training over which convergence is judged
 LAST_FRACTION = 0.2
 
@@ -178,19 +188,7 @@ def assess(
             }
         )
     else:
-        nan = np.full(len(dims), np.nan)
-        per_d = {
-            c: nan
-            for c in (
-                "selection_frequency",
-                "selection_frequency_aic",
-                "selection_frequency_heldout",
-                "delta_vs_selected",
-                "delta_vs_selected_lo90",
-                "delta_vs_selected_hi90",
-                "vuong_z",
-            )
-        }
+        per_d = {c: np.full(len(dims), np.nan) for c in BOOTSTRAP_COLUMNS}
     at = {d: i for i, d in enumerate(dims)}
     columns = {name: [float(v[at[d]]) for d in table.latent_dim] for name, v in per_d.items()}
     drops = table["loss_drop_per_epoch"].to_numpy(dtype=np.float64)

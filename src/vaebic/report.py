@@ -24,7 +24,7 @@ SIGMA_TEXT = {
         "in the table's `sigma` column"
     ),
     "learned": (
-        "; sigma learned by gradient (one scalar, counted in k; it converges slowly, so short runs end far from their fit); "
+        "; sigma learned (one scalar, counted in k) by gradient: it converges slowly, so short runs end far from their fit; "
         "each model's final sigma is in the table's `sigma` column"
     ),
 }

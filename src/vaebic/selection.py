@@ -56,19 +56,6 @@ COLUMNS = {
 }
 
 
-# Columns that select adds from the bootstrap and the convergence threshold (see confidence.assess).
-CONFIDENCE_COLUMNS = (
-    "selection_frequency",
-    "selection_frequency_aic",
-    "selection_frequency_heldout",
-    "delta_vs_selected",
-    "delta_vs_selected_lo90",
-    "delta_vs_selected_hi90",
-    "vuong_z",
-    "converged",
-)
-
-
 def estimate_text(log_likelihood: str, k_samples: int) -> str:
     """What ln L sums, in a few words (for selection.json and the report)."""
     if log_likelihood == "iwae":
@@ -150,7 +137,7 @@ def build_table(records: list[dict], count_params: str = "decoder", log_likeliho
                 f"evaluation record for latent_dim={r.get('latent_dim')}, seed={r.get('seed')} lacks {exc}; re-run its evaluate stage"
             ) from None
         rows.append(row)
-    table = pd.DataFrame(rows, columns=list(COLUMNS))  # the CONFIDENCE_COLUMNS empty until confidence.assess fills them
+    table = pd.DataFrame(rows, columns=list(COLUMNS))  # the bootstrap and convergence columns empty until confidence.assess fills them
     return table.sort_values(["latent_dim", "seed"]).reset_index(drop=True)
 
 
