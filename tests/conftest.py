@@ -1,11 +1,19 @@
 """Fixtures shared by the test files."""
 
+import signal
 import socket
 import subprocess
 import sys
 import time
 
 import pytest
+
+# A shell starts background jobs (`make test &`, a CI runner's detached step) with SIGINT
+# ignored, and an ignored signal stays ignored through every exec: the Ctrl-C tests' `dvc repro`
+# and sweep would then never see their Ctrl-C. Handled signals reset on exec, so handling SIGINT
+# here gives every process the tests start the default again.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def free_port() -> int:
