@@ -97,13 +97,18 @@ def paired_comparison(
     return {"delta": delta, "delta_lo": lo, "delta_hi": hi, "vuong_z": z}
 
 
+def window_epochs(epochs: int) -> int:
+    """The last 20% of epochs (at least one, and fewer than all) over which convergence is judged; 0 for one epoch."""
+    return min(epochs - 1, max(1, math.ceil(LAST_FRACTION * epochs))) if epochs > 1 else 0
+
+
 def loss_drop_per_epoch(losses: list[float]) -> float:
     """Mean fall of the training loss per epoch over the last 20% of epochs (at least one epoch):
     nats per example per epoch, positive while it still improves; NaN after a single epoch."""
     e = len(losses)
     if e < 2:
         return float("nan")
-    w = min(e - 1, max(1, math.ceil(LAST_FRACTION * e)))
+    w = window_epochs(e)
     return (float(losses[-1 - w]) - float(losses[-1])) / w
 
 
@@ -124,7 +129,7 @@ def training_summary(history_path) -> dict:
         "epochs": len(losses),
         "final_loss_nats": losses[-1] if losses else None,
         "loss_drop_per_epoch_nats": None if math.isnan(drop) else drop,
-        "window_epochs": min(len(losses) - 1, max(1, math.ceil(LAST_FRACTION * len(losses)))) if len(losses) > 1 else 0,
+        "window_epochs": window_epochs(len(losses)),
     }
 
 

@@ -14,7 +14,7 @@ import torch
 from vaebic import mlp_step
 from vaebic.device import autocast, denormals_flushed
 from vaebic.errors import VaebicError
-from vaebic.objectives import elbo_terms
+from vaebic.objectives import elbo_terms, reparameterize
 
 log = logging.getLogger("vaebic.training")
 
@@ -200,7 +200,7 @@ def calibrate_sigma(model, x: torch.Tensor, batch_size: int, gen: torch.Generato
         xb = x[start : start + batch_size]
         mu, logvar = model.encode(xb)
         eps = torch.randn(mu.shape, device=x.device, generator=gen)
-        means = torch.sigmoid(model.decode(mu + torch.exp(0.5 * logvar) * eps).float())
+        means = torch.sigmoid(model.decode(reparameterize(mu, logvar, eps)).float())
         squared[start : start + len(xb)] = (xb.flatten(1) - means).pow(2).sum(1)
     mse = float(host_float64(squared).sum()) / (len(x) * x[0].numel())
     model.log_sigma.fill_(0.5 * math.log(max(mse, MIN_SIGMA**2)))
