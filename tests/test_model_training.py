@@ -154,15 +154,19 @@ def test_our_adam_is_torch_fused_adam_step_for_step():
 
 def test_a_train_stage_does_not_import_torch_dynamo(digits):
     # torch.optim imports torch._dynamo on first use: 1.5 s of every train stage's start-up
+    import os
     import subprocess
     import sys
+
+    from vaebic import torch_fast
 
     code = (
         "import sys, torch; from vaebic.model import VAE; from vaebic.training import train_vae; "
         "x = (torch.rand(64, 20) < 0.5).float(); train_vae(VAE(20, 2, [8]), x, epochs=1, batch_size=32, lr=1e-3, seed=0); "
         "print('torch._dynamo' in sys.modules)"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    env = {k: v for k, v in os.environ.items() if k != torch_fast.FALLBACK_ENV}  # the default path: the fallback is torch.optim
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip() == "False"
 
 

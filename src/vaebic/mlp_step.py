@@ -11,8 +11,8 @@ arithmetic needs about 50. This step runs the same arithmetic as
     dloss/dlogvar = dloss/dz * eps * std / 2 + (exp(logvar) - 1) / (2 N)
 
 and for each linear layer y = a W^T + b (ReLU between layers): dW = g^T a, db = sum_n g, and
-g_a = (g W) * [a > 0]. The weight gradients are written into the parameters' ``.grad`` tensors in
-place (no allocation per step). Likelihoods other than the Bernoulli get dlog p/dlogits (and the
+g_a = (g W) * [a > 0] (the ReLU's backward from vaebic.torch_fast). The weight gradients are
+written into the parameters' ``.grad`` tensors in place (no allocation per step). Likelihoods other than the Bernoulli get dlog p/dlogits (and the
 learned Gaussian sigma's gradient) from autograd on that one small function.
 
 ``tests/test_mlp_step.py`` checks every gradient against autograd in float64.
@@ -23,6 +23,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vaebic import torch_fast
 from vaebic.objectives import bernoulli_log_likelihood, kl_standard_normal, stable_sigmoid
 
 
@@ -46,9 +47,10 @@ def _forward(layers, h: torch.Tensor) -> list[torch.Tensor]:
     return acts
 
 
-def _backward(layers, params, acts: list[torch.Tensor], g: torch.Tensor, input_grad: bool) -> torch.Tensor | None:
+def _backward(layers, params, acts: list[torch.Tensor], g: torch.Tensor, input_grad: bool, relu_backward) -> torch.Tensor | None:
     """Writes dW and db of every layer into the float32 .grad of params from g = dloss/d(output)
-    (layers: the weights in the precision the matrix multiplies run in); returns dloss/d(input) if asked."""
+    (layers: the weights in the precision the matrix multiplies run in); returns dloss/d(input) if asked.
+    relu_backward(g, a): g through a ReLU whose output was a (vaebic.torch_fast.relu_backward)."""
     for i in reversed(range(len(layers))):
         w = layers[i][0]
         grad_w, grad_b = params[i][0].grad, params[i][1].grad
@@ -59,7 +61,7 @@ def _backward(layers, params, acts: list[torch.Tensor], g: torch.Tensor, input_g
             grad_w.copy_(torch.mm(g.t(), a))
         torch.sum(g, 0, dtype=grad_b.dtype, out=grad_b)
         if i > 0:
-            g = torch.ops.aten.threshold_backward(torch.mm(g, w), a, 0)  # ReLU: a > 0 where it passed
+            g = relu_backward(torch.mm(g, w), a)  # ReLU: a > 0 where it passed
         elif input_grad:
             return torch.mm(g, w)
     return None
@@ -84,6 +86,7 @@ class MLPStep:
         self.bernoulli = model.config["likelihood"] == "bernoulli"
         sigma = getattr(model, "log_sigma", None)
         self.learned_sigma = sigma if isinstance(sigma, nn.Parameter) else None
+        self.relu_backward = torch_fast.relu_backward(next(model.parameters()).device)
 
     def _cast(self, layers):
         return layers if self.low is None else [(w.to(self.low), b.to(self.low)) for w, b in layers]
@@ -105,10 +108,10 @@ class MLPStep:
         dec = _forward(dec_w, self._in(z))
         log_px, g_logits = self._likelihood(self._out(dec[-1]), x, n)
         kl = kl_standard_normal(mu, logvar).sum()
-        g_z = self._out(_backward(dec_w, self.dec, dec, self._in(g_logits), input_grad=True))
+        g_z = self._out(_backward(dec_w, self.dec, dec, self._in(g_logits), input_grad=True, relu_backward=self.relu_backward))
         g_mu = g_z.add(mu, alpha=1.0 / n)
         g_logvar = (g_z * eps * std).add_(torch.exp(logvar) - 1.0, alpha=1.0 / n).mul_(0.5)
-        _backward(enc_w, self.enc, enc, self._in(torch.cat((g_mu, g_logvar), dim=1)), input_grad=False)
+        _backward(enc_w, self.enc, enc, self._in(torch.cat((g_mu, g_logvar), dim=1)), input_grad=False, relu_backward=self.relu_backward)
         return torch.stack((log_px, kl))
 
     def _likelihood(self, logits: torch.Tensor, x: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from vaebic import mlp_step
+from vaebic import mlp_step, torch_fast
 from vaebic.device import autocast, denormals_flushed
 from vaebic.errors import VaebicError
 from vaebic.objectives import elbo_terms, reparameterize
@@ -25,10 +25,12 @@ class DivergedError(VaebicError):
 
 class Adam:
     """Adam (Kingma & Ba 2015), the same update as ``torch.optim.Adam(fused=True)``: one fused
-    kernel for all parameters instead of a dozen passes over them.
+    kernel for all parameters instead of a dozen passes over them (vaebic.torch_fast.adam_step).
+    Its state (moments and step counts, the checkpoint's "adam") is the same on either path.
 
     Not torch.optim itself: its first use imports torch._dynamo, 1.5 s of start-up in every train
-    stage, longer than many of the small models here take to train.
+    stage, longer than many of the small models here take to train. torch.optim is the fallback
+    where the fused kernel cannot be called directly.
     """
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8):
@@ -37,6 +39,7 @@ class Adam:
         self.exp_avg = [torch.zeros_like(p) for p in self.params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
         self.steps = [torch.zeros((), dtype=torch.float32, device=p.device) for p in self.params]
+        self._step = torch_fast.adam_step(self.params, self.exp_avg, self.exp_avg_sq, self.steps, lr=lr, betas=betas, eps=eps)
 
     def zero_grad(self) -> None:
         for p in self.params:
@@ -56,22 +59,7 @@ class Adam:
 
     @torch.no_grad()
     def step(self) -> None:
-        torch._foreach_add_(self.steps, 1)
-        torch._fused_adam_(
-            self.params,
-            [p.grad for p in self.params],
-            self.exp_avg,
-            self.exp_avg_sq,
-            [],
-            self.steps,
-            lr=self.lr,
-            beta1=self.betas[0],
-            beta2=self.betas[1],
-            weight_decay=0.0,
-            eps=self.eps,
-            amsgrad=False,
-            maximize=False,
-        )
+        self._step()
 
 
 @denormals_flushed()
