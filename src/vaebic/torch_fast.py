@@ -10,15 +10,16 @@ to float rounding. A torch upgrade can then cost speed, never correctness.
 - ``adam_step``: Adam as one fused kernel (``torch._fused_adam_``, step counts by
   ``torch._foreach_add_``). Fallback: ``torch.optim.Adam(fused=True)``, the same kernel through
   the public API (its default implementation on a device without a fused kernel). The private
-  call is the default because ``torch.optim`` imports ``torch._dynamo`` on first use, 1.5 s of
-  start-up in every train stage, longer than many small models take to train.
+  call is the default because ``torch.optim`` imports ``torch._dynamo`` on first use: over a
+  second of start-up in every train stage, longer than many small models take to train.
 - ``relu_backward``: the ReLU's backward pass in one kernel
   (``torch.ops.aten.threshold_backward``), for vaebic.mlp_step. Fallback: ``masked_fill_``, the
   same numbers.
 
-Setting the environment variable ``VAEBIC_TORCH_FALLBACK=1`` forces every fallback (the tests
-run once that way: tests/test_torch_fallback.py). It is read when an optimiser or a training
-step is built.
+Setting the environment variable ``VAEBIC_TORCH_FALLBACK=1`` forces every fallback; it is read
+when an optimiser or a written-out training step is built. tests/test_torch_fast.py trains,
+steps and resumes from checkpoints on both paths; any test runs on the fallback with
+``VAEBIC_TORCH_FALLBACK=1 python -m pytest ...``.
 """
 
 from __future__ import annotations
