@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from numbers import Integral, Real
 from pathlib import Path
 
 from vaebic.errors import VaebicError
@@ -56,8 +57,53 @@ COLUMNS = {
 }
 
 
+#: reports/: the choice's numbers (a DVC metrics file, so `dvc metrics show` and `dvc exp show`
+#: print them in a few columns), and its words beside them (criterion, rule, estimate, data set)
+SELECTION_FILE, NOTES_FILE = "selection.json", "selection_notes.json"
+
+
+def split_numbers(record: dict) -> tuple[dict, dict]:
+    """(numbers, words) of a nested record: numbers holds its numbers (booleans as 0/1), words
+    everything else; nested dicts are split alike, and None values (a frequency not computed) dropped."""
+    numbers, words = {}, {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            n, w = split_numbers(value)
+            numbers.update({key: n} if n else {})
+            words.update({key: w} if w else {})
+        elif isinstance(value, Integral):  # booleans and numpy's integers too, as plain ints
+            numbers[key] = int(value)
+        elif isinstance(value, Real):
+            numbers[key] = float(value)
+        elif value is not None:
+            words[key] = value
+    return numbers, words
+
+
+def join_numbers(numbers: dict, words: dict) -> dict:
+    """The record that split_numbers split (None values aside)."""
+    out = dict(numbers)
+    for key, value in words.items():
+        out[key] = join_numbers(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_choice(reports: str | Path) -> dict:
+    """The selection that the select stage wrote to reports/: its numbers and words in one dict."""
+    parts = []
+    for name in (SELECTION_FILE, NOTES_FILE):
+        path = Path(reports) / name
+        try:
+            parts.append(json.loads(path.read_text()))
+        except FileNotFoundError:
+            raise VaebicError(f"{path}: missing; the select stage has not run (run `dvc repro`)") from None
+        except ValueError as exc:
+            raise VaebicError(f"{path}: not valid JSON ({exc}); re-run `dvc repro -f select`") from None
+    return join_numbers(*parts)
+
+
 def estimate_text(log_likelihood: str, k_samples: int) -> str:
-    """What ln L sums, in a few words (for selection.json and the report)."""
+    """What ln L sums, in a few words (for selection_notes.json and the report)."""
     if log_likelihood == "iwae":
         return f"importance-weighted estimate (K={k_samples}) summed over the train split"
     return "ELBO summed over the train split (a looser lower bound)"
