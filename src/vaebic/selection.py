@@ -90,16 +90,17 @@ def join_numbers(numbers: dict, words: dict) -> dict:
 
 def read_choice(reports: str | Path) -> dict:
     """The selection that the select stage wrote to reports/: its numbers and words in one dict."""
-    parts = []
-    for name in (SELECTION_FILE, NOTES_FILE):
-        path = Path(reports) / name
-        try:
-            parts.append(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise VaebicError(f"{path}: missing; the select stage has not run (run `dvc repro`)") from None
-        except ValueError as exc:
-            raise VaebicError(f"{path}: not valid JSON ({exc}); re-run `dvc repro -f select`") from None
-    return join_numbers(*parts)
+    return join_numbers(*(read_output(Path(reports) / name, "the select stage", "select") for name in (SELECTION_FILE, NOTES_FILE)))
+
+
+def read_output(path: Path, stage_text: str, stage: str):
+    """The JSON file at path that a stage wrote; missing or broken, an error saying how to make it again."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VaebicError(f"{path}: missing; {stage_text} has not run (run `dvc repro`)") from None
+    except ValueError as exc:
+        raise VaebicError(f"{path}: not valid JSON ({exc}); re-run `dvc repro -f {stage}`") from None
 
 
 def estimate_text(log_likelihood: str, k_samples: int) -> str:
@@ -130,16 +131,10 @@ def read_metrics(metrics_dir: str | Path, latent_dims: list[int], seeds: list[in
 
 def read_records(metrics_dir: str | Path, pairs: list[tuple[int, int]]) -> list[dict]:
     """Evaluation records of the given (latent_dim, seed) pairs, in that order."""
-    records = []
-    for d, s in pairs:
-        path = metrics_path(metrics_dir, d, s)
-        try:
-            records.append(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise VaebicError(f"{path}: missing; the evaluate stage for latent_dim={d}, seed={s} has not run (run `dvc repro`)") from None
-        except ValueError as exc:
-            raise VaebicError(f"{path}: not valid JSON ({exc}); re-run `dvc repro -f evaluate@{d}-{s}`") from None
-    return records
+    return [
+        read_output(metrics_path(metrics_dir, d, s), f"the evaluate stage for latent_dim={d}, seed={s}", f"evaluate@{d}-{s}")
+        for d, s in pairs
+    ]
 
 
 def build_table(records: list[dict], count_params: str = "decoder", log_likelihood: str = "iwae"):

@@ -127,7 +127,7 @@ def run_params(job: Job, model) -> dict:
     }
 
 
-def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int, checkpoint_path: Path | None = None) -> None:
+def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int, checkpoint_path: str | Path | None = None) -> None:
     """Train the VAE of (latent_dim, seed) on data_dir's training split and write its folder out
     (weights, config, history, MLflow run id), resuming from checkpoint_path if it holds this
     model's unfinished training; the checkpoint is removed once the model is written."""
@@ -135,6 +135,7 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
 
     p = params.load(params_path)
     pm, pt, d = p["model"], p["train"], latent_dim
+    checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
     train_x, meta = load_data(data_dir, pm["likelihood"])
 
     import torch
