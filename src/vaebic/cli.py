@@ -126,3 +126,11 @@ def explain_out_of_memory(fix: str):
             raise
         first = (str(exc).strip().splitlines() or ["out of memory"])[0]
         raise VaebicError(f"out of device memory: {first[:200]}; {fix}") from None
+
+
+@contextmanager
+def compute(stage: str, oom_fix: str):
+    """A stage's heavy work (training, evaluation): timed (compute_timer), and an out-of-memory
+    error explained in one line naming the parameter to change (explain_out_of_memory)."""
+    with compute_timer(stage), explain_out_of_memory(oom_fix):
+        yield

@@ -1,6 +1,7 @@
 """Do this run's results reproduce the committed ones? `python -m vaebic.compare`
 
-Compares reports/bic.csv and reports/selection.json in the workspace with the committed ones
+Compares reports/bic.csv and reports/selection.json (with its words, selection_notes.json) in the
+workspace with the committed ones
 (`git show HEAD:reports/...`, or a folder given with --against): every model's estimates within
 tolerances, and the same picks by BIC, AIC and the held-out estimate (a pick may swap only between
 dimensions tied within tolerance in this run, which rounding alone can reorder; the swap is
@@ -45,19 +46,37 @@ def _read_committed(ref: str, name: str, reports: str) -> str:
         raise VaebicError(f"cannot read the committed {reports}/{name} at {ref}: {detail.strip()}") from None
 
 
+def read_folder(folder: Path):
+    """(table, selection) in folder: bic.csv, and selection.json joined with selection_notes.json
+    (results older than the notes file hold their words in selection.json)."""
+    import pandas as pd
+
+    from vaebic.selection import NOTES_FILE, SELECTION_FILE, join_numbers
+
+    notes = folder / NOTES_FILE
+    words = json.loads(notes.read_text()) if notes.exists() else {}
+    return pd.read_csv(folder / "bic.csv"), join_numbers(json.loads((folder / SELECTION_FILE).read_text()), words)
+
+
 def load(against: str, reports: str = "reports"):
     """(table, selection) of the committed results: a folder holding bic.csv and selection.json, or a git revision."""
     import pandas as pd
 
+    from vaebic.selection import NOTES_FILE, SELECTION_FILE, join_numbers
+
     folder = Path(against)
     if folder.is_dir():
         try:
-            return pd.read_csv(folder / "bic.csv"), json.loads((folder / "selection.json").read_text())
+            return read_folder(folder)
         except (OSError, ValueError) as exc:
             raise VaebicError(f"{folder}: cannot read bic.csv and selection.json ({exc})") from None
+    try:
+        words = json.loads(_read_committed(against, NOTES_FILE, reports))
+    except VaebicError:  # committed before the words moved out of selection.json
+        words = {}
     return (
         pd.read_csv(io.StringIO(_read_committed(against, "bic.csv", reports))),
-        json.loads(_read_committed(against, "selection.json", reports)),
+        join_numbers(json.loads(_read_committed(against, SELECTION_FILE, reports)), words),
     )
 
 
@@ -185,11 +204,8 @@ def main(argv: list[str] | None = None) -> None:
         "--summary-only", action="store_true", help="write the summary without comparing (a configuration other than the committed one)"
     )
     args = ap.parse_args(argv)
-    import pandas as pd
-
     try:
-        new_table = pd.read_csv(Path(args.reports) / "bic.csv")
-        new_sel = json.loads((Path(args.reports) / "selection.json").read_text())
+        new_table, new_sel = read_folder(Path(args.reports))
     except (OSError, ValueError) as exc:
         raise VaebicError(f"{args.reports}: no results to compare ({exc}); run `dvc repro` first") from None
     old_table, old_sel = (None, None) if args.summary_only else load(args.against, args.reports)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from numbers import Integral, Real
 from pathlib import Path
 
 from vaebic.errors import VaebicError
@@ -56,8 +57,54 @@ COLUMNS = {
 }
 
 
+#: reports/: the choice's numbers (a DVC metrics file, so `dvc metrics show` and `dvc exp show`
+#: print them in a few columns), and its words beside them (criterion, rule, estimate, data set)
+SELECTION_FILE, NOTES_FILE = "selection.json", "selection_notes.json"
+
+
+def split_numbers(record: dict) -> tuple[dict, dict]:
+    """(numbers, words) of a nested record: numbers holds its numbers (booleans as 0/1), words
+    everything else; nested dicts are split alike, and None values (a frequency not computed) dropped."""
+    numbers, words = {}, {}
+    for key, value in record.items():
+        if isinstance(value, dict):
+            n, w = split_numbers(value)
+            numbers.update({key: n} if n else {})
+            words.update({key: w} if w else {})
+        elif isinstance(value, Integral):  # booleans and numpy's integers too, as plain ints
+            numbers[key] = int(value)
+        elif isinstance(value, Real):
+            numbers[key] = float(value)
+        elif value is not None:
+            words[key] = value
+    return numbers, words
+
+
+def join_numbers(numbers: dict, words: dict) -> dict:
+    """The record that split_numbers split (None values aside)."""
+    out = dict(numbers)
+    for key, value in words.items():
+        out[key] = join_numbers(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def read_choice(reports: str | Path) -> dict:
+    """The selection that the select stage wrote to reports/: its numbers and words in one dict."""
+    return join_numbers(*(read_output(Path(reports) / name, "the select stage", "select") for name in (SELECTION_FILE, NOTES_FILE)))
+
+
+def read_output(path: Path, stage_text: str, stage: str):
+    """The JSON file at path that a stage wrote; missing or broken, an error saying how to make it again."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise VaebicError(f"{path}: missing; {stage_text} has not run (run `dvc repro`)") from None
+    except ValueError as exc:
+        raise VaebicError(f"{path}: not valid JSON ({exc}); re-run `dvc repro -f {stage}`") from None
+
+
 def estimate_text(log_likelihood: str, k_samples: int) -> str:
-    """What ln L sums, in a few words (for selection.json and the report)."""
+    """What ln L sums, in a few words (for selection_notes.json and the report)."""
     if log_likelihood == "iwae":
         return f"importance-weighted estimate (K={k_samples}) summed over the train split"
     return "ELBO summed over the train split (a looser lower bound)"
@@ -84,16 +131,10 @@ def read_metrics(metrics_dir: str | Path, latent_dims: list[int], seeds: list[in
 
 def read_records(metrics_dir: str | Path, pairs: list[tuple[int, int]]) -> list[dict]:
     """Evaluation records of the given (latent_dim, seed) pairs, in that order."""
-    records = []
-    for d, s in pairs:
-        path = metrics_path(metrics_dir, d, s)
-        try:
-            records.append(json.loads(path.read_text()))
-        except FileNotFoundError:
-            raise VaebicError(f"{path}: missing; the evaluate stage for latent_dim={d}, seed={s} has not run (run `dvc repro`)") from None
-        except ValueError as exc:
-            raise VaebicError(f"{path}: not valid JSON ({exc}); re-run `dvc repro -f evaluate@{d}-{s}`") from None
-    return records
+    return [
+        read_output(metrics_path(metrics_dir, d, s), f"the evaluate stage for latent_dim={d}, seed={s}", f"evaluate@{d}-{s}")
+        for d, s in pairs
+    ]
 
 
 def build_table(records: list[dict], count_params: str = "decoder", log_likelihood: str = "iwae"):

@@ -1,0 +1,89 @@
+"""The train and evaluate stages' wiring (vaebic.train_stage, vaebic.evaluate_stage) in-process,
+without `dvc repro`: a tiny synthetic data set, one model, its MLflow run, its checkpoint."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def project(tmp_path, monkeypatch):
+    """params.yaml of a tiny sweep, prepared data, and an MLflow store of its own."""
+    from vaebic import data
+    from vaebic.files import atomic_folder
+
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["data"].update(name="synthetic", synthetic_true_dim=2, synthetic_n=300, synthetic_image_size=8)
+    p["sweep"].update(latent_dims=[2], seeds=[0])
+    p["train"].update(epochs=2, batch_size=50, device="cpu", checkpoint_every=1)
+    p["evaluate"].update(n_samples=2, k_samples=5, batch_size=100)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    with atomic_folder(tmp_path / "prepared") as tmp:
+        data.prepare(p["data"], p["model"]["likelihood"], tmp)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.delenv("DVC_STAGE", raising=False)
+    return tmp_path
+
+
+def model_runs(project):
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(yaml.safe_load((project / "params.yaml").read_text())["mlflow"]["experiment"])
+    return client, client.search_runs([exp.experiment_id], "tags.`vaebic.role` = 'model'")
+
+
+def test_train_then_evaluate_in_process(project):
+    import json
+
+    from vaebic.evaluate_stage import evaluate
+    from vaebic.train_stage import train
+
+    params, data, out, ckpt = str(project / "params.yaml"), str(project / "prepared"), project / "models/2-0", project / "c.pt"
+    train(params, data, str(out), 2, 0, checkpoint_path=ckpt)
+    assert {"weights.pt", "config.json", "history.json", "run.json"} <= {f.name for f in out.iterdir()}
+    assert not ckpt.exists()  # saved every epoch, removed once the model is written
+    assert json.loads((out / "config.json").read_text())["train"]["precision_why"]
+    client, runs = model_runs(project)
+    (run,) = runs
+    assert run.info.run_name == "d2-s0" and run.info.status == "FINISHED" and run.data.tags["dvc.stage"] == "train@2-0"
+    assert (
+        run.data.params["latent_dim"] == "2" and run.data.params["train.precision"] == "float32" and "train.device" not in run.data.params
+    )
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+
+    record, examples = evaluate(params, data, str(out), 2, 0)
+    assert record["latent_dim"] == 2 and record["training"]["epochs"] == 2
+    assert record["train"]["n"] == 240 and record["test"]["n"] == 60 and record["test"]["k_samples"] == 5
+    assert {k: len(v) for k, v in examples.items()} == {"elbo_train": 240, "iwae_train": 240, "elbo_test": 60, "iwae_test": 60}
+
+
+def test_ctrl_c_names_the_checkpoint_it_keeps_and_ends_the_run_killed(project, monkeypatch):
+    from vaebic import training
+    from vaebic.train_stage import train
+
+    def interrupted(model, x, *, checkpoint, **kw):
+        checkpoint({"epoch": 1, "history": []})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(training, "train_vae", interrupted)
+    ckpt = project / "c.pt"
+    with pytest.raises(KeyboardInterrupt, match=rf"the checkpoint of epoch 1 of 2 is kept in {ckpt}; run the same `dvc repro`"):
+        train(str(project / "params.yaml"), str(project / "prepared"), str(project / "models/2-0"), 2, 0, checkpoint_path=ckpt)
+    assert ckpt.exists() and not (project / "models/2-0").exists()
+    _, (run,) = model_runs(project)
+    assert run.info.status == "KILLED"
+
+
+def test_out_of_memory_advice_names_the_parameters():
+    from vaebic import evaluate_stage, train_stage
+
+    assert train_stage.oom_advice(128) == (
+        "the batch size is train.batch_size=128: lower it (e.g. to 64), or use smaller model.hidden_sizes"
+    )
+    assert evaluate_stage.oom_advice(2.0, 1000) == (
+        "evaluation works in blocks of 2 MiB (evaluate.max_chunk_mb) over evaluate.batch_size=1000 examples: lower either"
+    )
