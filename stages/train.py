@@ -36,7 +36,7 @@ def main() -> None:
     from vaebic import checkpoint
     from vaebic import device as devices
     from vaebic.files import atomic_folder, write_json_atomic
-    from vaebic.model import VAE, count_params, save_model
+    from vaebic.model import VAE, VAEConfig, count_params, save_model
     from vaebic.training import train_vae
 
     device = devices.pick_device(pt["device"])
@@ -47,16 +47,7 @@ def main() -> None:
     devices.configure(device, precision)
     x = devices.to_device(train_x, device, "training data")
     torch.manual_seed(seed)
-    model = VAE(
-        meta["input_dim"],
-        d,
-        pm["hidden_sizes"],
-        meta["image_shape"],
-        pm["likelihood"],
-        pm["gaussian_sigma"],
-        pm["architecture"],
-        pm["conv_channels"],
-    ).to(device)
+    model = VAE(VAEConfig(meta["input_dim"], d, image_shape=meta["image_shape"], **pm)).to(device)
     stage = os.environ.get("DVC_STAGE", f"train@{d}-{seed}")
     log.info(
         "training latent_dim=%d seed=%d on %s (%s): %d examples, %d epochs, %s (%s), torch.compile %s (%s)",
