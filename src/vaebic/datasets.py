@@ -179,3 +179,7 @@ register(
         meta=lambda options: {"synthetic": {k: options[f"synthetic_{k}"] for k in SYNTHETIC_KEYS}},
     )
 )
+
+
+if __name__ == "__main__":  # `python -m vaebic.datasets`: the README's table
+    print(markdown_table(), end="")
