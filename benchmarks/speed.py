@@ -58,7 +58,7 @@ from torch import nn
 from vaebic import data, params
 from vaebic.device import chunk_mb, facts, pick_device, resolve_precision, synchronize
 from vaebic.evaluation import log_likelihood_estimate
-from vaebic.model import VAE
+from vaebic.model import VAE, VAEConfig
 from vaebic.objectives import iwae_log_likelihood
 from vaebic.training import train_vae
 
@@ -277,7 +277,7 @@ def bench_training(
 
     def vaebic(prec: str):
         torch.manual_seed(0)
-        model = VAE(train_x.shape[1], latent_dim, hidden).to(device)
+        model = VAE(VAEConfig(train_x.shape[1], latent_dim, hidden_sizes=hidden)).to(device)
         return train_vae(model, train_x, seed=0, precision=prec, compile=compile, **kw)[-1]["loss"]
 
     def canonical():
@@ -287,7 +287,7 @@ def bench_training(
     # one warm-up epoch each: one-off costs (lazy imports, kernel selection) are not throughput
     for prec in {precision, "float32"}:
         train_vae(
-            VAE(train_x.shape[1], latent_dim, hidden).to(device),
+            VAE(VAEConfig(train_x.shape[1], latent_dim, hidden_sizes=hidden)).to(device),
             train_x,
             epochs=1,
             batch_size=pt["batch_size"],
@@ -330,7 +330,7 @@ def bench_estimate(
 ) -> dict:
     pt, pe, hidden = p["train"], p["evaluate"], p["model"]["hidden_sizes"]
     torch.manual_seed(0)
-    model = VAE(train_x.shape[1], latent_dim, hidden).to(device)
+    model = VAE(VAEConfig(train_x.shape[1], latent_dim, hidden_sizes=hidden)).to(device)
     train_vae(model, train_x, epochs=min(pt["epochs"], 5), batch_size=pt["batch_size"], lr=pt["lr"], seed=0)
     enc, dec = forward_flops(train_x.shape[1], hidden, latent_dim)
     flops_per_example = enc + k * dec

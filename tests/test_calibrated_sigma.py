@@ -11,7 +11,7 @@ from scipy.optimize import minimize_scalar
 
 from vaebic.data import synthetic_intensities
 from vaebic.evaluation import log_likelihood_estimate
-from vaebic.model import VAE, batch_log_sigma, count_params, load_model, save_model
+from vaebic.model import VAE, VAEConfig, batch_log_sigma, count_params, load_model, save_model
 from vaebic.objectives import gaussian_log_likelihood
 from vaebic.training import train_vae
 
@@ -41,16 +41,16 @@ def test_detaching_sigma_leaves_the_gradient_of_the_profile_likelihood():
 
 
 def test_sigma_counts_once_in_k_unless_fixed():
-    base = count_params(VAE(64, 3, [16], likelihood="bernoulli"))
-    assert count_params(VAE(64, 3, [16], likelihood="gaussian", gaussian_sigma="optimal")) == base + 1
-    assert count_params(VAE(64, 3, [16], likelihood="gaussian", gaussian_sigma="learned")) == base + 1
-    assert count_params(VAE(64, 3, [16], likelihood="gaussian", gaussian_sigma=0.1)) == base
+    base = count_params(VAE(VAEConfig(64, 3, hidden_sizes=[16], likelihood="bernoulli")))
+    assert count_params(VAE(VAEConfig(64, 3, hidden_sizes=[16], likelihood="gaussian", gaussian_sigma="optimal"))) == base + 1
+    assert count_params(VAE(VAEConfig(64, 3, hidden_sizes=[16], likelihood="gaussian", gaussian_sigma="learned"))) == base + 1
+    assert count_params(VAE(VAEConfig(64, 3, hidden_sizes=[16], likelihood="gaussian", gaussian_sigma=0.1))) == base
 
 
 def test_training_ends_with_sigma_of_the_whole_split_stored_with_the_model(tmp_path):
     x = torch.rand(300, 20)
     torch.manual_seed(0)
-    model = VAE(20, 2, [16], likelihood="gaussian", gaussian_sigma="optimal")
+    model = VAE(VAEConfig(20, 2, hidden_sizes=[16], likelihood="gaussian", gaussian_sigma="optimal"))
     history = train_vae(model, x, epochs=2, batch_size=64, lr=1e-3, seed=0)
     sigma = model.sigma()
     # the stored sigma is the root mean squared error of reconstructions from one z ~ q(z|x) per example
@@ -79,7 +79,7 @@ def test_calibrated_sigma_finds_the_noise_level_where_learned_sigma_crawls():
     result = {}
     for rule in ("optimal", "learned"):
         torch.manual_seed(0)
-        model = VAE(x.shape[1], 3, [400], [1, 16, 16], "gaussian", rule)
+        model = VAE(VAEConfig(x.shape[1], 3, hidden_sizes=[400], image_shape=[1, 16, 16], likelihood="gaussian", gaussian_sigma=rule))
         train_vae(model, x, epochs=30, batch_size=128, lr=1e-3, seed=0)
         est = log_likelihood_estimate(model, x[:500], k_samples=100, batch_size=500, max_chunk_mb=2, seed=0)
         result[rule] = (model.sigma(), est["iwae_nats"])

@@ -11,7 +11,7 @@ import torch
 
 from vaebic import checkpoint
 from vaebic.errors import VaebicError
-from vaebic.model import VAE
+from vaebic.model import VAE, VAEConfig
 from vaebic.training import train_vae
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ def digits():
 
 def fresh_model(d=2):
     torch.manual_seed(0)
-    return VAE(784, d, [32], [1, 28, 28])
+    return VAE(VAEConfig(784, d, hidden_sizes=[32], image_shape=[1, 28, 28]))
 
 
 def key(**changes):

@@ -20,7 +20,7 @@ from vaebic.cli import explain_out_of_memory
 from vaebic.device import DeviceFacts
 from vaebic.errors import VaebicError
 from vaebic.evaluation import evaluate_split, latent_usage, log_likelihood_estimate, reconstructions_and_samples
-from vaebic.model import VAE
+from vaebic.model import VAE, VAEConfig
 from vaebic.training import train_vae
 
 # operations that make the host wait for the device: a value read back (.item(), bool(), if t:)
@@ -59,11 +59,11 @@ def binary(n=96, dim=36, seed=0):
 
 
 MODELS = {
-    "mlp bernoulli": lambda: VAE(36, 3, [16]),
-    "mlp gaussian, learned sigma": lambda: VAE(36, 3, [16], likelihood="gaussian", gaussian_sigma="learned"),
-    "mlp gaussian, calibrated sigma": lambda: VAE(36, 3, [16], likelihood="gaussian", gaussian_sigma="optimal"),
-    "mlp continuous bernoulli": lambda: VAE(36, 3, [16], likelihood="continuous_bernoulli"),
-    "conv": lambda: VAE(36, 3, [16], image_shape=[1, 6, 6], architecture="conv", conv_channels=[4, 8]),
+    "mlp bernoulli": lambda: VAE(VAEConfig(36, 3, hidden_sizes=[16])),
+    "mlp gaussian, learned sigma": lambda: VAE(VAEConfig(36, 3, hidden_sizes=[16], likelihood="gaussian", gaussian_sigma="learned")),
+    "mlp gaussian, calibrated sigma": lambda: VAE(VAEConfig(36, 3, hidden_sizes=[16], likelihood="gaussian", gaussian_sigma="optimal")),
+    "mlp continuous bernoulli": lambda: VAE(VAEConfig(36, 3, hidden_sizes=[16], likelihood="continuous_bernoulli")),
+    "conv": lambda: VAE(VAEConfig(36, 3, hidden_sizes=[16], image_shape=[1, 6, 6], architecture="conv", conv_channels=[4, 8])),
 }
 
 
@@ -85,7 +85,7 @@ def test_training_and_evaluation_create_no_float64_tensor(kind, precision):
 def syncs_of_training(batch_size: int, epochs: int = 2, **kw) -> int:
     torch.manual_seed(0)
     with Recorder() as rec:
-        train_vae(VAE(36, 3, [16]), binary(), epochs=epochs, batch_size=batch_size, lr=1e-3, seed=0, **kw)
+        train_vae(VAE(VAEConfig(36, 3, hidden_sizes=[16])), binary(), epochs=epochs, batch_size=batch_size, lr=1e-3, seed=0, **kw)
     return len(rec.syncs)
 
 

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from vaebic.evaluation import log_likelihood_estimate
-from vaebic.model import VAE
+from vaebic.model import VAE, VAEConfig
 from vaebic.training import train_vae
 
 ACCELERATORS = [
@@ -40,7 +40,7 @@ def binary_data(device, n=512, dim=64):
 
 def trained(device, epochs=5, **kw):
     torch.manual_seed(0)
-    model = VAE(64, 4, [32], **kw).to(device)
+    model = VAE(VAEConfig(64, 4, hidden_sizes=[32], **kw)).to(device)
     x = binary_data(device)
     train_vae(model, x, epochs=epochs, batch_size=64, lr=1e-3, seed=0)
     return model, x
@@ -49,7 +49,7 @@ def trained(device, epochs=5, **kw):
 def count_cuda_syncs(batch_size: int, epochs: int = 2, **kw) -> int:
     x = binary_data("cuda")
     torch.manual_seed(0)
-    model = VAE(64, 4, [32]).cuda()
+    model = VAE(VAEConfig(64, 4, hidden_sizes=[32])).cuda()
     torch.cuda.set_sync_debug_mode("warn")
     try:
         with warnings.catch_warnings(record=True) as caught:
@@ -96,7 +96,7 @@ def test_resuming_on_the_device_gives_the_uninterrupted_weights(device, architec
 
     def fresh():
         torch.manual_seed(0)
-        return VAE(64, 4, [32], **kw).to(device)
+        return VAE(VAEConfig(64, 4, hidden_sizes=[32], **kw)).to(device)
 
     straight, saved = fresh(), []
     history = train_vae(straight, x, epochs=4, batch_size=64, lr=1e-3, seed=3, checkpoint=saved.append, checkpoint_every=1)
@@ -112,7 +112,7 @@ def test_written_out_training_step_matches_autograd_on_the_device(device):
 
     dtype = torch.float64 if device.type == "cuda" else torch.float32  # MPS has no float64
     torch.manual_seed(0)
-    model = VAE(64, 4, [32]).to(device=device, dtype=dtype)
+    model = VAE(VAEConfig(64, 4, hidden_sizes=[32])).to(device=device, dtype=dtype)
     x, eps = binary_data(device).to(dtype)[:100], torch.randn(1, 100, 4, dtype=dtype).to(device)
     log_px, kl = elbo_terms(model, x, eps=eps)
     ((kl.sum() - log_px.sum()) / len(x)).backward()
@@ -129,7 +129,7 @@ def test_bf16_written_out_step_matches_autocast_on_cuda():
     from vaebic.objectives import elbo_terms
 
     torch.manual_seed(0)
-    model = VAE(64, 4, [32]).cuda()
+    model = VAE(VAEConfig(64, 4, hidden_sizes=[32])).cuda()
     x, eps = binary_data("cuda")[:128], torch.randn(1, 128, 4, device="cuda")
     with torch.autocast("cuda", dtype=torch.bfloat16):
         log_px, kl = elbo_terms(model, x, eps=eps)
@@ -166,9 +166,9 @@ def test_compiled_training_compiles_one_graph_and_matches_eager():
     x = binary_data("cuda", n=520)
     torch._dynamo.reset()
     torch.manual_seed(0)
-    eager = train_vae(VAE(64, 4, [32]).cuda(), x, epochs=2, batch_size=64, lr=1e-3, seed=0, autograd=True)
+    eager = train_vae(VAE(VAEConfig(64, 4, hidden_sizes=[32])).cuda(), x, epochs=2, batch_size=64, lr=1e-3, seed=0, autograd=True)
     torch.manual_seed(0)
-    compiled = train_vae(VAE(64, 4, [32]).cuda(), x, epochs=2, batch_size=64, lr=1e-3, seed=0, compile=True)
+    compiled = train_vae(VAE(VAEConfig(64, 4, hidden_sizes=[32])).cuda(), x, epochs=2, batch_size=64, lr=1e-3, seed=0, compile=True)
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     for a, b in zip(eager, compiled):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)

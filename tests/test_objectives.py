@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vaebic.model import VAE, count_params
+from vaebic.model import VAE, VAEConfig, count_params
 from vaebic.objectives import (
     bernoulli_log_likelihood,
     elbo_terms,
@@ -74,7 +74,7 @@ def test_elbo_is_below_log_evidence_on_an_exact_model():
     # A 1-d latent with a decoder that ignores z: p(x|z) = p(x) exactly, so log p(x) is known and
     # ELBO = log p(x) - KL <= log p(x), with equality when q is the prior.
     torch.manual_seed(0)
-    model = VAE(input_dim=3, latent_dim=1, hidden_sizes=[4])
+    model = VAE(VAEConfig(input_dim=3, latent_dim=1, hidden_sizes=[4]))
     with torch.no_grad():
         for p in model.parameters():
             p.zero_()
@@ -91,7 +91,7 @@ def test_elbo_is_below_log_evidence_on_an_exact_model():
 
 
 def test_parameter_count_matches_numel():
-    model = VAE(input_dim=784, latent_dim=8, hidden_sizes=[400, 200])
+    model = VAE(VAEConfig(input_dim=784, latent_dim=8, hidden_sizes=[400, 200]))
     dec = sum(p.numel() for p in model.decoder.parameters())
     enc = sum(p.numel() for p in model.encoder.parameters())
     assert count_params(model, "decoder") == dec

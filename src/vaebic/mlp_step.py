@@ -29,7 +29,7 @@ from vaebic.objectives import bernoulli_log_likelihood, kl_standard_normal, stab
 
 def supports(model, precision: str, compile: bool) -> bool:
     """True where this step applies: an MLP, not compiled (else autograd does the backward)."""
-    return model.config["architecture"] == "mlp" and precision in ("float32", "bfloat16") and not compile
+    return model.config.architecture == "mlp" and precision in ("float32", "bfloat16") and not compile
 
 
 def _linears(seq: nn.Sequential) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -83,7 +83,7 @@ class MLPStep:
         self.low = torch.bfloat16 if precision == "bfloat16" else None
         for p in model.parameters():
             p.grad = torch.zeros_like(p)
-        self.bernoulli = model.config["likelihood"] == "bernoulli"
+        self.bernoulli = model.config.likelihood == "bernoulli"
         sigma = getattr(model, "log_sigma", None)
         self.learned_sigma = sigma if isinstance(sigma, nn.Parameter) else None
         self.relu_backward = torch_fast.relu_backward(next(model.parameters()).device)

@@ -1,36 +1,75 @@
 """The VAE: an MLP encoder to (mu, log sigma^2), the reparameterised sample, an MLP decoder to
 the parameters of p(x|z). Plus saving, loading and parameter counting.
 
-Likelihoods p(x|z), each a true log-density so that numbers compare across latent dimensions:
-- ``bernoulli``: the decoder gives logits; x must be binary (the pipeline binarises).
-- ``gaussian``: the decoder gives the mean through a sigmoid; sigma is one scalar, counted in k
-  unless fixed: ``optimal`` (the default, a calibrated decoder, Rybkin, Daniilidis & Levine 2021:
-  sigma^2 = the mean squared error of the batch's reconstructions while training, then of the
-  whole training split, stored with the model), ``learned`` (by gradient, as a parameter; slow to
-  converge, since every gradient on the mean is scaled by 1/sigma^2 while sigma starts at 1), or
-  a fixed number.
-- ``continuous_bernoulli``: the decoder gives logits of a continuous Bernoulli on grey levels.
+The likelihoods p(x|z) are records in likelihoods.py (bernoulli, gaussian, continuous_bernoulli,
+and any registered there); each is a true log-density, so that numbers compare across latent
+dimensions. The Gaussian's sigma is one scalar, counted in k unless fixed: ``optimal`` (the
+default, a calibrated decoder, Rybkin, Daniilidis & Levine 2021: sigma^2 = the mean squared error
+of the batch's reconstructions while training, then of the whole training split, stored with the
+model), ``learned`` (by gradient, as a parameter; slow to converge, since every gradient on the
+mean is scaled by 1/sigma^2 while sigma starts at 1), or a fixed number.
 
 A model folder (``models/<latent_dim>-<seed>/``) holds ``weights.pt`` (a plain state dict,
-loaded with ``weights_only=True``) and ``config.json`` (what is needed to rebuild the network).
+loaded with ``weights_only=True``) and ``config.json`` (the VAEConfig: what is needed to rebuild
+the network, and the train stage's extra record).
 """
 
 from __future__ import annotations
 
 import json
-import math
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from vaebic import likelihoods
 from vaebic.errors import VaebicError
+from vaebic.objectives import MIN_SIGMA, batch_log_sigma  # noqa: F401 (their home was here; callers import them from here)
 
-LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
-#: the calibrated sigma's floor: a perfect reconstruction would otherwise give log sigma = -inf
-MIN_SIGMA = 1e-4
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
+
+
+@dataclass
+class VAEConfig:
+    """What is needed to build a VAE; config.json holds these fields in this order.
+
+    architecture mlp: MLPs with hidden_sizes (the decoder mirrors them); conv: strided
+    convolutions with conv_channels and a transposed-convolution decoder, for images
+    (image_shape [C, H, W]; plain vectors of length input_dim when not given). likelihood: a
+    name in likelihoods.LIKELIHOODS; gaussian_sigma: the Gaussian's sigma (optimal, learned or
+    a number).
+    """
+
+    input_dim: int
+    latent_dim: int
+    architecture: str = "mlp"
+    hidden_sizes: list[int] = field(default_factory=lambda: [400])
+    conv_channels: list[int] | None = None
+    image_shape: list[int] | None = None
+    likelihood: str = "bernoulli"
+    gaussian_sigma: float | str = "optimal"
+
+    def __post_init__(self):
+        likelihoods.get(self.likelihood)  # an unknown name is an error now, not at the first batch
+        self.input_dim, self.latent_dim = int(self.input_dim), int(self.latent_dim)
+        self.hidden_sizes = [int(h) for h in self.hidden_sizes]
+        self.conv_channels = [int(c) for c in (self.conv_channels or [32, 64])]
+        self.image_shape = list(self.image_shape) if self.image_shape else [self.input_dim]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, config: dict) -> VAEConfig:
+        """A VAEConfig from config.json; other keys (the train stage's record) are ignored. Files
+        written before a field existed rebuild the model they were written by: bernoulli, mlp, and
+        a learned sigma (the only Gaussian sigma then)."""
+        required = {k: config[k] for k in ("input_dim", "latent_dim", "hidden_sizes")}  # KeyError: not a model's config
+        old = {"likelihood": "bernoulli", "gaussian_sigma": "learned", "architecture": "mlp"}
+        known = {f.name for f in fields(cls)}
+        return cls(**{**old, **{k: v for k, v in config.items() if k in known}, **required})
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -111,68 +150,41 @@ def _at_least_float32(t: torch.Tensor) -> torch.Tensor:
 class VAE(nn.Module):
     """x (N, D) -> encoder -> (mu, logvar) (N, d); z (..., d) -> decoder -> parameters of p(x|z) (..., D).
 
-    architecture mlp: MLPs with hidden_sizes (the decoder mirrors them); conv: strided convolutions
-    with conv_channels and a transposed-convolution decoder, for images (image_shape [C, H, W]).
+    Built from a VAEConfig: VAE(VAEConfig(input_dim=784, latent_dim=8, hidden_sizes=[400])).
     """
 
-    def __init__(
-        self,
-        input_dim: int,
-        latent_dim: int,
-        hidden_sizes: list[int],
-        image_shape: list[int] | None = None,
-        likelihood: str = "bernoulli",
-        gaussian_sigma: float | str = "optimal",
-        architecture: str = "mlp",
-        conv_channels: list[int] | None = None,
-    ):
+    def __init__(self, config: VAEConfig):
         super().__init__()
-        if likelihood not in LIKELIHOODS:
-            raise VaebicError(f"unknown likelihood {likelihood!r}; known: {', '.join(LIKELIHOODS)}")
-        image_shape = list(image_shape) if image_shape else [int(input_dim)]
-        conv_channels = [int(c) for c in (conv_channels or [32, 64])]
-        self.config = {
-            "input_dim": int(input_dim),
-            "latent_dim": int(latent_dim),
-            "architecture": architecture,
-            "hidden_sizes": [int(h) for h in hidden_sizes],
-            "conv_channels": conv_channels,
-            "image_shape": image_shape,
-            "likelihood": likelihood,
-            "gaussian_sigma": gaussian_sigma,
-        }
-        if architecture == "conv":
+        self.config = config
+        self.likelihood = likelihoods.get(config.likelihood)
+        input_dim, latent_dim, image_shape = config.input_dim, config.latent_dim, config.image_shape
+        if config.architecture == "conv":
             if len(image_shape) != 3:
                 raise VaebicError(
                     f"model.architecture 'conv' needs images (C x H x W); these data are plain vectors of length {input_dim}; use 'mlp'"
                 )
-            self.encoder = ConvEncoder(image_shape, conv_channels, 2 * latent_dim)
-            self.decoder = ConvDecoder(image_shape, conv_channels, latent_dim)
-        elif architecture == "mlp":
-            self.encoder = _mlp([input_dim, *hidden_sizes, 2 * latent_dim])
-            self.decoder = _mlp([latent_dim, *reversed(hidden_sizes), input_dim])
+            self.encoder = ConvEncoder(image_shape, config.conv_channels, 2 * latent_dim)
+            self.decoder = ConvDecoder(image_shape, config.conv_channels, latent_dim)
+        elif config.architecture == "mlp":
+            self.encoder = _mlp([input_dim, *config.hidden_sizes, 2 * latent_dim])
+            self.decoder = _mlp([latent_dim, *reversed(config.hidden_sizes), input_dim])
         else:
-            raise VaebicError(f"unknown architecture {architecture!r}; known: mlp, conv")
-        if likelihood == "gaussian":
-            if gaussian_sigma == "learned":
-                self.log_sigma = nn.Parameter(torch.zeros(()))
-            elif gaussian_sigma == "optimal":  # set by calibrate_sigma when training ends; per batch while training
-                self.register_buffer("log_sigma", torch.zeros(()))
-            else:
-                self.register_buffer("log_sigma", torch.tensor(math.log(float(gaussian_sigma))))
+            raise VaebicError(f"unknown architecture {config.architecture!r}; known: mlp, conv")
+        if self.likelihood.add_parameters:
+            self.likelihood.add_parameters(self)
 
     @property
     def latent_dim(self) -> int:
-        return self.config["latent_dim"]
+        return self.config.latent_dim
 
     @property
     def calibrated(self) -> bool:
         """A Gaussian decoder whose sigma is set to its maximum-likelihood value (gaussian_sigma: optimal)."""
-        return self.config["likelihood"] == "gaussian" and self.config["gaussian_sigma"] == "optimal"
+        return self.config.likelihood == "gaussian" and self.config.gaussian_sigma == "optimal"
 
     def sigma(self) -> float | None:
         """The Gaussian decoder's sigma (None for other likelihoods)."""
-        return float(torch.exp(self.log_sigma.detach())) if self.config["likelihood"] == "gaussian" else None
+        return float(torch.exp(self.log_sigma.detach())) if self.config.likelihood == "gaussian" else None
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Parameters of q(z|x) = N(mu, diag(exp(logvar)))."""
@@ -185,24 +197,12 @@ class VAE(nn.Module):
 
     def log_likelihood(self, decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         """log p(x|z) in nats, summed over pixels, from decode(z); x broadcasts over leading sample dimensions."""
-        from vaebic import objectives
-
         decoded = _at_least_float32(decoded)  # likelihoods in float32, also when the decoder ran in bf16 (autocast)
-        kind = self.config["likelihood"]
-        if kind == "bernoulli":
-            return objectives.bernoulli_log_likelihood(decoded, x)
-        if kind == "gaussian":
-            log_sigma = self.log_sigma
-            if self.calibrated and self.training:  # sigma's maximum-likelihood value for this batch
-                log_sigma = batch_log_sigma(decoded, x)
-            return objectives.gaussian_log_likelihood(decoded, x, log_sigma)
-        return objectives.continuous_bernoulli_log_likelihood(decoded, x)
+        return self.likelihood.log_density(self, decoded, x)
 
     def mean(self, decoded: torch.Tensor) -> torch.Tensor:
         """E[x|z] for pictures: the pixel means of p(x|z)."""
-        if self.config["likelihood"] == "continuous_bernoulli":
-            return torch.distributions.ContinuousBernoulli(logits=decoded).mean
-        return torch.sigmoid(decoded)
+        return self.likelihood.mean(decoded)
 
     def generative_parameters(self) -> list[nn.Parameter]:
         """The parameters of p(x|z): the decoder's, and a learned Gaussian sigma."""
@@ -232,15 +232,6 @@ class EncodeDecode(nn.Module):
         return mu, logvar, self.vae.decode(z)
 
 
-def batch_log_sigma(decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """log of the Gaussian sigma that maximises the likelihood of x given the means sigmoid(decoded):
-    sigma^2 = the mean squared error over every pixel (and sample), floored at MIN_SIGMA. Detached:
-    at the maximum, the likelihood's derivative in sigma is zero, so the gradient in the means is
-    the same with or without sigma's dependence on them."""
-    mse = (x - torch.sigmoid(decoded.detach())).pow(2).mean()
-    return 0.5 * torch.log(mse.clamp_min(MIN_SIGMA**2))
-
-
 def count_params(model: VAE, which: str = "decoder") -> int:
     """Number of free parameters: the generative model's (decoder) or encoder and decoder (all).
 
@@ -260,7 +251,7 @@ def save_model(model: VAE, folder: str | Path, extra_config: dict | None = None)
     folder.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     torch.save(state, folder / WEIGHTS_FILE)
-    config = {**model.config, **(extra_config or {})}
+    config = {**model.config.to_dict(), **(extra_config or {})}
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -274,16 +265,7 @@ def load_model(folder: str | Path, device: str | torch.device = "cpu") -> VAE:
     except (OSError, ValueError) as exc:
         raise VaebicError(f"{folder / CONFIG_FILE}: unreadable or not JSON ({exc})") from None
     try:
-        model = VAE(
-            config["input_dim"],
-            config["latent_dim"],
-            config["hidden_sizes"],
-            config.get("image_shape"),
-            config.get("likelihood", "bernoulli"),
-            config.get("gaussian_sigma", "learned"),
-            config.get("architecture", "mlp"),
-            config.get("conv_channels"),
-        )
+        model = VAE(VAEConfig.from_dict(config))
     except (KeyError, TypeError) as exc:
         raise VaebicError(f"{folder / CONFIG_FILE}: missing or bad entry {exc}") from None
     try:

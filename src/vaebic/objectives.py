@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 
 LOG_2PI = math.log(2 * math.pi)
+#: the calibrated sigma's floor: a perfect reconstruction would otherwise give log sigma = -inf
+MIN_SIGMA = 1e-4
 
 
 def softplus_sum(t: torch.Tensor) -> torch.Tensor:
@@ -88,6 +90,15 @@ def gaussian_log_likelihood(mean_logits: torch.Tensor, x: torch.Tensor, log_sigm
     """
     mu = torch.sigmoid(mean_logits)
     return -0.5 * (((x - mu) * torch.exp(-log_sigma)).pow(2) + LOG_2PI + 2 * log_sigma).sum(-1)
+
+
+def batch_log_sigma(decoded: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """log of the Gaussian sigma that maximises the likelihood of x given the means sigmoid(decoded):
+    sigma^2 = the mean squared error over every pixel (and sample), floored at MIN_SIGMA. Detached:
+    at the maximum, the likelihood's derivative in sigma is zero, so the gradient in the means is
+    the same with or without sigma's dependence on them."""
+    mse = (x - torch.sigmoid(decoded.detach())).pow(2).mean()
+    return 0.5 * torch.log(mse.clamp_min(MIN_SIGMA**2))
 
 
 def _continuous_bernoulli_log_norm(logits: torch.Tensor) -> torch.Tensor:

