@@ -14,7 +14,7 @@ A tolerance covers two things, whichever is larger:
   difference of two independent estimates, sqrt(se_committed^2 + se_now^2);
 - the spread of training from one platform to another: another thread count or BLAS changes
   float rounding, which 30 epochs of training turn into slightly different models.
-  PLATFORM_NATS was measured on the default configuration (see README, "Continuous
+  PLATFORM_NATS was measured on the default configuration (see docs/testing.md, "Continuous
   integration"); BIC and AIC move by 2 n times the training-split estimate.
 """
 

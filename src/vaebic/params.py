@@ -364,6 +364,15 @@ def load(path: str | os.PathLike = "params.yaml") -> dict[str, dict[str, Any]]:
     return validate(raw, source=str(path))
 
 
+def _options(f: Field) -> tuple:
+    """The words (and "a number") a field accepts, for listings."""
+    if f.kind == "number_or_word":
+        return (*f.choices, "a number")
+    if f.kind == "bool_or_auto":
+        return ("auto", "true", "false")
+    return f.choices
+
+
 def describe_schema() -> str:
     """A human-readable listing of every parameter, its default and meaning."""
     lines = []
@@ -371,20 +380,32 @@ def describe_schema() -> str:
         lines.append(f"{section}:")
         for key, f in fields.items():
             default = "(required)" if f.required else repr(f.default)
-            options = (
-                [*f.choices, "a number"]
-                if f.kind == "number_or_word"
-                else ["auto", "true", "false"]
-                if f.kind == "bool_or_auto"
-                else f.choices
-            )
-            choices = f" [{' | '.join(options)}]" if options else ""
+            choices = f" [{' | '.join(_options(f))}]" if _options(f) else ""
             lines.append(f"  {key}: {default}{choices}  # {f.help}")
     return "\n".join(lines)
 
 
+def markdown_table() -> str:
+    """The README's parameter table, one row per key, generated from SCHEMA (a test keeps them equal)."""
+    import yaml
+
+    def default(f: Field) -> str:
+        if f.required:
+            return "(required)"
+        text = yaml.safe_dump(f.default, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+        return f"`{text}`"
+
+    rows = ["| key | default | choices | meaning |", "|---|---|---|---|"]
+    for section, fields in SCHEMA.items():
+        for key, f in fields.items():
+            choices = ", ".join(f"`{c}`" for c in _options(f) if c != "a number") + (", a number" if "a number" in _options(f) else "")
+            rows.append(f"| `{section}.{key}` | {default(f)} | {choices} | {f.help.replace('|', chr(92) + '|')} |")
+    return "\n".join(rows)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """`python -m vaebic.params` lists every parameter; `python -m vaebic.params params.yaml` checks a file."""
+    """`python -m vaebic.params` lists every parameter (`--markdown`: as the README's table);
+    `python -m vaebic.params params.yaml` checks a file."""
     import sys
 
     from vaebic.cli import run_cli
@@ -392,7 +413,9 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
 
     def run():
-        if args:
+        if args == ["--markdown"]:
+            print(markdown_table())
+        elif args:
             load(args[0])
             print(f"{args[0]}: valid")
         else:
