@@ -28,13 +28,13 @@ def softplus_sum(t: torch.Tensor) -> torch.Tensor:
     This is the elementwise cost of every Bernoulli log-likelihood (K x 784 terms per example in
     the importance-weighted estimate), so on the CPU it is written for speed:
     - log(1 + e^-|t|) = -log sigmoid(|t|), and torch's vectorised sigmoid is one pass, faster
-      than exp and an add; torch's softplus uses log1p, which is not vectorised on the CPU (about
-      4x slower here);
+      than exp and an add; torch's softplus uses log1p, which is not vectorised on the CPU (several
+      times slower; benchmarks/README.md);
     - one log per group of up to 64 pixels: each factor lies in [1/2, 1), so a product of 64 stays
       above 2^-64, far inside float32's range, and the rounding error of the products (at most 64
       float32 ulps per group) is the same size as that of one log per pixel;
     - |t| capped at 80: changes nothing (sigmoid(80) is 1 in float32 and float64) but keeps the
-      exp inside sigmoid out of the subnormal range, where this CPU was over 30x slower.
+      exp inside sigmoid out of the subnormal range, where x86 CPUs slow down by an order of magnitude.
     Elsewhere (CUDA) torch's fused softplus kernel is used.
     """
     if t.device.type != "cpu":

@@ -1,7 +1,7 @@
 """`python -m vaebic.sweep`: the sweep's models trained and evaluated N at a time, on Dask workers.
 
-    python -m vaebic.sweep --jobs 2                    # this machine: 2 models at a time, CPU threads shared out
-    python -m vaebic.sweep --gpus 0,1,2,3              # this machine: one model per GPU
+    python -m vaebic.sweep --jobs 2                    # one machine: 2 models at a time, CPU threads shared out
+    python -m vaebic.sweep --gpus 0,1,2,3              # one machine: one model per GPU
     python -m vaebic.sweep --scheduler tcp://host:8786 # a Dask cluster (dask-jobqueue on Slurm/PBS, `dask worker`s, ...)
 
 It is glue around DVC, not a scheduler of its own:
