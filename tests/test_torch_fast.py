@@ -9,7 +9,7 @@ import torch
 
 from vaebic import torch_fast
 from vaebic.mlp_step import MLPStep
-from vaebic.model import VAE
+from vaebic.model import VAE, VAEConfig
 from vaebic.training import Adam, train_vae
 
 PRIVATE_OPS = ["torch._fused_adam_", "torch.ops.aten.threshold_backward"]
@@ -45,7 +45,7 @@ def binary(n=200, dim=20):
 
 def train(epochs=3, **kw):
     torch.manual_seed(0)
-    model = VAE(20, 3, [16, 8])
+    model = VAE(VAEConfig(20, 3, hidden_sizes=[16, 8]))
     saved = []
     history = train_vae(model, binary(), epochs=epochs, batch_size=32, lr=3e-3, seed=1, checkpoint=saved.append, **kw)
     return history, model.state_dict(), saved
@@ -53,7 +53,7 @@ def train(epochs=3, **kw):
 
 def adam_steps(steps=5) -> list[torch.Tensor]:
     torch.manual_seed(0)
-    model = VAE(20, 3, [8])
+    model = VAE(VAEConfig(20, 3, hidden_sizes=[8]))
     opt = Adam(model.parameters(), lr=0.01)
     g = torch.Generator().manual_seed(1)
     for _ in range(steps):
@@ -103,7 +103,7 @@ def test_relu_backward_fallback_gives_the_same_numbers(fallback):
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
 def test_written_out_step_on_the_fallback_leaves_the_same_gradients(likelihood, precision, monkeypatch):
     torch.manual_seed(0)
-    model = VAE(20, 3, [16, 8], likelihood=likelihood)
+    model = VAE(VAEConfig(20, 3, hidden_sizes=[16, 8], likelihood=likelihood))
     x, eps = binary(64), torch.randn(1, 64, 3)
     grads = []
     for forced in ("0", "1"):
