@@ -69,21 +69,67 @@ def test_training_ends_with_sigma_of_the_whole_split_stored_with_the_model(tmp_p
     assert torch.allclose(loaded.log_likelihood(decoded, x[:5]), gaussian_log_likelihood(decoded, x[:5], torch.tensor(math.log(sigma))))
 
 
+def generator(true_dim: int, n: int, image_size: int, seed: int) -> tuple:
+    """The synthetic data set's true decoder and latent draws, in synthetic_intensities' order of
+    random draws (the test checks that they give its pixel means)."""
+    rng = np.random.default_rng(seed)
+    hidden = 64
+    w1 = rng.normal(size=(true_dim, hidden)) * 1.5
+    b1 = rng.normal(size=hidden) * 0.5
+    w2 = rng.normal(size=(hidden, image_size**2)) * (4.0 / np.sqrt(hidden))
+    b2 = rng.normal(size=image_size**2) * 0.5
+    z = rng.normal(size=(n, true_dim))
+    return tuple(torch.from_numpy(a) for a in (w1, b1, w2, b2, z))
+
+
+def generator_log_likelihood(x: torch.Tensor, noise: float, gen: tuple, k_samples: int = 2000) -> float:
+    """Mean log p(x) of the true model, x = mean(z) + N(0, noise^2 I) with z ~ N(0, I), in nats per
+    example: importance sampling around each example's true z, with the posterior's Laplace
+    approximation N(z, (J^T J / noise^2 + I)^-1) as the proposal (J: the means' Jacobian in z)."""
+    w1, b1, w2, b2, z_true = gen
+    d = z_true.shape[1]
+
+    def mean(z):
+        return torch.sigmoid(torch.relu(z @ w1 + b1) @ w2 + b2)
+
+    rng = torch.Generator().manual_seed(0)
+    out = []
+    for xi, zi in zip(x.double(), z_true):
+        jac = torch.autograd.functional.jacobian(mean, zi)
+        chol = torch.linalg.cholesky(torch.linalg.inv(jac.T @ jac / noise**2 + torch.eye(d, dtype=torch.float64)))
+        eps = torch.randn(k_samples, d, generator=rng, dtype=torch.float64)
+        z = zi + eps @ chol.T
+        log_q = -0.5 * eps.pow(2).sum(1) - torch.log(torch.diagonal(chol)).sum()
+        log_prior = -0.5 * z.pow(2).sum(1)  # the (2 pi)^(-d/2) of prior and proposal cancel
+        log_lik = (-0.5 * ((xi - mean(z)) / noise) ** 2 - math.log(noise * math.sqrt(2 * math.pi))).sum(1)
+        out.append(float(torch.logsumexp(log_lik + log_prior - log_q, 0)) - math.log(k_samples))
+    return float(np.mean(out))
+
+
 @pytest.mark.slow
-def test_calibrated_sigma_finds_the_noise_level_where_learned_sigma_crawls():
-    # 5,000 16x16 grey images from a 3-dimensional latent space with pixel noise 0.03 (the issue's case)
-    noise = 0.03
-    means, _ = synthetic_intensities(true_dim=3, n=5000, image_size=16, seed=0)
+def test_a_short_run_recovers_the_noise_and_the_generators_likelihood_where_learned_sigma_crawls():
+    # 3,000 8x8 grey images from a 2-dimensional latent space with Gaussian pixel noise 0.05, 30
+    # epochs. (On the issue's larger case, 5,000 16x16 images with noise 0.03, 30 epochs give
+    # sigma 0.040 and +450 nats against the generator's +520: the calibrated decoder gets there,
+    # in more epochs; the learned sigma is then at 0.30 and +62.)
+    noise, true_dim, n, size = 0.05, 2, 3000, 8
+    means, _ = synthetic_intensities(true_dim=true_dim, n=n, image_size=size, seed=0)
+    gen = generator(true_dim, n, size, seed=0)
+    w1, b1, w2, b2, z = gen
+    assert np.allclose(torch.sigmoid(torch.relu(z @ w1 + b1) @ w2 + b2).numpy(), means, atol=1e-6)  # the data set's own generator
     x = torch.from_numpy(means + np.random.default_rng(1).normal(0, noise, means.shape).astype(np.float32))
-    reference = -x.shape[1] / 2 * (math.log(2 * math.pi * noise**2) + 1)  # E log p(x | true z) of the generator: +534 nats
-    result = {}
+    truth = generator_log_likelihood(x[:300], noise, (w1, b1, w2, b2, z[:300]))
+    result = {"generator": truth}
     for rule in ("optimal", "learned"):
         torch.manual_seed(0)
-        model = VAE(VAEConfig(x.shape[1], 3, hidden_sizes=[400], image_shape=[1, 16, 16], likelihood="gaussian", gaussian_sigma=rule))
+        model = VAE(
+            VAEConfig(x.shape[1], true_dim, hidden_sizes=[400], image_shape=[1, size, size], likelihood="gaussian", gaussian_sigma=rule)
+        )
         train_vae(model, x, epochs=30, batch_size=128, lr=1e-3, seed=0)
-        est = log_likelihood_estimate(model, x[:500], k_samples=100, batch_size=500, max_chunk_mb=2, seed=0)
+        est = log_likelihood_estimate(model, x[:300], k_samples=100, batch_size=300, max_chunk_mb=2, seed=0)
         result[rule] = (model.sigma(), est["iwae_nats"])
     (s_opt, ll_opt), (s_learned, ll_learned) = result["optimal"], result["learned"]
-    # measured: optimal sigma 0.040 and +450 nats; learned sigma 0.30 and +62 nats
-    assert s_opt < 1.5 * noise and s_learned > 5 * noise, result
-    assert ll_opt > 0.8 * reference and ll_opt > ll_learned + 200, result
+    # measured: the generator +94.0 nats; optimal sigma 0.055 and +89.4; learned sigma 0.48 and -16.5
+    assert abs(s_opt / noise - 1) < 0.2, result  # the noise level within 20%
+    assert abs(ll_opt - truth) < 8, result  # within a few nats of the true model's log-likelihood
+    assert s_learned > 3 * noise and ll_learned < truth - 50, result  # learned sigma: still far off
