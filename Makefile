@@ -33,9 +33,10 @@ else
 endif
 
 # Two or more pytest workers (pytest-xdist), one per core; a test file stays on one worker, since
-# the end-to-end files share one project copy between their tests, in file order.
+# the end-to-end files share one project copy between their tests, in file order. Files start
+# longest first (tests/conftest.py), not in xdist's most-tests-first order.
 test: setup
-	python -m pytest -n auto --dist loadfile
+	python -m pytest -n auto --dist loadfile --no-loadscope-reorder
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

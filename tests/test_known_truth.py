@@ -19,7 +19,7 @@ KNOWN_TRUTH = {
     "data": {"name": "synthetic", "synthetic_true_dim": TRUE_DIM, "synthetic_n": 3000, "synthetic_image_size": 12, "synthetic_seed": 0},
     "model": {"hidden_sizes": [64]},
     "sweep": {"latent_dims": GRID, "seeds": [0]},
-    "train": {"epochs": 200, "batch_size": 128, "lr": 0.003},
+    "train": {"epochs": 100, "batch_size": 128, "lr": 0.006},
     "evaluate": {"n_samples": 2, "k_samples": 50},
     "report": {"n_samples": 16, "dpi": 50},
 }

@@ -122,7 +122,7 @@ def test_a_sweep_in_one_workspace_matches_a_sequential_run(reference, tmp_path):
 
 
 def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(tmp_path):
-    project = make_project(tmp_path, {**CONFIG, "train": {**CONFIG["train"], "epochs": 400}})
+    project = make_project(tmp_path, {**CONFIG, "train": {**CONFIG["train"], "epochs": 200}})
     proc = subprocess.Popen(
         [sys.executable, "-m", "vaebic.sweep", "--jobs", "2"],
         cwd=project,
@@ -148,7 +148,7 @@ def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(tmp_pa
     proc = sweep(project, "--jobs", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     logs = "".join((project / f".dvc/tmp/sweep/{d}-0.log").read_text() for d in (2, 3))
-    assert len(re.findall(r"resuming at epoch \d+ of 400", logs)) == 2
+    assert len(re.findall(r"resuming at epoch \d+ of 200", logs)) == 2
     assert dvc(project, "status").stdout.strip().endswith("up to date.")
 
 
