@@ -25,8 +25,8 @@ LONGEST_FIRST = [
     "test_pipeline.py",  # 280
     "test_resume.py",  # 270
     "test_benchmarks.py",  # 190
-    "test_likelihoods_pipeline.py",  # 160
     "test_known_truth.py",  # 170
+    "test_likelihoods_pipeline.py",  # 160
     "test_bad_inputs.py",  # 150
     "test_intensity_pipeline.py",  # 130
     "test_user_data_pipeline.py",  # 80
