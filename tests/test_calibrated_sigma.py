@@ -9,7 +9,7 @@ import pytest
 import torch
 from scipy.optimize import minimize_scalar
 
-from vaebic.data import synthetic_intensities
+from vaebic.data import synthetic_generator, synthetic_intensities
 from vaebic.evaluation import log_likelihood_estimate
 from vaebic.model import VAE, VAEConfig, batch_log_sigma, count_params, load_model, save_model
 from vaebic.objectives import gaussian_log_likelihood
@@ -69,19 +69,6 @@ def test_training_ends_with_sigma_of_the_whole_split_stored_with_the_model(tmp_p
     assert torch.allclose(loaded.log_likelihood(decoded, x[:5]), gaussian_log_likelihood(decoded, x[:5], torch.tensor(math.log(sigma))))
 
 
-def generator(true_dim: int, n: int, image_size: int, seed: int) -> tuple:
-    """The synthetic data set's true decoder and latent draws, in synthetic_intensities' order of
-    random draws (the test checks that they give its pixel means)."""
-    rng = np.random.default_rng(seed)
-    hidden = 64
-    w1 = rng.normal(size=(true_dim, hidden)) * 1.5
-    b1 = rng.normal(size=hidden) * 0.5
-    w2 = rng.normal(size=(hidden, image_size**2)) * (4.0 / np.sqrt(hidden))
-    b2 = rng.normal(size=image_size**2) * 0.5
-    z = rng.normal(size=(n, true_dim))
-    return tuple(torch.from_numpy(a) for a in (w1, b1, w2, b2, z))
-
-
 def generator_log_likelihood(x: torch.Tensor, noise: float, gen: tuple, k_samples: int = 2000) -> float:
     """Mean log p(x) of the true model, x = mean(z) + N(0, noise^2 I) with z ~ N(0, I), in nats per
     example: importance sampling around each example's true z, with the posterior's Laplace
@@ -114,8 +101,7 @@ def test_a_short_run_recovers_the_noise_and_the_generators_likelihood_where_lear
     # in more epochs; the learned sigma is then at 0.30 and +62.)
     noise, true_dim, n, size = 0.05, 2, 3000, 8
     means, _ = synthetic_intensities(true_dim=true_dim, n=n, image_size=size, seed=0)
-    gen = generator(true_dim, n, size, seed=0)
-    w1, b1, w2, b2, z = gen
+    w1, b1, w2, b2, z = (torch.from_numpy(a) for a in synthetic_generator(true_dim, n, size, seed=0))
     assert np.allclose(torch.sigmoid(torch.relu(z @ w1 + b1) @ w2 + b2).numpy(), means, atol=1e-6)  # the data set's own generator
     x = torch.from_numpy(means + np.random.default_rng(1).normal(0, noise, means.shape).astype(np.float32))
     truth = generator_log_likelihood(x[:300], noise, (w1, b1, w2, b2, z[:300]))

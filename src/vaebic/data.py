@@ -223,6 +223,19 @@ def load_torchvision(name: str, root: Path, download: bool, emnist_split: str = 
     )
 
 
+def synthetic_generator(true_dim: int = 4, n: int = 5000, image_size: int = 16, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """The synthetic data set's generator: the decoder's weights (w1, b1, w2, b2) and the latent
+    draws z, so that the pixel probabilities are sigmoid(relu(z w1 + b1) w2 + b2)."""
+    rng = np.random.default_rng(seed)
+    n_pixels, hidden = image_size * image_size, 64
+    w1 = rng.normal(size=(true_dim, hidden)) * 1.5
+    b1 = rng.normal(size=hidden) * 0.5
+    w2 = rng.normal(size=(hidden, n_pixels)) * (4.0 / np.sqrt(hidden))
+    b2 = rng.normal(size=n_pixels) * 0.5
+    z = rng.normal(size=(n, true_dim))
+    return w1, b1, w2, b2, z
+
+
 def synthetic_intensities(true_dim: int = 4, n: int = 5000, image_size: int = 16, seed: int = 0) -> tuple[np.ndarray, list[int]]:
     """Data with a known latent dimension: z ~ N(0, I_true_dim) through a fixed random one-hidden-layer
     ReLU decoder (64 units) to pixel probabilities p = sigmoid(logits). With the Bernoulli likelihood
@@ -231,13 +244,7 @@ def synthetic_intensities(true_dim: int = 4, n: int = 5000, image_size: int = 16
     the model family of the default MLP decoder (ReLU, at least 64 hidden units), which is what
     BIC's consistency needs: with the truth in the family, extra latent units buy nothing.
     """
-    rng = np.random.default_rng(seed)
-    n_pixels, hidden = image_size * image_size, 64
-    w1 = rng.normal(size=(true_dim, hidden)) * 1.5
-    b1 = rng.normal(size=hidden) * 0.5
-    w2 = rng.normal(size=(hidden, n_pixels)) * (4.0 / np.sqrt(hidden))
-    b2 = rng.normal(size=n_pixels) * 0.5
-    z = rng.normal(size=(n, true_dim))
+    w1, b1, w2, b2, z = synthetic_generator(true_dim, n, image_size, seed)
     logits = np.maximum(z @ w1 + b1, 0.0) @ w2 + b2
     return (1.0 / (1.0 + np.exp(-logits))).astype(np.float32), [1, image_size, image_size]
 

@@ -21,7 +21,7 @@ log = logging.getLogger("vaebic.report")  # the report stage's name in its log l
 def publish(r: Results, out: Path, model) -> None:
     """Log the report built in out to the sweep's parent run, register the selected model (the
     loaded model), and log each model's evaluation and pictures to its own run."""
-    from vaebic import tracking
+    from vaebic import selection, tracking
 
     tags = tracking.provenance(os.environ.get("DVC_STAGE", "report"), r.params_path, r.meta["fingerprint"])
     with tracking.sweep_run(r.params["mlflow"]["experiment"], tracking.sweep_key(r.params, r.meta["fingerprint"]), tags):
@@ -34,7 +34,7 @@ def publish(r: Results, out: Path, model) -> None:
         tracking.log_table(r.table, "bic_table.json")
         for name in (*FIGURES.values(), "report.md"):
             tracking.log_artifact(out / name)
-        for name in ("bic.csv", "selection.json", "selection_notes.json"):
+        for name in ("bic.csv", selection.SELECTION_FILE, selection.NOTES_FILE):
             tracking.log_artifact(r.reports / name)
     register(r, model)
     to_model_runs(r, tags["dvc.stage"])
