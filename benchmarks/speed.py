@@ -34,6 +34,7 @@ round, and medians over rounds are printed. Each target is printed with whether 
 
     python benchmarks/speed.py                    # everything (about 30 minutes on 2 CPU cores)
     python benchmarks/speed.py --skip-pipeline    # the compute parts only (about 4 minutes)
+    python benchmarks/speed.py --pipeline-only    # the pipeline parts only (about 20 minutes on 2 CPU cores)
     python benchmarks/speed.py --device cuda      # on a GPU (also reports TFLOP/s); --device mps on Apple silicon
     python benchmarks/speed.py --device cuda --compile --max-chunk-mb 512   # the GPU switches
     python benchmarks/speed.py --quick            # a smoke run in seconds, tiny sizes
@@ -369,16 +370,34 @@ def bench_estimate(
     }
 
 
-def run_command(args: list[str], cwd: Path, env_extra: dict | None = None) -> float:
+def cpu_times() -> tuple[int, int] | None:
+    """(all, not working) clock ticks of every core since boot, from /proc/stat (Linux); None
+    elsewhere. Not working: idle, waiting for I/O, or stolen by the hypervisor for other guests."""
+    try:
+        ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]  # user .. steal
+    except (OSError, ValueError):
+        return None
+    return sum(ticks), ticks[3] + ticks[4] + ticks[7]
+
+
+def busy_fraction(before: tuple[int, int] | None, after: tuple[int, int] | None) -> float | None:
+    """The share of the machine's core time that was busy between two cpu_times() readings."""
+    if before is None or after is None or after[0] == before[0]:
+        return None
+    return 1.0 - (after[1] - before[1]) / (after[0] - before[0])
+
+
+def run_command(args: list[str], cwd: Path, env_extra: dict | None = None) -> tuple[float, float | None]:
+    """(wall seconds, share of all cores busy meanwhile) of a command; a failure ends the benchmark."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     env.update(env_extra or {})
-    start = time.perf_counter()
+    before, start = cpu_times(), time.perf_counter()
     proc = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
+    seconds, busy = time.perf_counter() - start, busy_fraction(before, cpu_times())
     if proc.returncode != 0:
         sys.exit(f"benchmark: `{' '.join(args)}` failed:\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
-    return seconds
+    return seconds, busy
 
 
 def copy_project(folder: Path, changes: dict) -> None:
@@ -467,18 +486,18 @@ def bench_pipeline(p: dict, changes: dict, default_is_float32: bool) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         timings = Path(tmp) / "timings.jsonl"
         project = fresh(tmp, "default", {})
-        repro_s = run_command(["dvc", "repro"], project, {"VAEBIC_TIMINGS": str(timings)})
-        noop_s = run_command(["dvc", "repro"], project)
+        repro_s, repro_busy = run_command(["dvc", "repro"], project, {"VAEBIC_TIMINGS": str(timings)})
+        noop_s, _ = run_command(["dvc", "repro"], project)
         stage_compute = [json.loads(line) for line in timings.read_text().splitlines()]
         default_results = run_results(project, names)
         if default_is_float32:
             float32_s, float32_results = repro_s, default_results
         else:
             float32 = fresh(tmp, "float32", FLOAT32_EVERYWHERE)
-            float32_s, float32_results = run_command(["dvc", "repro"], float32), run_results(float32, names)
+            float32_s, float32_results = run_command(["dvc", "repro"], float32)[0], run_results(float32, names)
         accuracy = precision_accuracy(default_results, float32_results)
         swept = fresh(tmp, "swept", {})  # the same pipeline, 2 models at a time (python -m vaebic.sweep)
-        sweep_s = run_command([sys.executable, "-m", "vaebic.sweep", "--jobs", "2"], swept)
+        sweep_s, sweep_busy = run_command([sys.executable, "-m", "vaebic.sweep", "--jobs", "2"], swept)
     n_models = len(names)
     compute_s = sum(t["seconds"] for t in stage_compute)
     python_s = startup_seconds("pass")
@@ -506,6 +525,11 @@ def bench_pipeline(p: dict, changes: dict, default_is_float32: bool) -> dict:
         "accuracy_vs_float32": accuracy,
         "sweep_jobs2_s": sweep_s,
         "sweep_vs_sequential": sweep_s / repro_s,
+        # the share of all cores busy during each run: the sweep can only fill the core time that
+        # `dvc repro` leaves idle, so doing the same work it needs at least repro_busy x its wall time
+        "repro_cores_busy": repro_busy,
+        "sweep_cores_busy": sweep_busy,
+        "sweep_bound_vs_sequential": repro_busy,
         # where the fixed cost goes, from fresh processes: every stage starts Python; the train stages
         # and report import torch and mlflow, the evaluate stages torch only
         "python_start_s": python_s,
@@ -557,6 +581,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=7, help="interleaved rounds; figures are medians over them")
     ap.add_argument("--matmul-size", type=int, default=4096)
     ap.add_argument("--skip-pipeline", action="store_true", help="leave out the `dvc repro` timings")
+    ap.add_argument("--pipeline-only", action="store_true", help="only the `dvc repro` timings (and the peaks)")
     ap.add_argument("--quick", action="store_true", help="tiny sizes and a two-model pipeline: checks that it all runs")
     ap.add_argument(
         "--precision",
@@ -568,6 +593,8 @@ def main() -> None:
     ap.add_argument("--max-chunk-mb", default="auto", help="the estimate's block size in MiB, or auto (the device's default)")
     ap.add_argument("--json", help="also write the figures to this file")
     args = ap.parse_args()
+    if args.skip_pipeline and args.pipeline_only:
+        ap.error("--skip-pipeline and --pipeline-only leave nothing to run")
     p = params.load(ROOT / "params.yaml")
     pipeline_changes: dict = {}
     if args.quick:
@@ -612,58 +639,59 @@ def main() -> None:
         f"estimate blocks of {chunk:g} MiB"
     )
 
-    t = fig["training"] = bench_training(
-        p, train_x, args.latent_dim, args.epochs, args.repeats, device, args.matmul_size, precision, args.compile
-    )
-    print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples (medians of {t['rounds']} rounds):")
-    print(
-        f"  vaebic, {precision}: {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
-        f"{t['vaebic_fraction_of_peak']:.0%} of the peak"
-    )
-    print(
-        f"  vaebic, float32:  {t['vaebic_float32_examples_per_s']:9.0f} examples/s   {t['vaebic_float32_fraction_of_peak']:.0%} of the peak"
-        f"   ({precision} / float32: {t['vaebic_vs_vaebic_float32']:.2f}x)"
-    )
-    print(f"  canonical loop:   {t['canonical_examples_per_s']:9.0f} examples/s   {t['canonical_fraction_of_peak']:.0%} of the peak")
-    print(
-        f"  ratio vaebic / canonical: {t['vaebic_vs_canonical']:.2f}x   (final -ELBO {t['vaebic_final_loss_nats']:.1f}, "
-        f"float32 {t['vaebic_float32_final_loss_nats']:.1f}, canonical {t['canonical_final_loss_nats']:.1f} nats)"
-    )
+    if not args.pipeline_only:
+        t = fig["training"] = bench_training(
+            p, train_x, args.latent_dim, args.epochs, args.repeats, device, args.matmul_size, precision, args.compile
+        )
+        print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples (medians of {t['rounds']} rounds):")
+        print(
+            f"  vaebic, {precision}: {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
+            f"{t['vaebic_fraction_of_peak']:.0%} of the peak"
+        )
+        print(
+            f"  vaebic, float32:  {t['vaebic_float32_examples_per_s']:9.0f} examples/s   {t['vaebic_float32_fraction_of_peak']:.0%} of the peak"
+            f"   ({precision} / float32: {t['vaebic_vs_vaebic_float32']:.2f}x)"
+        )
+        print(f"  canonical loop:   {t['canonical_examples_per_s']:9.0f} examples/s   {t['canonical_fraction_of_peak']:.0%} of the peak")
+        print(
+            f"  ratio vaebic / canonical: {t['vaebic_vs_canonical']:.2f}x   (final -ELBO {t['vaebic_final_loss_nats']:.1f}, "
+            f"float32 {t['vaebic_float32_final_loss_nats']:.1f}, canonical {t['canonical_final_loss_nats']:.1f} nats)"
+        )
 
-    e = fig["estimate"] = bench_estimate(
-        p,
-        train_x,
-        test_x,
-        args.latent_dim,
-        args.k_samples,
-        args.examples,
-        args.loop_examples,
-        args.repeats,
-        device,
-        args.matmul_size,
-        precision,
-        chunk,
-    )
-    print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']} (medians of {e['rounds']} rounds):")
-    print(
-        f"  vaebic, {precision}: {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
-        f"{e['vaebic_fraction_of_peak']:.0%} of the peak"
-    )
-    print(
-        f"  vaebic, float32:  {e['vaebic_float32_examples_per_s']:9.1f} examples/s   {e['vaebic_float32_fraction_of_peak']:.0%} of the peak"
-        f"   ({precision} / float32: {e['vaebic_vs_vaebic_float32']:.2f}x)"
-    )
-    print(
-        f"  one at a time:    {e['one_at_a_time_examples_per_s']:9.1f} examples/s   {e['one_at_a_time_fraction_of_peak']:.0%} of the peak"
-    )
-    print(
-        f"  ratio vaebic / one-at-a-time: {e['vaebic_vs_one_at_a_time']:.2f}x   (on the loop's {e['n_loop_examples']} examples: "
-        f"{e['loop_examples_vaebic_mean_nats']:.2f} +- {e['loop_examples_std_err_nats']:.2f} vs {e['loop_mean_nats']:.2f} nats)"
-    )
-    print(
-        f"  the estimates, {precision} and float32: {e['vaebic_mean_nats']:.3f} and {e['vaebic_float32_mean_nats']:.3f} "
-        f"+- {e['vaebic_float32_mean_std_err_nats']:.3f} nats"
-    )
+        e = fig["estimate"] = bench_estimate(
+            p,
+            train_x,
+            test_x,
+            args.latent_dim,
+            args.k_samples,
+            args.examples,
+            args.loop_examples,
+            args.repeats,
+            device,
+            args.matmul_size,
+            precision,
+            chunk,
+        )
+        print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']} (medians of {e['rounds']} rounds):")
+        print(
+            f"  vaebic, {precision}: {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
+            f"{e['vaebic_fraction_of_peak']:.0%} of the peak"
+        )
+        print(
+            f"  vaebic, float32:  {e['vaebic_float32_examples_per_s']:9.1f} examples/s   {e['vaebic_float32_fraction_of_peak']:.0%} of the peak"
+            f"   ({precision} / float32: {e['vaebic_vs_vaebic_float32']:.2f}x)"
+        )
+        print(
+            f"  one at a time:    {e['one_at_a_time_examples_per_s']:9.1f} examples/s   {e['one_at_a_time_fraction_of_peak']:.0%} of the peak"
+        )
+        print(
+            f"  ratio vaebic / one-at-a-time: {e['vaebic_vs_one_at_a_time']:.2f}x   (on the loop's {e['n_loop_examples']} examples: "
+            f"{e['loop_examples_vaebic_mean_nats']:.2f} +- {e['loop_examples_std_err_nats']:.2f} vs {e['loop_mean_nats']:.2f} nats)"
+        )
+        print(
+            f"  the estimates, {precision} and float32: {e['vaebic_mean_nats']:.3f} and {e['vaebic_float32_mean_nats']:.3f} "
+            f"+- {e['vaebic_float32_mean_std_err_nats']:.3f} nats"
+        )
 
     if not args.skip_pipeline:
         default_is_float32 = all(
@@ -701,6 +729,12 @@ def main() -> None:
         print(
             f"  python -m vaebic.sweep --jobs 2 (a fresh copy): {q['sweep_jobs2_s']:.1f} s = {q['sweep_vs_sequential']:.2f} x sequential dvc repro"
         )
+        if q["repro_cores_busy"] is not None:
+            print(
+                f"  cores busy: {q['repro_cores_busy']:.0%} during dvc repro, {q['sweep_cores_busy']:.0%} during the sweep; "
+                f"the sweep can only fill the core time dvc repro leaves idle, so with the same work it takes at least "
+                f"{q['sweep_bound_vs_sequential']:.2f} x dvc repro's wall time"
+            )
 
     fig["targets"] = [{"what": w, "measured": m, "target": tgt, "met": ok} for w, m, tgt, ok in verdicts(fig)]
     print("targets (on the reference 2-core CPU):")

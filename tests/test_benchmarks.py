@@ -56,6 +56,10 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
     assert q["float32_repro_s"] > 0 and q["speedup_vs_float32"] == pytest.approx(q["float32_repro_s"] / q["repro_s"])
     assert [r["model"] for r in a["rows"]] == ["2-0", "4-0"] and a["worst_diff_in_se"] >= 0 and isinstance(a["same_picks"], bool)
     assert q["sweep_jobs2_s"] > 0 and q["sweep_vs_sequential"] == pytest.approx(q["sweep_jobs2_s"] / q["repro_s"])
+    if sys.platform.startswith("linux"):  # core use from /proc/stat: the lower bound of a sweep's wall time
+        assert 0 < q["repro_cores_busy"] <= 1 and 0 < q["sweep_cores_busy"] <= 1
+        assert q["sweep_bound_vs_sequential"] == q["repro_cores_busy"]
+        assert "cores busy:" in proc.stdout
 
 
 def test_prepare_benchmark_runs(tmp_path):

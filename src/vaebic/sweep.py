@@ -8,7 +8,7 @@ It is glue around DVC, not a scheduler of its own:
 
 1. `dvc repro prepare` here, once (validate and prepare).
 2. For each (latent_dim, seed) that is not up to date, one Dask task runs `dvc repro -s
-   train@<d>-<seed>` and then `dvc repro -s evaluate@<d>-<seed>`, at most N at a time.
+   train@<d>-<seed> evaluate@<d>-<seed>`, at most N at a time.
    - One machine: the tasks share this workspace. DVC's locks keep them apart (`dvc
      --wait-for-lock`, and a lock error is retried); each gets one GPU of --gpus, or an equal share
      of the CPU threads.
@@ -99,10 +99,10 @@ def run_task(task: Task) -> dict:
         if cloned:
             env["PYTHONPATH"] = f"{cwd / 'src'}{os.pathsep}{env.get('PYTHONPATH', '')}"  # this commit's library
             _checked(["pull", "prepare"], cwd, env, stop, logs)
-        for stage in task.stages:
-            code = _dvc(["repro", "--single-item", *(["--pull"] if cloned else []), stage], cwd, env, stop, logs)
-            if code:
-                return _result(task, worker, start, logs, stage=stage, code=code)
+        # both stages in one `dvc repro`: one DVC start-up and one look at the pipeline per model
+        code = _dvc(["repro", "--single-item", *(["--pull"] if cloned else []), *task.stages], cwd, env, stop, logs)
+        if code:
+            return _result(task, worker, start, logs, stage=_last_stage(logs[-1], task.stages), code=code)
         if cloned:
             _checked(["push", "--run-cache", *task.stages], cwd, env, stop, logs)
             shutil.rmtree(cwd, ignore_errors=True)  # done: nothing to resume
@@ -131,6 +131,12 @@ def _result(task: Task, worker, start: float, logs: list[str], stage: str | None
         "interrupted": code == INTERRUPTED or "interrupted: stopped by" in text,
         "log": _head_and_tail(text),
     }
+
+
+def _last_stage(text: str, stages: tuple[str, ...]) -> str:
+    """The stage that `dvc repro` of stages was running when it stopped: the last it started."""
+    started = re.findall(r"Running stage '([^']+)'", text)
+    return started[-1] if started else stages[0]
 
 
 def _head_and_tail(text: str, keep: int = 100_000) -> str:
