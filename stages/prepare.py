@@ -18,7 +18,8 @@ def main() -> None:
         meta = data.prepare(p["data"], p["model"]["likelihood"], tmp)
         # Create the MLflow store and experiment now, once, before the train stages could race on
         # it; after reading the data, so that a bad file fails at once, without importing MLflow.
-        tracking.setup(p["mlflow"]["experiment"])
+        if not tracking.has_experiment(p["mlflow"]["experiment"]):
+            tracking.setup(p["mlflow"]["experiment"])
     log.info(
         "%s: %d training and %d test examples of shape %s written to %s (fingerprint %s)",
         meta["dataset"],

@@ -5,6 +5,7 @@ import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -49,6 +50,48 @@ def test_concurrent_first_writers_share_one_store_and_experiment(store):
     client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
     assert [e.name for e in client.search_experiments() if e.name == "race"] == ["race"]
     assert client.get_experiment(ids.pop()).artifact_location == (store / "mlartifacts").as_uri()
+
+
+@pytest.mark.parametrize(
+    "revision, expected", [("ffffffffffff", "was written by a newer MLflow"), ("oldest", "was made by an older MLflow")]
+)
+def test_a_store_of_another_mlflow_version_is_one_line_naming_which(revision, expected, tmp_path):
+    """MLflow refuses both with the same words; vaebic says which, and what to do."""
+    import sqlite3
+
+    import mlflow
+    from alembic.script import ScriptDirectory
+
+    if revision == "oldest":  # a real revision of the installed MLflow's migrations, the first one
+        scripts = ScriptDirectory(str(Path(mlflow.__file__).parent / "store" / "db_migrations"))
+        revision = list(scripts.walk_revisions())[-1].revision
+    env = {**os.environ, "DVC_ROOT": str(tmp_path)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    code = "from vaebic.cli import run_cli; from vaebic import tracking; run_cli(lambda: tracking.setup('x'))"
+    first = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    assert first.returncode == 0, first.stderr[-2000:]
+    with sqlite3.connect(tmp_path / "mlflow.db") as con:
+        con.execute("UPDATE alembic_version SET version_num = ?", (revision,))
+    again = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=180)
+    lines = again.stderr.strip().splitlines()
+    assert again.returncode == 1 and len(lines) == 1 and "Traceback" not in again.stderr, again.stderr
+    assert lines[0].startswith(f"error: MLflow store {tmp_path / 'mlflow.db'} {expected}") and revision in lines[0]
+
+
+def test_has_experiment_reads_the_local_store_without_mlflow(store, monkeypatch):
+    assert not tracking.has_experiment("exp")  # no store yet
+    tracking.setup("exp")
+    assert tracking.has_experiment("exp") and not tracking.has_experiment("other")
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+    client.delete_experiment(client.get_experiment_by_name("exp").experiment_id)
+    assert not tracking.has_experiment("exp")  # deleted: setup must run, and says so
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
+    assert not tracking.has_experiment("exp")  # a server: always asked through MLflow
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    (store / "mlflow.db").write_bytes(b"not a database")
+    assert not tracking.has_experiment("exp")
 
 
 def test_a_failing_block_ends_its_run_as_failed(store):

@@ -22,6 +22,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import socket
 import subprocess
 from contextlib import contextmanager
@@ -93,9 +94,9 @@ def _check_reachable(uri: str, timeout_s: float = 3.0) -> None:
 
 def check_sqlite_store(db: Path) -> None:
     """Fail with one line naming the SQLite store, what is wrong with it and what to do, before
-    MLflow opens it: not a database (a corrupt or half-copied file), written by a newer MLflow,
-    made by an older one, on a read-only file system, or locked by another writer for longer than
-    VAEBIC_STORE_WAIT_S seconds (default 60)."""
+    MLflow opens it: not a database (a corrupt or half-copied file), on a read-only file system,
+    or locked by another writer for longer than VAEBIC_STORE_WAIT_S seconds (default 60). A
+    schema from a newer or older MLflow is told apart when MLflow refuses it (setup)."""
     import sqlite3
 
     aside = f"move it aside (`mv {db} {db}.broken`) and a new, empty store is made on the next run, {ELSEWHERE}"
@@ -116,14 +117,7 @@ def check_sqlite_store(db: Path) -> None:
     except sqlite3.Error as exc:
         raise VaebicError(f"MLflow store {db} cannot be opened ({exc}); check its permissions, {ELSEWHERE}") from None
     try:
-        try:
-            rows = con.execute("SELECT version_num FROM alembic_version").fetchall()
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc):
-                raise
-            rows = []  # an empty store: MLflow creates its tables
-        if rows:
-            _check_schema(db, rows[0][0])
+        # (the schema's revision is MLflow's own check, when it opens the store: see setup)
         con.execute("BEGIN IMMEDIATE")  # a write, rolled back at once: can this store be written now?
         con.execute("CREATE TABLE vaebic_write_probe (x)")
         con.rollback()
@@ -203,11 +197,39 @@ def setup(experiment: str) -> str:
             raise VaebicError(f"MLflow store {db} cannot be created ({exc.strerror or exc}); {ELSEWHERE}") from None
         # Creating the SQLite schema and the experiment is not safe for concurrent first writers.
         with _store_lock():
-            return _get_or_create(mlflow, experiment, (db.parent / "mlartifacts").as_uri())
+            try:
+                return _get_or_create(mlflow, experiment, (db.parent / "mlartifacts").as_uri())
+            except Exception as exc:
+                # MLflow compares the store's schema with its own when it opens it, and refuses
+                # both newer and older ones with the same words: say which, and what to do.
+                found = re.search(r"out-of-date database schema \(found version (\w+)", str(exc))
+                if found:
+                    _check_schema(db, found.group(1))
+                raise
     try:
         return _get_or_create(mlflow, experiment, None)
     except Exception as exc:
         raise VaebicError(f"MLflow tracking server {uri} refused the request ({type(exc).__name__}: {exc})") from None
+
+
+def has_experiment(experiment: str) -> bool:
+    """Whether the local SQLite store already holds this experiment, active: read with sqlite3,
+    without importing MLflow (seconds). False for a tracking server, or when in any doubt."""
+    import sqlite3
+
+    uri = tracking_uri()
+    db = Path(uri[len("sqlite:///") :])
+    if not uri.startswith("sqlite:///") or not db.is_file():
+        return False
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+        try:
+            row = con.execute("SELECT lifecycle_stage FROM experiments WHERE name = ?", (experiment,)).fetchone()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] == "active"
 
 
 def _store_lock():
