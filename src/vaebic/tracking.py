@@ -53,6 +53,12 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{project_root() / 'mlflow.db'}"
 
 
+def sqlite_store() -> Path | None:
+    """The SQLite file the runs go to, or None for a tracking server."""
+    uri = tracking_uri()
+    return Path(uri[len("sqlite:///") :]) if uri.startswith("sqlite:///") else None
+
+
 #: seconds to wait for another writer's lock on a SQLite store before giving up (VAEBIC_STORE_WAIT_S)
 STORE_WAIT_S = 60.0
 #: seconds a tracking server has to answer its health check
@@ -188,8 +194,8 @@ def setup(experiment: str) -> str:
     import mlflow
 
     mlflow.set_tracking_uri(uri)
-    if uri.startswith("sqlite:///"):
-        db = Path(uri[len("sqlite:///") :])
+    db = sqlite_store()
+    if db is not None:
         check_sqlite_store(db)
         try:
             db.parent.mkdir(parents=True, exist_ok=True)
@@ -217,9 +223,8 @@ def has_experiment(experiment: str) -> bool:
     without importing MLflow (seconds). False for a tracking server, or when in any doubt."""
     import sqlite3
 
-    uri = tracking_uri()
-    db = Path(uri[len("sqlite:///") :])
-    if not uri.startswith("sqlite:///") or not db.is_file():
+    db = sqlite_store()
+    if db is None or not db.is_file():
         return False
     try:
         con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
@@ -237,12 +242,12 @@ def _store_lock():
     could race on; nothing for a tracking server, which serialises its own writes."""
     from contextlib import nullcontext
 
-    uri = tracking_uri()
-    if not uri.startswith("sqlite:///"):
+    db = sqlite_store()
+    if db is None:
         return nullcontext()
     from filelock import FileLock
 
-    return FileLock(uri[len("sqlite:///") :] + ".lock", timeout=120)
+    return FileLock(f"{db}.lock", timeout=120)
 
 
 def _get_or_create(mlflow, name: str, artifact_location: str | None) -> str:
