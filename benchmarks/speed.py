@@ -279,7 +279,7 @@ def bench_training(
     def vaebic(prec: str):
         torch.manual_seed(0)
         model = VAE(VAEConfig(train_x.shape[1], latent_dim, hidden_sizes=hidden)).to(device)
-        return train_vae(model, train_x, seed=0, precision=prec, compile=compile, **kw)[-1]["loss"]
+        return train_vae(model, train_x, seed=0, precision=prec, compile=compile, **kw).history[-1]["loss"]
 
     def canonical():
         torch.manual_seed(0)
@@ -611,7 +611,8 @@ def main() -> None:
     precision, precision_why = resolve_precision(args.precision, device_facts, "--precision")
     with tempfile.TemporaryDirectory() as tmp:
         data.prepare(p["data"], p["model"]["likelihood"], tmp)
-        train_np, test_np, meta = data.load_prepared(tmp)
+        prepared = data.load_prepared(tmp)
+        train_np, test_np, meta = prepared.train, prepared.test, prepared.meta
     train_x, test_x = (torch.from_numpy(a).to(device=device, dtype=torch.float32) for a in (train_np, test_np))
 
     mm = peaks(device, args.matmul_size)

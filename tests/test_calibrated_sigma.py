@@ -51,7 +51,7 @@ def test_training_ends_with_sigma_of_the_whole_split_stored_with_the_model(tmp_p
     x = torch.rand(300, 20)
     torch.manual_seed(0)
     model = VAE(VAEConfig(20, 2, hidden_sizes=[16], likelihood="gaussian", gaussian_sigma="optimal"))
-    history = train_vae(model, x, epochs=2, batch_size=64, lr=1e-3, seed=0)
+    history = train_vae(model, x, epochs=2, batch_size=64, lr=1e-3, seed=0).history
     sigma = model.sigma()
     # the stored sigma is the root mean squared error of reconstructions from one z ~ q(z|x) per example
     assert history[-1]["sigma"] == sigma and 0.05 < sigma < 0.6

@@ -50,7 +50,7 @@ def assert_same_weights(a, b):
 def test_resuming_from_any_epoch_ends_with_the_uninterrupted_weights(digits, tmp_path):
     straight = fresh_model()
     saved = []
-    history = train_vae(straight, digits, epochs=5, batch_size=64, lr=1e-3, seed=3, checkpoint=saved.append, checkpoint_every=1)
+    history = train_vae(straight, digits, epochs=5, batch_size=64, lr=1e-3, seed=3, checkpoint=saved.append, checkpoint_every=1).history
     assert [s["epoch"] for s in saved] == [1, 2, 3, 4]  # none after the last epoch: the model itself is saved then
     for state in (saved[0], saved[2]):
         # through a real file, as the stage does it
@@ -58,7 +58,7 @@ def test_resuming_from_any_epoch_ends_with_the_uninterrupted_weights(digits, tmp
         loaded = checkpoint.load(tmp_path / "c.pt", key(), epochs=5)
         resumed = fresh_model()
         torch.manual_seed(1234)  # whatever the global generator did meanwhile, the checkpoint restores it
-        again = train_vae(resumed, digits, epochs=5, batch_size=64, lr=1e-3, seed=3, resume=loaded)
+        again = train_vae(resumed, digits, epochs=5, batch_size=64, lr=1e-3, seed=3, resume=loaded).history
         assert again == history
         assert_same_weights(resumed, straight)
 

@@ -24,13 +24,27 @@ def test_binarize_is_seeded_and_matches_intensities():
 
 
 def test_split_is_seeded_disjoint_and_complete():
-    tr, te = data.split_indices(100, 0.25, seed=1)
-    assert len(te) == 25 and len(tr) == 75
+    tr, va, te = data.split_indices(100, 0.25, seed=1)
+    assert len(te) == 25 and len(tr) == 75 and len(va) == 0
     assert sorted(np.concatenate([tr, te]).tolist()) == list(range(100))
-    tr2, te2 = data.split_indices(100, 0.25, seed=1)
+    tr2, _, te2 = data.split_indices(100, 0.25, seed=1)
     assert np.array_equal(te, te2)
     with pytest.raises(VaebicError, match="test_fraction"):
         data.split_indices(3, 0.01, seed=0)
+
+
+def test_the_validation_split_is_carved_from_the_training_examples_and_leaves_the_test_split_alone():
+    tr0, _, te0 = data.split_indices(1000, 0.2, seed=4)
+    tr, va, te = data.split_indices(1000, 0.2, seed=4, validation_fraction=0.1)
+    assert (len(tr), len(va), len(te)) == (720, 80, 200)
+    assert np.array_equal(te, te0)  # the test split is the same with or without a validation split
+    assert not set(tr) & set(va) and not set(tr) & set(te) and not set(va) & set(te)  # disjoint
+    assert set(tr) | set(va) == set(tr0)  # carved from the training examples
+    assert [np.array_equal(a, b) for a, b in zip((tr, va, te), data.split_indices(1000, 0.2, seed=4, validation_fraction=0.1))] == [
+        True
+    ] * 3
+    with pytest.raises(VaebicError, match=r"data.validation_fraction=0.01 leaves 0 validation"):
+        data.split_indices(40, 0.2, seed=0, validation_fraction=0.01)
 
 
 def test_embedded_mnist_is_real_digits():
@@ -60,7 +74,7 @@ def test_torchvision_sets_read_idx_files_already_there(tmp_path, name, cls):
     np.testing.assert_allclose(x[:30], train.reshape(30, -1) / 255.0, atol=1e-6)
     np.testing.assert_allclose(x[30:], test.reshape(10, -1) / 255.0, atol=1e-6)
     meta = data.prepare({**DATA_PARAMS, "name": name, "root": str(tmp_path)}, "bernoulli", tmp_path / "prepared")
-    assert meta["n_train"] == 32 and meta["n_test"] == 8 and meta["dataset"] == name
+    assert meta["n_train"] + meta["n_validation"] == 32 and meta["n_test"] == 8 and meta["dataset"] == name
 
 
 def test_torchvision_missing_files_without_download_is_a_clear_error(tmp_path):
@@ -79,11 +93,16 @@ def test_torchvision_corrupt_file_is_a_clear_error(tmp_path):
 
 def test_prepare_writes_binary_split_and_fingerprint(tmp_path):
     meta = data.prepare({**DATA_PARAMS, "max_examples": 500}, "bernoulli", tmp_path)
-    train_x, test_x, meta2 = data.load_prepared(tmp_path)
-    assert meta == meta2
-    assert train_x.shape == (400, 784) and test_x.shape == (100, 784)
+    prepared = data.load_prepared(tmp_path)
+    train_x, val_x, test_x = prepared.train, prepared.validation, prepared.test
+    assert meta == prepared.meta
+    assert train_x.shape == (360, 784) and val_x.shape == (40, 784) and test_x.shape == (100, 784)
+    assert (meta["n_train"], meta["n_validation"], meta["n_test"], meta["validation_fraction"]) == (360, 40, 100, 0.1)
     assert train_x.dtype == np.uint8 and set(np.unique(train_x)) == {0, 1}
-    assert meta["fingerprint"] == data.fingerprint(train_x, test_x)
+    assert meta["fingerprint"] == data.fingerprint(train_x, val_x, test_x)  # the validation split is part of the data's identity
+    # no example is in two splits (500 distinct digits: compare the rows themselves)
+    rows = [set(map(bytes, a)) for a in (train_x, val_x, test_x)]
+    assert not rows[0] & rows[1] and not rows[0] & rows[2] and not rows[1] & rows[2]
     # same params, same bytes
     other = tmp_path / "again"
     assert data.prepare({**DATA_PARAMS, "max_examples": 500}, "bernoulli", other)["fingerprint"] == meta["fingerprint"]
@@ -172,12 +191,12 @@ def test_synthetic_data_come_from_a_latent_space_of_the_stated_dimension(tmp_pat
         {**DATA_PARAMS, "name": "synthetic", "synthetic_true_dim": 3, "synthetic_n": 500, "synthetic_image_size": 8}, "bernoulli", tmp_path
     )
     assert meta["synthetic"] == {"true_dim": 3, "n": 500, "image_size": 8, "seed": 0}
-    train_x, test_x, _ = data.load_prepared(tmp_path)
-    assert train_x.shape == (400, 64) and set(np.unique(train_x)) == {0, 1}
+    prepared = data.load_prepared(tmp_path)
+    assert prepared.train.shape == (360, 64) and prepared.validation.shape == (40, 64) and set(np.unique(prepared.train)) == {0, 1}
 
 
 def test_grey_level_likelihoods_keep_grey_levels(tmp_path):
     meta = data.prepare({**DATA_PARAMS, "max_examples": 100}, "continuous_bernoulli", tmp_path)
-    train_x, _, _ = data.load_prepared(tmp_path)
+    train_x = data.load_prepared(tmp_path).train
     assert not meta["binarized"] and train_x.dtype == np.float32
     assert len(np.unique(train_x)) > 10 and 0 <= train_x.min() and train_x.max() <= 1

@@ -126,11 +126,11 @@ def test_auto_block_size_follows_the_device(facts, expected):
     [
         (CPU_BF16, 10**6, False),
         (MPS, 10**6, False),
-        (CUDA_A100, 960, False),  # the default sweep: 32 steps x 30 epochs, far too short to repay compiling
-        (CUDA_A100, devices.COMPILE_MIN_STEPS, True),
+        (CUDA_A100, 29, False),  # the default sweep: 29 steps per epoch, far too short to repay compiling
+        (CUDA_A100, devices.COMPILE_MIN_STEPS_PER_EPOCH, True),
     ],
 )
-def test_auto_compile_only_on_cuda_for_long_runs(facts, steps, expected):
+def test_auto_compile_only_on_cuda_for_long_epochs(facts, steps, expected):
     on, why = devices.compile_setting("auto", facts, steps)
     assert on is expected and why.startswith("auto")
     assert devices.compile_setting(True, CPU_BF16, 10) == (True, "set in params.yaml")

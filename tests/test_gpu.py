@@ -99,9 +99,9 @@ def test_resuming_on_the_device_gives_the_uninterrupted_weights(device, architec
         return VAE(VAEConfig(64, 4, hidden_sizes=[32], **kw)).to(device)
 
     straight, saved = fresh(), []
-    history = train_vae(straight, x, epochs=4, batch_size=64, lr=1e-3, seed=3, checkpoint=saved.append, checkpoint_every=1)
+    history = train_vae(straight, x, epochs=4, batch_size=64, lr=1e-3, seed=3, checkpoint=saved.append, checkpoint_every=1).history
     resumed = fresh()
-    assert train_vae(resumed, x, epochs=4, batch_size=64, lr=1e-3, seed=3, resume=saved[1]) == history
+    assert train_vae(resumed, x, epochs=4, batch_size=64, lr=1e-3, seed=3, resume=saved[1]).history == history
     for (name, a), (_, b) in zip(straight.state_dict().items(), resumed.state_dict().items()):
         assert torch.equal(a, b), name
 
@@ -166,9 +166,9 @@ def test_compiled_training_compiles_one_graph_and_matches_eager():
     x = binary_data("cuda", n=520)
     torch._dynamo.reset()
     torch.manual_seed(0)
-    eager = train_vae(VAE(VAEConfig(64, 4, hidden_sizes=[32])).cuda(), x, epochs=2, batch_size=64, lr=1e-3, seed=0, autograd=True)
+    eager = train_vae(VAE(VAEConfig(64, 4, hidden_sizes=[32])).cuda(), x, epochs=2, batch_size=64, lr=1e-3, seed=0, autograd=True).history
     torch.manual_seed(0)
-    compiled = train_vae(VAE(VAEConfig(64, 4, hidden_sizes=[32])).cuda(), x, epochs=2, batch_size=64, lr=1e-3, seed=0, compile=True)
+    compiled = train_vae(VAE(VAEConfig(64, 4, hidden_sizes=[32])).cuda(), x, epochs=2, batch_size=64, lr=1e-3, seed=0, compile=True).history
     assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 1
     for a, b in zip(eager, compiled):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)

@@ -269,8 +269,8 @@ def test_prepare_records_the_rule_and_uses_binary_inputs_as_they_are(tmp_path, c
         "mean_intensity": pytest.approx(BINARY.mean(), abs=1e-6),
     }
     assert meta["binarization"].startswith("none: the inputs are binary") and "used as they are" in caplog.text
-    train_x, test_x, _ = data.load_prepared(tmp_path / "prep")
-    prepared = np.concatenate([train_x, test_x])
+    splits = data.load_prepared(tmp_path / "prep")
+    prepared = np.concatenate([splits.train, splits.validation, splits.test])
     assert sorted(map(bytes, prepared)) == sorted(map(bytes, BINARY.reshape(40, -1).astype(np.uint8)))  # the same images, shuffled
     np.save(tmp_path / "grey.npy", GREY.astype(np.uint8))
     meta = data.prepare({**params, "path": str(tmp_path / "grey.npy")}, "bernoulli", tmp_path / "prep2")

@@ -189,7 +189,7 @@ def test_prepare_keeps_the_source_mean_intensity(project, case, write, extra, li
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"read as {rule}" in proc.stdout + proc.stderr  # the log names the rule
     meta = json.loads((project / "data/prepared/meta.json").read_text())
-    prepared = np.concatenate([np.load(project / "data/prepared/train_x.npy"), np.load(project / "data/prepared/test_x.npy")])
+    prepared = np.concatenate([np.load(project / f"data/prepared/{split}_x.npy") for split in ("train", "val", "test")])
     assert meta["intensity"]["rule"] == rule and meta["source"] == path
     assert meta["intensity"]["mean_intensity"] == pytest.approx(source_mean, abs=1e-5)
     if exact:

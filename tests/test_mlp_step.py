@@ -92,7 +92,7 @@ def test_training_follows_the_autograd_path(likelihood):
     for autograd in (False, True):
         torch.manual_seed(0)
         model = VAE(VAEConfig(20, 3, hidden_sizes=[16], likelihood=likelihood))
-        history = train_vae(model, x, epochs=3, batch_size=32, lr=1e-3, seed=0, autograd=autograd)
+        history = train_vae(model, x, epochs=3, batch_size=32, lr=1e-3, seed=0, autograd=autograd).history
         runs.append((history, model.state_dict()))
     (h_fast, w_fast), (h_auto, w_auto) = runs
     for a, b in zip(h_fast, h_auto):

@@ -24,8 +24,8 @@ def fresh_model(d=2, seed=0):
 
 def test_training_lowers_the_loss_and_is_reproducible(digits):
     m1, m2 = fresh_model(), fresh_model()
-    h1 = train_vae(m1, digits, epochs=3, batch_size=100, lr=1e-3, seed=5)
-    h2 = train_vae(m2, digits, epochs=3, batch_size=100, lr=1e-3, seed=5)
+    h1 = train_vae(m1, digits, epochs=3, batch_size=100, lr=1e-3, seed=5).history
+    h2 = train_vae(m2, digits, epochs=3, batch_size=100, lr=1e-3, seed=5).history
     assert h1[-1]["loss"] < h1[0]["loss"]
     assert h1 == h2
     for a, b in zip(m1.state_dict().values(), m2.state_dict().values()):
@@ -95,7 +95,7 @@ def test_grey_level_likelihoods_train_save_and_load(tmp_path, likelihood, sigma)
     dec = sum(p.numel() for p in m.decoder.parameters())
     learned_sigma = likelihood == "gaussian" and sigma == "learned"
     assert count_params(m, "decoder") == dec + (1 if learned_sigma else 0)
-    h = train_vae(m, grey, epochs=3, batch_size=100, lr=1e-3, seed=0)
+    h = train_vae(m, grey, epochs=3, batch_size=100, lr=1e-3, seed=0).history
     assert h[-1]["loss"] < h[0]["loss"]
     save_model(m, tmp_path / "m")
     loaded = vaebic.load_model(tmp_path / "m")
@@ -122,7 +122,7 @@ def test_conv_architecture_trains_saves_loads_and_counts_like_the_mlp(tmp_path):
     # k counts the generative model, whatever its layers: every decoder parameter, none of the encoder's
     assert count_params(m, "decoder") == sum(p.numel() for p in m.decoder.parameters())
     assert count_params(m, "all") == sum(p.numel() for p in m.parameters())
-    h = train_vae(m, x, epochs=4, batch_size=100, lr=3e-3, seed=0)
+    h = train_vae(m, x, epochs=4, batch_size=100, lr=3e-3, seed=0).history
     assert h[-1]["loss"] < h[0]["loss"]
     save_model(m, tmp_path / "conv")
     loaded = vaebic.load_model(tmp_path / "conv")
@@ -175,8 +175,8 @@ def test_bfloat16_switches_leave_the_log_likelihood_within_monte_carlo_error(dig
 
     train, test = digits[:400], digits[400:]
     m32, m16 = fresh_model(d=4), fresh_model(d=4)
-    h32 = train_vae(m32, train, epochs=4, batch_size=100, lr=1e-3, seed=0)
-    h16 = train_vae(m16, train, epochs=4, batch_size=100, lr=1e-3, seed=0, precision="bfloat16")
+    h32 = train_vae(m32, train, epochs=4, batch_size=100, lr=1e-3, seed=0).history
+    h16 = train_vae(m16, train, epochs=4, batch_size=100, lr=1e-3, seed=0, precision="bfloat16").history
     assert h16[-1]["loss"] == pytest.approx(h32[-1]["loss"], rel=0.01)
     kw = dict(k_samples=200, batch_size=50, max_chunk_mb=1, seed=0)
     full = log_likelihood_estimate(m32, test, **kw)
@@ -194,8 +194,8 @@ def test_bfloat16_switches_leave_the_log_likelihood_within_monte_carlo_error(dig
 def test_compiled_training_step_matches_eager(digits):
     # torch.compile on the CPU: about 20 s to compile; the numbers agree to float rounding
     eager, compiled = fresh_model(), fresh_model()
-    h_eager = train_vae(eager, digits, epochs=2, batch_size=100, lr=1e-3, seed=0)
-    h_compiled = train_vae(compiled, digits, epochs=2, batch_size=100, lr=1e-3, seed=0, compile=True)
+    h_eager = train_vae(eager, digits, epochs=2, batch_size=100, lr=1e-3, seed=0).history
+    h_compiled = train_vae(compiled, digits, epochs=2, batch_size=100, lr=1e-3, seed=0, compile=True).history
     for a, b in zip(h_eager, h_compiled):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
 

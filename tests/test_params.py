@@ -64,11 +64,24 @@ def with_change(section, key, value):
         ("data", "download", "yes", r"'data\.download': expected true or false"),
         ("select", "criterion", "waic", r"'select\.criterion': expected one of bic, aic"),
         ("model", "hidden_sizes", [], r"'model\.hidden_sizes'"),
+        ("data", "validation_fraction", 0.95, r"'data\.validation_fraction': expected a number >= 0 and <= 0\.9, got 0\.95"),
+        ("train", "patience", -1, r"'train\.patience': expected an integer >= 0, got -1"),
+        ("train", "min_delta", -0.1, r"'train\.min_delta': expected a number >= 0"),
+        ("train", "lr_patience", 1.5, r"'train\.lr_patience': expected an integer >= 0"),
+        ("select", "converged_below", 0.1, r"'select\.converged_below': removed: .*early stopping.*delete this line"),
     ],
 )
 def test_bad_values_are_named(section, key, value, expected):
     with pytest.raises(ParamsError, match=expected):
         params.validate(with_change(section, key, value))
+
+
+def test_early_stopping_needs_a_validation_split():
+    raw = with_change("data", "validation_fraction", 0)
+    with pytest.raises(ParamsError, match=r"'train\.patience': 20 needs a validation split.*data\.validation_fraction is 0"):
+        params.validate(raw)
+    raw["train"]["patience"] = 0  # a fixed number of epochs needs none
+    assert params.validate(raw)["train"]["patience"] == 0
 
 
 def test_scientific_notation_without_a_dot_is_a_number():

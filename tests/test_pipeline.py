@@ -41,14 +41,15 @@ def test_first_run_makes_every_output(project):
     ran = STAGES_RUN["first"]
     assert ran == ["validate", "prepare", "train@2-0", "train@4-0", "evaluate@2-0", "evaluate@4-0", "select", "report"]
     meta = json.loads((project / "data/prepared/meta.json").read_text())
-    assert meta["n_train"] == 480 and meta["n_test"] == 120 and meta["binarized"]
+    # 600 examples: 120 test, and of the other 480, 48 validation (when to stop) and 432 to fit on
+    assert (meta["n_train"], meta["n_validation"], meta["n_test"]) == (432, 48, 120) and meta["binarized"]
     assert meta["intensity"]["rule"] == "8-bit grey levels / 255" and meta["intensity"]["source_range"] == [0, 255]
     assert meta["binarization"].startswith("static")
     for d in (2, 4):
         model_dir = project / "models" / f"{d}-0"
-        assert {"weights.pt", "config.json", "history.json", "run.json"} <= {f.name for f in model_dir.iterdir()}
+        assert {"weights.pt", "config.json", "history.json", "stopping.json", "run.json"} <= {f.name for f in model_dir.iterdir()}
         m = json.loads((project / "metrics" / f"{d}-0.json").read_text())
-        for split, n in (("train", 480), ("test", 120)):
+        for split, n in (("train", 432), ("test", 120)):
             assert m[split]["n"] == n
             assert m[split]["elbo_nats"] == pytest.approx(-(m[split]["recon_nats"] + m[split]["kl_nats"]))
             assert -784 * 0.7 < m[split]["elbo_nats"] < -50  # between "knows nothing" and "perfect"
@@ -82,14 +83,14 @@ def test_first_run_makes_every_output(project):
     row = table.iloc[1]
     # k = decoder parameters of a 4 -> 32 -> 784 MLP
     assert row.n_params == (4 * 32 + 32) + (32 * 784 + 784)
-    assert row.log_likelihood == pytest.approx(row.iwae_train * 480, rel=1e-5)
+    assert row.log_likelihood == pytest.approx(row.iwae_train * 432, rel=1e-5)
     assert (table.iwae_train >= table.elbo_train).all()
-    assert row.bic == pytest.approx(row.n_params * __import__("math").log(480) - 2 * row.log_likelihood, rel=1e-9)
+    assert row.bic == pytest.approx(row.n_params * __import__("math").log(432) - 2 * row.log_likelihood, rel=1e-9)
 
     sel = json.loads((project / "reports/selection.json").read_text())
     notes = json.loads((project / "reports/selection_notes.json").read_text())
     # the DVC metrics file holds numbers only, so that `dvc metrics show` prints a few columns; the words are beside it
-    numeric = lambda r: all(numeric(v) if isinstance(v, dict) else type(v) in (int, float) for v in r.values())  # noqa: E731
+    numeric = lambda r: all(numeric(v) if isinstance(v, dict) else type(v) in (int, float, bool) for v in r.values())  # noqa: E731
     assert numeric(sel) and not set(sel) & set(notes)
     assert sel["best_latent_dim"] in (2, 4) and notes["criterion"] == "bic"
     assert sel["best_latent_dim"] == int(table.sort_values("bic").iloc[0].latent_dim)
@@ -104,11 +105,11 @@ def test_first_run_makes_every_output(project):
     for d in (2, 4):
         m = json.loads((project / "metrics" / f"{d}-0.json").read_text())
         with np.load(project / "metrics" / f"{d}-0.examples.npz") as ex:
-            for split, n in (("train", 480), ("test", 120)):
+            for split, n in (("train", 432), ("test", 120)):
                 assert ex[f"iwae_{split}"].shape == ex[f"elbo_{split}"].shape == (n,)
                 assert ex[f"iwae_{split}"].sum() == pytest.approx(m[split]["iwae_sum_nats"], rel=1e-9)
                 assert ex[f"elbo_{split}"].sum() == pytest.approx(m[split]["elbo_sum_nats"], rel=1e-9)
-        assert m["training"]["epochs"] == 2 and m["training"]["loss_drop_per_epoch_nats"] > 1  # 2 epochs: far from converged
+        assert m["training"]["epochs_run"] == 2 and m["training"]["stop_reason"] == "cap"  # 2 epochs: far from the plateau
     for col in ("selection_frequency", "selection_frequency_aic", "selection_frequency_heldout"):
         per_d = table.groupby("latent_dim")[col].agg(["min", "max"])
         assert (per_d["min"] == per_d["max"]).all() and per_d["min"].sum() == pytest.approx(1.0)
@@ -120,9 +121,12 @@ def test_first_run_makes_every_output(project):
     other = table[table.latent_dim != sel["best_latent_dim"]].iloc[0]
     assert best.delta_vs_selected == 0 and other.delta_vs_selected == pytest.approx(other.bic - best.bic, rel=1e-6)
     assert other.delta_vs_selected_lo90 <= other.delta_vs_selected <= other.delta_vs_selected_hi90
-    assert not table.converged.any() and sel["models_not_converged"] == 2
+    assert (table.stop_reason == "cap").all() and sel["models_at_cap"] == 2 and sel["bic_overfit"] in (True, False)
+    assert sel["epochs_run_max"] == 2 and set(sel["pick_stable_since_epoch"]) == {"bic", "aic", "heldout"}
+    picks = pd.read_csv(project / "reports/pick_vs_epoch.csv")
+    assert picks.epoch.tolist() == [1, 2] and int(picks.bic.iloc[-1]) == sel["selected_by"]["bic"]
 
-    for name in ("bic_curve.png", "metric_curves.png", "latent_usage.png", "reconstructions.png", "samples.png"):
+    for name in ("bic_curve.png", "pick_vs_epoch.png", "metric_curves.png", "latent_usage.png", "reconstructions.png", "samples.png"):
         assert (project / "reports" / name).read_bytes()[:4] == b"\x89PNG"
     md = (project / "reports/report.md").read_text()
     assert f"Selected latent dimension: {sel['best_latent_dim']}" in md
@@ -131,7 +135,7 @@ def test_first_run_makes_every_output(project):
     assert "**Stored values**: read as 8-bit grey levels / 255 (source dtype float64, values 0 to 255; mean intensity" in md
     assert "binarisation: static: intensity p became 1 with probability p" in md
     assert "## How sure is the pick" in md and "of 1000 bootstrap resamples" in md
-    assert "2 of 2 models were still improving" in md and "the selection may change with more epochs" in md
+    assert "**2 of 2 models reached the cap** (train.epochs)" in md and "raise train.epochs" in md
 
     # the scheduled job's check: this run against the same results committed to git reproduces
     import subprocess

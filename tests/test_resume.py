@@ -1,6 +1,6 @@
 """Interruption and resume, end to end: `dvc repro` really interrupted (Ctrl-C to its process
-group, then SIGKILL), run again, and ending with the weights and metrics of a run that was never
-interrupted; the MLflow runs tell the story."""
+group, then SIGKILL inside the early-stopping patience window), run again, and ending with the
+weights and metrics of a run that was never interrupted; the MLflow runs tell the story."""
 
 import json
 import os
@@ -16,12 +16,12 @@ from pipeline_project import edit_params, make_project, mlflow_client, repro
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 24
+EPOCHS = 300  # the cap: this model stops on its validation plateau after about 50 epochs
 CONFIG = {
-    "data": {"max_examples": 3000},
+    "data": {"max_examples": 1500},
     "model": {"hidden_sizes": [128]},
     "sweep": {"latent_dims": [2], "seeds": [0]},
-    "train": {"epochs": EPOCHS, "batch_size": 32, "lr": 0.001, "checkpoint_every": 2},
+    "train": {"epochs": EPOCHS, "batch_size": 32, "lr": 0.001, "patience": 5, "lr_patience": 2, "checkpoint_every": 1},
     "evaluate": {"n_samples": 1, "k_samples": 5},
     "report": {"n_samples": 4, "dpi": 40},
 }
@@ -43,18 +43,30 @@ def start_repro(project: Path) -> subprocess.Popen:
     )
 
 
-def checkpoint_epoch(project: Path) -> int:
+def checkpoint_state(project: Path) -> tuple[int, int]:
+    """(epoch, epochs without improvement) of the checkpoint; (0, 0) when there is none yet."""
     try:
-        return torch.load(project / CKPT, weights_only=True)["epoch"]
-    except Exception:  # not there yet
-        return 0
+        state = torch.load(project / CKPT, weights_only=True)
+        return state["epoch"], state["stopping"]["wait"]
+    except Exception:  # not there yet, or being replaced
+        return 0, 0
 
 
-def interrupt_after(project: Path, proc: subprocess.Popen, epoch: int, sig: int) -> str:
+def checkpoint_epoch(project: Path) -> int:
+    return checkpoint_state(project)[0]
+
+
+def interrupt_after(project: Path, proc: subprocess.Popen, epoch: int, sig: int, waiting: bool = False) -> str:
     """Send sig to the whole process group (dvc and the stage) once a checkpoint at `epoch` or
-    later exists; return everything the processes printed."""
+    later exists (with waiting: one saved inside the patience window, after an epoch without
+    improvement); return everything the processes printed."""
     deadline = time.monotonic() + 600
-    while checkpoint_epoch(project) < epoch:
+
+    def ready():
+        e, wait = checkpoint_state(project)
+        return e >= epoch and (wait >= 1 or not waiting)
+
+    while not ready():
         assert proc.poll() is None, proc.stdout.read()
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
@@ -79,30 +91,33 @@ def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(
     first = checkpoint_epoch(project)
     assert 4 <= first < EPOCHS, out
     assert (
-        f"interrupted: stopped by Ctrl-C; the checkpoint of epoch {first} of {EPOCHS} is kept in checkpoints/2-0.pt; "
+        f"interrupted: stopped by Ctrl-C; the checkpoint of epoch {first} (of at most {EPOCHS}) is kept in checkpoints/2-0.pt; "
         "run the same `dvc repro` command again to resume from it" in out
     )
     assert "Traceback" not in out
     assert not (project / "models/2-0").exists()
 
-    # 2. Run again, then SIGKILL: no chance to clean up at all.
+    # 2. Run again, then SIGKILL inside the patience window (the best epoch is behind, the stop not yet
+    # reached): no chance to clean up at all, and the best weights live only in the checkpoint.
     proc = start_repro(project)
-    out = interrupt_after(project, proc, first + 4, signal.SIGKILL)
+    out = interrupt_after(project, proc, first + 4, signal.SIGKILL, waiting=True)
     assert proc.returncode == -signal.SIGKILL
-    assert f"resuming at epoch {first + 1} of {EPOCHS}" in out
-    second = checkpoint_epoch(project)
-    assert first + 4 <= second < EPOCHS
+    assert f"resuming at epoch {first + 1} of at most {EPOCHS}" in out
+    second, wait = checkpoint_state(project)
+    assert first + 4 <= second < EPOCHS and wait >= 1
 
     # 3. Run again to the end: the same weights, bit for bit, and the same per-epoch metrics.
     proc, out, ran = repro(project)
-    assert "train@2-0" in ran and f"resuming at epoch {second + 1} of {EPOCHS}" in out
+    assert "train@2-0" in ran and f"resuming at epoch {second + 1} of at most {EPOCHS}" in out
     assert not (project / CKPT).exists()
     got = torch.load(project / "models/2-0/weights.pt", weights_only=True)
     want = torch.load(uninterrupted / "models/2-0/weights.pt", weights_only=True)
     assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
     history = json.loads((project / "models/2-0/history.json").read_text())
     assert history == json.loads((uninterrupted / "models/2-0/history.json").read_text())
-    assert len(history) == EPOCHS
+    stopping = json.loads((project / "models/2-0/stopping.json").read_text())
+    assert stopping == json.loads((uninterrupted / "models/2-0/stopping.json").read_text())
+    assert stopping["stop_reason"] == "plateau" and len(history) == stopping["epochs_run"] < EPOCHS
     assert (
         json.loads((project / "metrics/2-0.json").read_text())["test"]
         == json.loads((uninterrupted / "metrics/2-0.json").read_text())["test"]
@@ -124,7 +139,7 @@ def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(
     assert three.data.tags["vaebic.resumed_at_epoch"] == str(second)
     assert f"epoch {second} written by run {two.info.run_id}" in three.data.tags["mlflow.note.content"]
     curve = client.get_metric_history(three.info.run_id, "train_loss")
-    assert [m.step for m in sorted(curve, key=lambda m: m.step)] == list(range(1, EPOCHS + 1))
+    assert [m.step for m in sorted(curve, key=lambda m: m.step)] == list(range(1, len(history) + 1))
     assert [m.value for m in sorted(curve, key=lambda m: m.step)] == pytest.approx([h["loss"] for h in history])
 
 

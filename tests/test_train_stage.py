@@ -44,7 +44,9 @@ def test_train_then_evaluate_in_process(project):
 
     params, data, out, ckpt = str(project / "params.yaml"), str(project / "prepared"), project / "models/2-0", project / "c.pt"
     train(params, data, str(out), 2, 0, checkpoint_path=ckpt)
-    assert {"weights.pt", "config.json", "history.json", "run.json"} <= {f.name for f in out.iterdir()}
+    assert {"weights.pt", "config.json", "history.json", "stopping.json", "run.json"} <= {f.name for f in out.iterdir()}
+    stopping = json.loads((out / "stopping.json").read_text())
+    assert stopping["epochs_run"] == 2 and stopping["stop_reason"] == "cap" and stopping["best_epoch"] in (1, 2)  # 2 epochs: the cap
     assert not ckpt.exists()  # saved every epoch, removed once the model is written
     assert json.loads((out / "config.json").read_text())["train"]["precision_why"]
     client, runs = model_runs(project)
@@ -54,11 +56,15 @@ def test_train_then_evaluate_in_process(project):
         run.data.params["latent_dim"] == "2" and run.data.params["train.precision"] == "float32" and "train.device" not in run.data.params
     )
     assert [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_iwae")] == [1, 2]  # the validation estimate, per epoch
+    assert run.data.metrics["epochs_run"] == 2 and run.data.metrics["best_epoch"] == stopping["best_epoch"]
+    assert run.data.tags["stop_reason"] == "cap" and run.data.params["n_validation"] == "24"
 
     record, examples = evaluate(params, data, str(out), 2, 0)
-    assert record["latent_dim"] == 2 and record["training"]["epochs"] == 2
-    assert record["train"]["n"] == 240 and record["test"]["n"] == 60 and record["test"]["k_samples"] == 5
-    assert {k: len(v) for k, v in examples.items()} == {"elbo_train": 240, "iwae_train": 240, "elbo_test": 60, "iwae_test": 60}
+    assert record["latent_dim"] == 2 and record["training"]["epochs_run"] == 2 and record["training"]["stop_reason"] == "cap"
+    # 300 examples: 60 test, 24 validation (not evaluated: they decided when to stop), 216 fitted on
+    assert record["train"]["n"] == 216 and record["test"]["n"] == 60 and record["test"]["k_samples"] == 5
+    assert {k: len(v) for k, v in examples.items()} == {"elbo_train": 216, "iwae_train": 216, "elbo_test": 60, "iwae_test": 60}
 
 
 def test_ctrl_c_names_the_checkpoint_it_keeps_and_ends_the_run_killed(project, monkeypatch):
@@ -71,7 +77,7 @@ def test_ctrl_c_names_the_checkpoint_it_keeps_and_ends_the_run_killed(project, m
 
     monkeypatch.setattr(training, "train_vae", interrupted)
     ckpt = project / "c.pt"
-    with pytest.raises(KeyboardInterrupt, match=rf"the checkpoint of epoch 1 of 2 is kept in {ckpt}; run the same `dvc repro`"):
+    with pytest.raises(KeyboardInterrupt, match=rf"the checkpoint of epoch 1 \(of at most 2\) is kept in {ckpt}; run the same `dvc repro`"):
         train(str(project / "params.yaml"), str(project / "prepared"), str(project / "models/2-0"), 2, 0, checkpoint_path=ckpt)
     assert ckpt.exists() and not (project / "models/2-0").exists()
     _, (run,) = model_runs(project)

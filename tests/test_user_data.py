@@ -143,5 +143,5 @@ def test_prepare_records_the_source_and_binarises_colour(tmp_path):
     save_images(tmp_path / "imgs", [(4, 4)] * 10, mode="RGB")
     meta = data.prepare({**DATA_PARAMS, "name": "image_folder", "path": str(tmp_path / "imgs")}, "bernoulli", tmp_path / "prep")
     assert meta["image_shape"] == [3, 4, 4] and meta["source"] == str(tmp_path / "imgs")
-    train_x, test_x, _ = data.load_prepared(tmp_path / "prep")
-    assert train_x.shape == (8, 48) and set(np.unique(train_x)) <= {0, 1}
+    train_x = data.load_prepared(tmp_path / "prep").train
+    assert train_x.shape == (7, 48) and set(np.unique(train_x)) <= {0, 1}  # 10 images: 2 test, 1 validation, 7 training

@@ -7,7 +7,9 @@ moments and step counts, the epoch, every random-number generator's state, the p
 history, the MLflow run that wrote it, and ``key``, the configuration it belongs to. It is
 written to a temporary file, flushed to disk, then renamed over the previous one, so a crash
 leaves the old checkpoint or the new one, never half of either. It is loaded with
-``torch.load(weights_only=True)``: a file that would need pickled code is refused.
+``torch.load(weights_only=True)``: a file that would need pickled code is refused. With early
+stopping it also holds the best epoch's weights and the stopping rule's count (``best_model``,
+``stopping``), so that a run killed inside the patience window ends where an uninterrupted one does.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from vaebic.files import atomic_file
 
 log = logging.getLogger("vaebic.checkpoint")
 
-FORMAT = 1
-KEYS = ("format", "key", "epoch", "model", "adam", "rng", "history", "mlflow_run_id")
+FORMAT = 2  # 2: with the early-stopping state (best_model, stopping)
+KEYS = ("format", "key", "epoch", "model", "best_model", "stopping", "adam", "rng", "history", "mlflow_run_id")
 
 
 def config_key(*, latent_dim: int, seed: int, model: dict, train: dict, data_fingerprint: str, device: str) -> str:

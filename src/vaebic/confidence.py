@@ -17,9 +17,15 @@ estimates (averaged over seeds) and P the criterion's penalty (k ln n for BIC, 2
 which is Vuong's statistic with the penalty correction of the parameter counts; |z| > 1.64 is a
 one-sided 5% difference. The 90% interval of delta is the 5th to 95th percentile over resamples.
 
-Convergence. A model whose training loss still falls by more than a threshold (nats per example
-per epoch, averaged over its last 20% of epochs) may be overtaken by its neighbours with more
-epochs; such models are flagged.
+BIC's assumption, checked on held-out data. BIC counts parameters, k, and takes the training
+split's ln L̂ at face value; a neural decoder can spend an extra latent dimension memorising the
+training examples, a gain k does not see. When BIC picks a larger d_B than the held-out estimate's
+d_H, its choice rests on the training gain g_train = mean l_train(d_B) - mean l_train(d_H) per
+example being worth more than the penalty it charged, (k_B - k_H) ln n / (2n) per example. The
+held-out gain g_test = mean l_test(d_B) - mean l_test(d_H) says whether the gain is real: if even
+the upper end of its 90% interval (bootstrap over the test examples and the Monte-Carlo error of
+both estimates, in quadrature) stays below that penalty, the held-out data do not show a gain that
+pays for d_B's extra parameters, and `bic_overfit` is true: trust the held-out pick.
 """
 
 from __future__ import annotations
@@ -38,8 +44,8 @@ BOOTSTRAP_COLUMNS = (
     "delta_vs_selected_hi90",
     "vuong_z",
 )
-#: fraction of the epochs at the end of training over which convergence is judged
-LAST_FRACTION = 0.2
+#: one-sided 95% (the upper end of a two-sided 90% interval) of a normal distribution
+Z90 = 1.6448536269514722
 
 
 def resample_counts(n: int, b: int, seed: int) -> np.ndarray:
@@ -97,39 +103,44 @@ def paired_comparison(
     return {"delta": delta, "delta_lo": lo, "delta_hi": hi, "vuong_z": z}
 
 
-def window_epochs(epochs: int) -> int:
-    """The last 20% of epochs (at least one, and fewer than all) over which convergence is judged; 0 for one epoch."""
-    return min(epochs - 1, max(1, math.ceil(LAST_FRACTION * epochs))) if epochs > 1 else 0
+def bic_overfit_check(
+    train: np.ndarray,
+    test: np.ndarray,
+    n_params: np.ndarray,
+    dims: list[int],
+    picks: dict,
+    test_mc_se: np.ndarray,
+    counts: np.ndarray | None,
+) -> dict:
+    """Does the held-out split show the gain BIC's pick rests on? (see the module's docstring)
 
-
-def loss_drop_per_epoch(losses: list[float]) -> float:
-    """Mean fall of the training loss per epoch over the last 20% of epochs (at least one epoch):
-    nats per example per epoch, positive while it still improves; NaN after a single epoch."""
-    e = len(losses)
-    if e < 2:
-        return float("nan")
-    w = window_epochs(e)
-    return (float(losses[-1 - w]) - float(losses[-1])) / w
-
-
-def converged(drop: float, threshold: float) -> bool:
-    """Converged when the loss no longer falls by more than threshold per epoch (unknown: not converged)."""
-    return bool(drop <= threshold)
-
-
-def training_summary(history_path) -> dict:
-    """From a model's history.json: epochs, the final training loss (-ELBO, nats per example) and
-    its fall per epoch over the last 20% of epochs (None when it cannot be judged)."""
-    import json
-    from pathlib import Path
-
-    losses = [float(h["loss"]) for h in json.loads(Path(history_path).read_text())]
-    drop = loss_drop_per_epoch(losses)
+    train, test: (D, n) per-example estimates (averaged over seeds), rows in the order of dims;
+    picks: {"bic": d_B, "test_log_likelihood": d_H}; test_mc_se: (D,) Monte-Carlo standard error of
+    each row's held-out mean; counts: (b, n_test) bootstrap resample counts of the test examples,
+    or None (then the paired standard error). Returns {"bic_overfit": bool} and, when d_B > d_H,
+    "bic_overfit_check" with the numbers, in nats per example."""
+    d_b, d_h = picks["bic"], picks["test_log_likelihood"]
+    if d_b <= d_h:
+        return {"bic_overfit": False}
+    b, h = dims.index(d_b), dims.index(d_h)
+    n, diff = train.shape[1], test[b] - test[h]
+    if counts is not None:
+        boot_se = float(np.std(counts @ diff / len(diff), ddof=1))
+    else:
+        boot_se = float(np.std(diff, ddof=1) / math.sqrt(len(diff))) if len(diff) > 1 else 0.0
+    gain = float(diff.mean())
+    hi = gain + Z90 * math.hypot(boot_se, math.hypot(test_mc_se[b], test_mc_se[h]))
+    penalty = float((n_params[b] - n_params[h]) * math.log(n) / (2 * n))
     return {
-        "epochs": len(losses),
-        "final_loss_nats": losses[-1] if losses else None,
-        "loss_drop_per_epoch_nats": None if math.isnan(drop) else drop,
-        "window_epochs": window_epochs(len(losses)),
+        "bic_overfit": bool(hi < penalty),
+        "bic_overfit_check": {
+            "larger_d": d_b,
+            "smaller_d": d_h,
+            "train_gain": float(train[b].mean() - train[h].mean()),
+            "heldout_gain": gain,
+            "heldout_gain_hi90": hi,
+            "penalty": penalty,
+        },
     }
 
 
@@ -158,51 +169,33 @@ def read_examples(metrics_dir, pairs: list[tuple[int, int]], names: tuple[str, .
     return out
 
 
-def assess(
-    table, examples: dict, *, choice: dict, log_likelihood: str, resamples: int, seed: int, converged_below: float
-) -> tuple[dict, dict]:
-    """Per latent dimension: selection frequencies (BIC, AIC, held-out), the paired comparison with
-    the selected d (choice from selection.choose), and, per model, convergence. Returns (columns,
-    summary): columns maps a new bic.csv column to its values in the table's row order; summary
-    goes into selection.json (numbers only)."""
+def assess(table, examples: dict, *, choice: dict, log_likelihood: str, resamples: int, seed: int) -> tuple[dict, dict]:
+    """Per latent dimension: selection frequencies (BIC, AIC, held-out) and the paired comparison
+    with the selected d (choice from selection.choose); for the sweep: each seed's pick, and
+    whether the held-out data bear out BIC's pick (bic_overfit_check). Returns (columns, summary):
+    columns maps a new bic.csv column to its values in the table's row order; summary goes into
+    selection.json."""
     criterion, best = choice["criterion"], choice["best_latent_dim"]
     dims = sorted(table.latent_dim.unique().tolist())
-    seeds_of = {d: table.loc[table.latent_dim == d, "seed"].tolist() for d in dims}
     k = np.array([int(table.loc[table.latent_dim == d, "n_params"].iloc[0]) for d in dims])
-
-    def averaged(name):  # (D, n): per-example estimates averaged over seeds (mean BIC over seeds = BIC of these)
-        rows = [np.mean([examples[(d, s)][name] for s in seeds_of[d]], axis=0) for d in dims]
-        if len({len(r) for r in rows}) != 1:
-            raise ValueError(f"per-example {name} arrays differ in length between models: were they evaluated on the same data?")
-        return np.stack(rows)
-
-    train, test = averaged(f"{log_likelihood}_train"), averaged(f"{log_likelihood}_test")
-    per_d: dict[str, np.ndarray] = {}
+    train, test = (_averaged(table, examples, dims, f"{log_likelihood}_{split}") for split in ("train", "test"))
+    counts = test_counts = None
     if resamples > 0:
-        counts = resample_counts(train.shape[1], resamples, seed)
-        per_d["selection_frequency"] = selection_frequencies(train, k, "bic", counts)
-        per_d["selection_frequency_aic"] = selection_frequencies(train, k, "aic", counts)
-        per_d["selection_frequency_heldout"] = heldout_frequencies(test, resample_counts(test.shape[1], resamples, seed + 1))
+        counts, test_counts = resample_counts(train.shape[1], resamples, seed), resample_counts(test.shape[1], resamples, seed + 1)
         pc = paired_comparison(train, k, criterion, dims.index(best), counts)
-        per_d.update(
-            {
-                "delta_vs_selected": pc["delta"],
-                "delta_vs_selected_lo90": pc["delta_lo"],
-                "delta_vs_selected_hi90": pc["delta_hi"],
-                "vuong_z": pc["vuong_z"],
-            }
-        )
+        per_d = {
+            "selection_frequency": selection_frequencies(train, k, "bic", counts),
+            "selection_frequency_aic": selection_frequencies(train, k, "aic", counts),
+            "selection_frequency_heldout": heldout_frequencies(test, test_counts),
+            "delta_vs_selected": pc["delta"],
+            "delta_vs_selected_lo90": pc["delta_lo"],
+            "delta_vs_selected_hi90": pc["delta_hi"],
+            "vuong_z": pc["vuong_z"],
+        }
     else:
         per_d = {c: np.full(len(dims), np.nan) for c in BOOTSTRAP_COLUMNS}
     at = {d: i for i, d in enumerate(dims)}
     columns = {name: [float(v[at[d]]) for d in table.latent_dim] for name, v in per_d.items()}
-    drops = table["loss_drop_per_epoch"].to_numpy(dtype=np.float64)
-    columns["converged"] = [converged(v, converged_below) for v in drops]
-
-    seed_picks = {}
-    for s in sorted(table.seed.unique().tolist()):
-        rows = table[table.seed == s].sort_values([criterion, "latent_dim"])
-        seed_picks[str(int(s))] = int(rows.iloc[0]["latent_dim"])
     picks = choice["selected_by"]
     frequency = {
         name: float(per_d[col][at[picks[name]]]) if resamples > 0 else None
@@ -212,12 +205,38 @@ def assess(
             ("test_log_likelihood", "selection_frequency_heldout"),
         )
     }
+    mc_se = _heldout_mc_se(table, dims, log_likelihood)
     summary = {
         "selection_frequency": frequency,
         "bootstrap_resamples": resamples,
         "bootstrap_seed": seed,
-        "seed_picks": seed_picks,
-        "models_not_converged": int(len(drops) - sum(columns["converged"])),
-        "converged_below": converged_below,
+        "seed_picks": seed_picks(table, criterion),
+        **bic_overfit_check(train, test, k, dims, picks, mc_se, test_counts),
     }
     return columns, summary
+
+
+def _averaged(table, examples: dict, dims: list[int], name: str) -> np.ndarray:
+    """(D, n): per-example estimates averaged over seeds (mean BIC over seeds = BIC of these)."""
+    rows = [np.mean([examples[(d, s)][name] for s in table.loc[table.latent_dim == d, "seed"]], axis=0) for d in dims]
+    if len({len(r) for r in rows}) != 1:
+        raise ValueError(f"per-example {name} arrays differ in length between models: were they evaluated on the same data?")
+    return np.stack(rows)
+
+
+def _heldout_mc_se(table, dims: list[int], log_likelihood: str) -> np.ndarray:
+    """(D,): Monte-Carlo standard error of each d's held-out mean, averaged over seeds (0 for the
+    ELBO, whose Monte-Carlo error is not estimated)."""
+    if log_likelihood != "iwae":
+        return np.zeros(len(dims))
+    se = [table.loc[table.latent_dim == d, "iwae_se_test"].to_numpy(dtype=np.float64) for d in dims]
+    return np.array([math.sqrt((v**2).sum()) / len(v) for v in se])
+
+
+def seed_picks(table, criterion: str) -> dict[str, int]:
+    """Each seed's own pick: the d with its lowest criterion."""
+    picks = {}
+    for s in sorted(table.seed.unique().tolist()):
+        rows = table[table.seed == s].sort_values([criterion, "latent_dim"])
+        picks[str(int(s))] = int(rows.iloc[0]["latent_dim"])
+    return picks

@@ -2,7 +2,10 @@
 
 Prepared data (``data/prepared/``) is what every later stage reads:
 
-- ``train_x.npy``, ``test_x.npy``: (N, D) arrays, one flattened image per row. For the
+- ``train_x.npy``, ``val_x.npy``, ``test_x.npy``: (N, D) arrays, one flattened image per row:
+  the examples the models are fitted on, the validation split that decides when training stops
+  (carved from the training examples, ``data.validation_fraction``; it may have no rows), and
+  the held-out test split, untouched until the evaluation. For the
   Bernoulli likelihood they are uint8 in {0, 1} (binary inputs as they are; grey levels
   statically binarised: intensity p becomes 1 with probability p, seeded, once, so every model
   sees the same binary data); for the Gaussian and continuous Bernoulli likelihoods, float32
@@ -31,7 +34,7 @@ from vaebic.errors import VaebicError
 
 log = logging.getLogger("vaebic.data")
 
-TRAIN_FILE, TEST_FILE, META_FILE = "train_x.npy", "test_x.npy", "meta.json"
+TRAIN_FILE, VALIDATION_FILE, TEST_FILE, META_FILE = "train_x.npy", "val_x.npy", "test_x.npy", "meta.json"
 TORCHVISION_SETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST", "emnist": "EMNIST"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
@@ -496,15 +499,26 @@ def binarize(x: np.ndarray, seed: int) -> np.ndarray:
     return (rng.random(x.shape, dtype=np.float32) < x).astype(np.uint8)
 
 
-def split_indices(n: int, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded shuffle of range(n) cut into (train, test); both parts are non-empty."""
+def split_indices(n: int, test_fraction: float, seed: int, validation_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A seeded shuffle of range(n) cut into disjoint (train, validation, test) index arrays.
+
+    The test split is the first round(n * test_fraction) of the shuffle, whatever
+    validation_fraction is; the validation split is the next round(n_rest * validation_fraction),
+    carved from the examples that would otherwise all be training examples. Train and test are
+    never empty; validation is empty exactly when validation_fraction is 0."""
     n_test = int(round(n * test_fraction))
     if n_test < 1 or n_test > n - 1:
         raise VaebicError(
             f"data.test_fraction={test_fraction} leaves {n_test} test and {n - n_test} training examples out of {n}; both need at least one"
         )
+    n_val = int(round((n - n_test) * validation_fraction))
+    if validation_fraction > 0 and not 1 <= n_val <= n - n_test - 1:
+        raise VaebicError(
+            f"data.validation_fraction={validation_fraction} leaves {n_val} validation and {n - n_test - n_val} training examples "
+            f"out of the {n - n_test} that are not test examples; both need at least one (or set data.validation_fraction: 0)"
+        )
     perm = np.random.default_rng(seed).permutation(n)
-    return perm[n_test:], perm[:n_test]
+    return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
 
 
 def fingerprint(*arrays: np.ndarray) -> str:
@@ -532,7 +546,9 @@ def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
     order = np.random.default_rng(data_params["split_seed"]).permutation(n_all)
     if data_params["max_examples"] is not None:
         order = order[: data_params["max_examples"]]
-    train_idx, test_idx = split_indices(len(order), data_params["test_fraction"], data_params["split_seed"])
+    train_idx, val_idx, test_idx = split_indices(
+        len(order), data_params["test_fraction"], data_params["split_seed"], data_params["validation_fraction"]
+    )
     x = x[order]
     mean_intensity = float(x.mean(dtype=np.float64))
     log.info("%s: read as %s; mean intensity %.4f", data_params["name"], describe_reading(raw.reading), mean_intensity)
@@ -545,26 +561,28 @@ def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
     else:
         x = binarize(x, data_params["binarize_seed"])
         binarization = f"static: intensity p became 1 with probability p (data.binarize_seed {data_params['binarize_seed']})"
-    train_x, test_x = x[train_idx], x[test_idx]
+    train_x, val_x, test_x = x[train_idx], x[val_idx], x[test_idx]
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    np.save(out_dir / TRAIN_FILE, train_x)
-    np.save(out_dir / TEST_FILE, test_x)
+    for name, a in ((TRAIN_FILE, train_x), (VALIDATION_FILE, val_x), (TEST_FILE, test_x)):
+        np.save(out_dir / name, a)
     meta = {
         "dataset": data_params["name"],
         "image_shape": image_shape,
         "input_dim": int(x.shape[1]),
         "n_available": n_all,
         "n_train": int(len(train_x)),
+        "n_validation": int(len(val_x)),
         "n_test": int(len(test_x)),
+        "validation_fraction": data_params["validation_fraction"],
         "intensity": {**raw.reading, "mean_intensity": round(mean_intensity, 6)},
         "likelihood": likelihood,
         "binarized": record.binarised,
         "binarization": binarization,
         "split_seed": data_params["split_seed"],
         "binarize_seed": data_params["binarize_seed"],
-        "fingerprint": fingerprint(train_x, test_x),
+        "fingerprint": fingerprint(train_x, val_x, test_x),
     }
     if dataset.meta:
         meta.update(dataset.meta(data_params))
@@ -572,8 +590,19 @@ def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
     return meta
 
 
-def load_prepared(folder: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
-    """(train_x, test_x, meta) from a prepared-data folder, checked against its meta record."""
+@dataclass(frozen=True)
+class Prepared:
+    """The prepared data: the training split (what the models are fitted on), the validation split
+    (when to stop training; may have no rows), the test split (held out) and meta.json's record."""
+
+    train: np.ndarray
+    validation: np.ndarray
+    test: np.ndarray
+    meta: dict
+
+
+def load_prepared(folder: str | Path) -> Prepared:
+    """The prepared-data folder's splits and meta record, each array checked against the record."""
     folder = Path(folder)
     hint = "re-run `dvc repro prepare` (or `dvc repro -f prepare`) to rebuild it"
     try:
@@ -583,7 +612,7 @@ def load_prepared(folder: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
     except ValueError as exc:
         raise VaebicError(f"{folder / META_FILE}: corrupt ({exc}); {hint}") from None
     arrays = []
-    for name, n_key in ((TRAIN_FILE, "n_train"), (TEST_FILE, "n_test")):
+    for name, n_key in ((TRAIN_FILE, "n_train"), (VALIDATION_FILE, "n_validation"), (TEST_FILE, "n_test")):
         path = folder / name
         try:
             a = np.load(path, allow_pickle=False)
@@ -594,4 +623,4 @@ def load_prepared(folder: str | Path) -> tuple[np.ndarray, np.ndarray, dict]:
         if a.ndim != 2 or a.shape != (meta.get(n_key), meta.get("input_dim")):
             raise VaebicError(f"{path}: shape {a.shape} does not match {META_FILE} ({meta.get(n_key)}, {meta.get('input_dim')}); {hint}")
         arrays.append(a)
-    return arrays[0], arrays[1], meta
+    return Prepared(*arrays, meta)

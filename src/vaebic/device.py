@@ -7,8 +7,10 @@ machine:
 - ``evaluate.max_chunk_mb``: 2 MiB blocks on a CPU (a core's L2 cache); on a GPU 1/32 of its
   memory, within 64-1024 MiB, so that one block holds hundreds of importance samples rather
   than one (thousands of tiny kernel launches).
-- ``train.compile``: torch.compile only on CUDA and only for runs long enough to repay tens of
-  seconds of compiling per train stage (at least COMPILE_MIN_STEPS optimiser steps).
+- ``train.compile``: torch.compile only on CUDA and only where an epoch is long enough that a run
+  to its plateau repays tens of seconds of compiling per train stage (at least
+  COMPILE_MIN_STEPS_PER_EPOCH optimiser steps per epoch). Not decided by train.epochs, the cap:
+  raising a cap that no model reaches must not change a single weight.
 - ``train.precision`` and ``evaluate.precision``: ``auto`` is bfloat16 on hardware with native
   bf16 matrix multiplies (a CPU with AVX512_BF16 or AMX, a CUDA GPU of compute capability 8.0 or
   later), float32 elsewhere; bfloat16 is refused on GPUs without it.
@@ -33,7 +35,9 @@ from vaebic.errors import VaebicError
 
 log = logging.getLogger("vaebic.device")
 
-COMPILE_MIN_STEPS = 20_000  # about where ~30 s of compiling is repaid by a faster step on a GPU
+# ~30 s of compiling is repaid by a faster step on a GPU from about 20,000 steps; a run to its
+# validation plateau takes about 100 epochs or more, hence 200 steps per epoch
+COMPILE_MIN_STEPS_PER_EPOCH = 200
 CPU_CHUNK_MB = 2.0
 
 
@@ -104,17 +108,18 @@ def chunk_mb(setting, f: DeviceFacts) -> tuple[float, str]:
     return mb, f"auto on {f.type}: 1/32 of its {memory / 2**30:.0f} GiB of memory, within 64-1024 MiB"
 
 
-def compile_setting(setting, f: DeviceFacts, n_steps: int) -> tuple[bool, str]:
+def compile_setting(setting, f: DeviceFacts, steps_per_epoch: int) -> tuple[bool, str]:
     """Whether to torch.compile the training step, and why."""
     if setting != "auto":
         return bool(setting), "set in params.yaml"
     if f.type != "cuda":
         return False, f"auto on {f.type}: torch.compile pays only on a CUDA GPU"
-    if n_steps < COMPILE_MIN_STEPS:
+    if steps_per_epoch < COMPILE_MIN_STEPS_PER_EPOCH:
         return False, (
-            f"auto: {n_steps} optimiser steps are too few to repay tens of seconds of compiling (compiled from {COMPILE_MIN_STEPS} steps)"
+            f"auto: {steps_per_epoch} optimiser steps per epoch are too few to repay tens of seconds of compiling "
+            f"(compiled from {COMPILE_MIN_STEPS_PER_EPOCH} per epoch)"
         )
-    return True, f"auto on CUDA: {n_steps} optimiser steps repay the compiling"
+    return True, f"auto on CUDA: {steps_per_epoch} optimiser steps per epoch repay the compiling"
 
 
 def resolve_precision(setting: str, f: DeviceFacts, key: str) -> tuple[str, str]:

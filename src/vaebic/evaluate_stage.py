@@ -8,7 +8,6 @@ model's evaluation. The report stage logs these numbers and the model's pictures
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 log = logging.getLogger("vaebic.evaluate")  # the stage's name in its log lines
 
@@ -24,12 +23,13 @@ def evaluate(params_path: str, data_dir: str, model_dir: str, latent_dim: int, s
     from vaebic import data, params
 
     p = params.load(params_path)
-    train_x, test_x, meta = data.load_prepared(data_dir)
+    prepared = data.load_prepared(data_dir)
+    meta = prepared.meta
 
-    from vaebic import confidence
     from vaebic import device as devices
     from vaebic.cli import compute
     from vaebic.model import count_params, load_model
+    from vaebic.trajectory import read_training_summary
 
     device = devices.pick_device(p["train"]["device"])
     ev, d = p["evaluate"], latent_dim
@@ -43,12 +43,12 @@ def evaluate(params_path: str, data_dir: str, model_dir: str, latent_dim: int, s
         "likelihood": meta["likelihood"],
         "n_params": {"decoder": count_params(model, "decoder"), "all": count_params(model, "all")},
         "precision": {"value": precision, "why": precision_why},
-        "training": confidence.training_summary(Path(model_dir) / "history.json"),
+        "training": read_training_summary(model_dir),
         "gaussian_sigma": model.sigma(),  # the Gaussian decoder's final sigma; None for other likelihoods
     }
     examples = {}
     with compute(f"evaluate@{d}-{seed}", oom_advice(chunk_mb, ev["batch_size"])):
-        for split, arr in (("train", train_x), ("test", test_x)):
+        for split, arr in (("train", prepared.train), ("test", prepared.test)):
             kept = {}
             record[split] = evaluate_split(model, devices.to_device(arr, device, f"{split} split"), ev, precision, chunk_mb, kept)
             log_split(record[split], d, seed, split)

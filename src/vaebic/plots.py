@@ -91,6 +91,54 @@ def bic_curve(table, summary, choice: dict, *, subtitle: str, path: str | Path, 
     plt.close(fig)
 
 
+PICK_STYLES = {
+    "bic": ("BIC", "tab:blue", "-"),
+    "aic": ("AIC", "tab:gray", ":"),
+    "heldout": ("held-out (validation estimate while training)", "tab:green", "--"),
+}
+
+
+def pick_vs_epoch(picks, table, choice: dict, *, subtitle: str, path: str | Path, dpi: int = 120) -> None:
+    """Each criterion's pick had training been capped at epoch e (picks: pick_vs_epoch.csv as a
+    DataFrame), with the epoch from which it held and, along the top, where each model stopped."""
+    dims = sorted(table.latent_dim.unique().tolist())
+    fig, ax = plt.subplots(figsize=(10, 4.6))
+    for name, (label, color, style) in PICK_STYLES.items():
+        if name not in picks or picks[name].isna().all():
+            continue
+        since = choice["pick_stable_since_epoch"].get(name)
+        ax.step(
+            picks["epoch"],
+            picks[name],
+            where="post",
+            color=color,
+            linestyle=style,
+            linewidth=1.8,
+            label=f"{label}: d = {int(picks[name].iloc[-1])} since epoch {since}",
+        )
+        if since:
+            ax.axvline(since, color=color, linestyle=style, linewidth=0.8, alpha=0.7)
+    for row in table.itertuples(index=False):  # where each model stopped: plateau (o) or cap (x, flagged)
+        marker, color = ("o", "tab:purple") if row.stop_reason == "plateau" else ("x", "tab:red")
+        ax.plot([row.epochs_run], [row.latent_dim], marker=marker, color=color, markersize=6, linestyle="none", alpha=0.8)
+    ax.plot([], [], "o", color="tab:purple", label="a model stopped on its validation plateau (at d, epoch)")
+    if (table.stop_reason == "cap").any():
+        ax.plot([], [], "x", color="tab:red", label="a model reached the cap (train.epochs): not converged")
+    ax.set_yscale("log", base=2)
+    ax.set_yticks(dims, [str(d) for d in dims])
+    ax.minorticks_off()
+    ax.set_ylim(min(dims) / 1.3, max(dims) * 1.3)
+    ax.grid(True, alpha=0.3)
+    ax.set_xlabel("training capped at epoch e")
+    ax.set_ylabel("latent dimension picked")
+    ax.set_title("When the pick settled: each criterion's pick had training stopped at epoch e", loc="left")
+    ax.legend(fontsize=8, loc="best")
+    fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+
+
 def metric_curves(summary, *, subtitle: str, path: str | Path, dpi: int = 120) -> None:
     """Test ELBO, reconstruction term and KL against latent dimension: where the nats go."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))

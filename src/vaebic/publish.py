@@ -34,7 +34,7 @@ def publish(r: Results, out: Path, model) -> None:
         tracking.log_table(r.table, "bic_table.json")
         for name in (*FIGURES.values(), "report.md"):
             tracking.log_artifact(out / name)
-        for name in ("bic.csv", selection.SELECTION_FILE, selection.NOTES_FILE):
+        for name in ("bic.csv", selection.PICKS_FILE, selection.SELECTION_FILE, selection.NOTES_FILE):
             tracking.log_artifact(r.reports / name)
     register(r, model)
     to_model_runs(r, tags["dvc.stage"])
@@ -58,6 +58,9 @@ def choice_metrics(choice: dict) -> dict:
         "best_latent_dim": choice["best_latent_dim"],
         "best_seed": choice["best_seed"],
         f"best_{choice['criterion']}": choice["best_value"],
+        "bic_overfit": int(choice["bic_overfit"]),
+        "models_at_cap": choice["models_at_cap"],
+        **{f"pick_stable_since_epoch_{c}": e for c, e in choice["pick_stable_since_epoch"].items() if e is not None},
     }
 
 
@@ -87,6 +90,9 @@ def model_metrics(rec: dict, row) -> dict:
         "bic": row.bic,
         "aic": row.aic,
         "log_likelihood": row.log_likelihood,
+        "generalization_gap": row.generalization_gap,
+        "best_epoch": row.best_epoch,
+        "epochs_run": row.epochs_run,
         **({"gaussian_sigma": rec["gaussian_sigma"]} if rec.get("gaussian_sigma") is not None else {}),
         **_known("selection_frequency", row.selection_frequency),
     }
@@ -122,4 +128,4 @@ def to_model_runs(r: Results, stage: str) -> None:
             title = f"d={row.latent_dim}, seed {row.seed}"
             model_pictures(load_model(folder), r.test_x[:10], 32, r.meta["image_shape"], title, paths, dpi=80)
             metrics = model_metrics(records[(row.latent_dim, row.seed)], row)
-            tracking.log_to(run_id, metrics, artifacts=paths, tags={"dvc.stage.last": stage})
+            tracking.log_to(run_id, metrics, artifacts=paths, tags={"dvc.stage.last": stage, "stop_reason": row.stop_reason})

@@ -16,6 +16,7 @@ log = logging.getLogger("vaebic.report")  # the stage's name in its log lines
 
 FIGURES = {
     "bic_curve": "bic_curve.png",
+    "pick_vs_epoch": "pick_vs_epoch.png",
     "metric_curves": "metric_curves.png",
     "latent_usage": "latent_usage.png",
     "reconstructions": "reconstructions.png",
@@ -37,6 +38,7 @@ class Results:
     choice: dict  # selection.read_choice
     setup: dict  # report.describe_setup
     summary: object  # pandas.DataFrame: selection.summarise(table)
+    picks: object  # pandas.DataFrame: reports/pick_vs_epoch.csv
     records: list[dict]
     test_x: object  # numpy array
 
@@ -58,14 +60,16 @@ def read_results(p: dict, params_path: str, reports: str, metrics: str, data_dir
     reports = Path(reports)
     table = pd.read_csv(reports / "bic.csv")
     choice = selection.read_choice(reports)
-    _, test_x, meta = data.load_prepared(data_dir)
+    prepared = data.load_prepared(data_dir)
+    test_x, meta = prepared.test, prepared.meta
     setup = describe_setup(
         meta, choice["count_params"], choice["log_likelihood"], int(table.k_samples.iloc[0]), p["model"]["gaussian_sigma"]
     )
     summary = selection.summarise(table)
     pairs = list(zip(table.latent_dim.tolist(), table.seed.tolist()))
     records = selection.read_records(metrics, pairs)
-    return Results(p, params_path, reports, Path(models), meta, table, choice, setup, summary, records, test_x)
+    picks = pd.read_csv(reports / selection.PICKS_FILE)
+    return Results(p, params_path, reports, Path(models), meta, table, choice, setup, summary, picks, records, test_x)
 
 
 def report(params_path: str, reports: str, metrics: str, data_dir: str, models: str) -> None:
@@ -90,11 +94,12 @@ def kl_per_unit(r: Results) -> dict:
 
 
 def draw_figures(r: Results, out: Path) -> None:
-    """The BIC curve, the metric curves and latent usage over the sweep."""
+    """The BIC curve, the picks by epoch, the metric curves and latent usage over the sweep."""
     from vaebic import plots
 
     dpi, subtitle = r.params["report"]["dpi"], r.setup["subtitle"]
     plots.bic_curve(r.table, r.summary, r.choice, subtitle=subtitle, path=out / FIGURES["bic_curve"], dpi=dpi)
+    plots.pick_vs_epoch(r.picks, r.table, r.choice, subtitle=subtitle, path=out / FIGURES["pick_vs_epoch"], dpi=dpi)
     plots.metric_curves(r.summary, subtitle=subtitle, path=out / FIGURES["metric_curves"], dpi=dpi)
     true_dim = r.meta.get("synthetic", {}).get("true_dim")
     plots.latent_usage(r.summary, kl_per_unit(r), true_dim=true_dim, subtitle=subtitle, path=out / FIGURES["latent_usage"], dpi=dpi)

@@ -11,10 +11,12 @@ log = logging.getLogger("vaebic.select")  # the stage's name in its log lines
 
 
 def select(params_path: str, metrics_dir: str, data_dir: str):
-    """(table, choice): reports/bic.csv's rows, one per (latent_dim, seed) of the sweep now in
-    params, with the bootstrap and convergence columns; and the choice with its criterion, the
-    estimate behind ln L, the data and how sure the pick is (selection.split_numbers splits it
-    into selection.json's numbers and selection_notes.json's words)."""
+    """(table, choice, picks): reports/bic.csv's rows, one per (latent_dim, seed) of the sweep now in
+    params, with the bootstrap and stopping columns; and the choice with its criterion, the
+    estimate behind ln L, the data, how sure the pick is, when it settled during training and
+    whether the held-out data bear BIC out (selection.split_numbers splits it into
+    selection.json's numbers and selection_notes.json's words); picks: each criterion's pick by
+    epoch (reports/pick_vs_epoch.csv)."""
     from vaebic import confidence, params, selection
 
     p = params.load(params_path)
@@ -26,13 +28,7 @@ def select(params_path: str, metrics_dir: str, data_dir: str):
     pairs = list(zip(table.latent_dim.tolist(), table.seed.tolist()))
     examples = confidence.read_examples(metrics_dir, pairs, (f"{sel['log_likelihood']}_train", f"{sel['log_likelihood']}_test"))
     columns, sure = confidence.assess(
-        table,
-        examples,
-        choice=choice,
-        log_likelihood=sel["log_likelihood"],
-        resamples=sel["bootstrap"],
-        seed=sel["seed"],
-        converged_below=sel["converged_below"],
+        table, examples, choice=choice, log_likelihood=sel["log_likelihood"], resamples=sel["bootstrap"], seed=sel["seed"]
     )
     for name, values in columns.items():
         table[name] = values
@@ -43,22 +39,47 @@ def select(params_path: str, metrics_dir: str, data_dir: str):
         "log_likelihood_estimate": selection.estimate_text(sel["log_likelihood"], int(table.k_samples.iloc[0])),
         "likelihood": meta["likelihood"],
         "n_train": int(meta["n_train"]),
+        "n_validation": int(meta.get("n_validation", 0)),
+        "n_test": int(meta["n_test"]),
         "dataset": meta["dataset"],
         **sure,
     }
+    picks, settled = settling(table, records, sel["log_likelihood"])
+    choice.update(settled)
     log_choice(choice, sel, len(table))
-    return table, choice
+    return table, choice, picks
+
+
+def settling(table, records: list[dict], log_likelihood: str) -> tuple[dict, dict]:
+    """Each criterion's pick by epoch, and when it settled (vaebic.trajectory)."""
+    from vaebic import trajectory
+
+    by_pair = {(r["latent_dim"], r["seed"]): r for r in records}
+    models = [
+        {
+            "latent_dim": row.latent_dim,
+            "seed": row.seed,
+            "n_params": row.n_params,
+            "train": getattr(row, f"{log_likelihood}_train"),
+            "heldout": getattr(row, f"{log_likelihood}_test"),
+            "training": by_pair[(row.latent_dim, row.seed)]["training"],
+        }
+        for row in table.itertuples(index=False)
+    ]
+    picks = trajectory.picks_by_epoch(models, int(table.n_train.iloc[0]))
+    return picks, trajectory.settled(picks, models)
 
 
 def log_choice(choice: dict, sel: dict, n_models: int) -> None:
-    """The pick, its bootstrap share and the models still improving, in the stage's log."""
+    """The pick, its bootstrap share, when it settled, and what is flagged, in the stage's log."""
+    by = choice["selected_by"]
     log.info(
         "selected latent_dim=%d by %s (BIC picks %d, AIC %d, held-out log-likelihood %d)",
         choice["best_latent_dim"],
         choice["rule"],
-        choice["selected_by"]["bic"],
-        choice["selected_by"]["aic"],
-        choice["selected_by"]["test_log_likelihood"],
+        by["bic"],
+        by["aic"],
+        by["test_log_likelihood"],
     )
     if sel["bootstrap"]:
         log.info(
@@ -68,11 +89,28 @@ def log_choice(choice: dict, sel: dict, n_models: int) -> None:
             sel["criterion"].upper(),
             100 * choice["selection_frequency"][sel["criterion"]],
         )
-    if choice["models_not_converged"]:
+    since = choice["pick_stable_since_epoch"][sel["criterion"]]
+    log.info(
+        "%s has picked d=%d since epoch %s of %d", sel["criterion"].upper(), choice["best_latent_dim"], since, choice["epochs_run_max"]
+    )
+    if choice["models_at_cap"]:
         log.warning(
-            "%d of %d models were still improving by more than %g nats/example/epoch when training stopped: the selection "
-            "may change with more epochs (train.epochs)",
-            choice["models_not_converged"],
+            "%d of %d models reached train.epochs before their validation plateau: raise train.epochs; the pick may move",
+            choice["models_at_cap"],
             n_models,
-            sel["converged_below"],
+        )
+    late = [c.upper() for c, flag in choice["pick_changed_late"].items() if flag]
+    if late:
+        log.warning("the pick of %s changed in the last part of training: it may not have settled", ", ".join(late))
+    if choice["bic_overfit"]:
+        c = choice["bic_overfit_check"]
+        log.warning(
+            "BIC picks d=%d over the held-out pick d=%d on a training gain of %.2f nats/example that the held-out split does not show "
+            "(%.2f, at most %.2f, against the %.2f BIC charged): trust the held-out pick",
+            c["larger_d"],
+            c["smaller_d"],
+            c["train_gain"],
+            c["heldout_gain"],
+            c["heldout_gain_hi90"],
+            c["penalty"],
         )

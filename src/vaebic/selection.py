@@ -4,7 +4,7 @@
     AIC = 2 k    - 2 ln L      (Akaike 1974)
 
 k: number of free parameters counted (the decoder's by default: see model.count_params);
-n: number of training examples; ln L: the training-set sum of a per-example log-likelihood
+n: number of training examples the models were fitted on; ln L: the training-set sum of a per-example log-likelihood
 estimate: by default the importance-weighted estimate (IWAE, K samples), or the ELBO. Both are
 lower bounds on log p(x) in expectation; the ELBO's gap grows with the latent dimension, which
 biases an ELBO-based BIC towards small models, and the IWAE estimate closes most of that gap.
@@ -18,13 +18,15 @@ import math
 from numbers import Integral, Real
 from pathlib import Path
 
+import numpy as np
+
 from vaebic.errors import VaebicError
 
 # Columns of reports/bic.csv, in order, with their meaning (the report prints these).
 COLUMNS = {
     "latent_dim": "latent dimension d",
     "seed": "training seed",
-    "n_train": "n: training examples",
+    "n_train": "n: the training examples the model was fitted on (the validation and test splits not included)",
     "n_params": "k: parameters counted (see count_params)",
     "log_likelihood": "ln L: sum over the training split of the per-example log-likelihood estimate named in the report (nats)",
     "log_likelihood_se": "Monte-Carlo standard error of ln L (nats; 0 for the ELBO, whose Monte-Carlo error is not estimated)",
@@ -49,8 +51,10 @@ COLUMNS = {
     "delta_vs_selected_lo90": "5th percentile of delta_vs_selected over the bootstrap resamples",
     "delta_vs_selected_hi90": "95th percentile of delta_vs_selected over the bootstrap resamples",
     "vuong_z": "Vuong's paired z of the selected d against this d, per-example log-likelihood differences with the criterion's penalty correction (> 1.64: the selected d is better at the one-sided 5% level)",
-    "loss_drop_per_epoch": "fall of the training loss (-ELBO) per epoch over the last 20% of epochs (nats per example per epoch; large: still improving)",
-    "converged": "loss_drop_per_epoch at most select.converged_below",
+    "best_epoch": "the epoch whose weights the model kept: its best on the validation split (the last, without early stopping)",
+    "epochs_run": "epochs trained before stopping",
+    "stop_reason": "plateau: stopped after train.patience epochs without improvement on the validation split; cap: reached train.epochs first (flagged)",
+    "generalization_gap": "the training-split minus the held-out (test) estimate of the kind in ln L (nats per example): what the decoder fits in its training examples and not in new ones",
     "n_params_decoder": "parameters of the decoder (generative model)",
     "n_params_all": "parameters of encoder and decoder",
     "sigma": "the Gaussian decoder's final pixel sigma (calibrated, learned or fixed: model.gaussian_sigma; empty for other likelihoods)",
@@ -60,18 +64,32 @@ COLUMNS = {
 #: reports/: the choice's numbers (a DVC metrics file, so `dvc metrics show` and `dvc exp show`
 #: print them in a few columns), and its words beside them (criterion, rule, estimate, data set)
 SELECTION_FILE, NOTES_FILE = "selection.json", "selection_notes.json"
+#: reports/: each criterion's pick had training been capped at each epoch (vaebic.trajectory)
+PICKS_FILE = "pick_vs_epoch.csv"
+
+
+def picks_csv(picks: dict[str, list]) -> str:
+    """pick_vs_epoch.csv: one row per epoch, one column per criterion (empty: not computed)."""
+    names = list(picks)
+    rows = ["epoch," + ",".join(names)]
+    for e, values in enumerate(zip(*picks.values()), 1):
+        rows.append(f"{e}," + ",".join("" if v is None else str(v) for v in values))
+    return "\n".join(rows) + "\n"
 
 
 def split_numbers(record: dict) -> tuple[dict, dict]:
-    """(numbers, words) of a nested record: numbers holds its numbers (booleans as 0/1), words
-    everything else; nested dicts are split alike, and None values (a frequency not computed) dropped."""
+    """(numbers, words) of a nested record: numbers holds its numbers and booleans (true/false in
+    JSON, which `dvc metrics show` prints as they are), words everything else; nested dicts are
+    split alike, and None values (a frequency not computed) dropped."""
     numbers, words = {}, {}
     for key, value in record.items():
         if isinstance(value, dict):
             n, w = split_numbers(value)
             numbers.update({key: n} if n else {})
             words.update({key: w} if w else {})
-        elif isinstance(value, Integral):  # booleans and numpy's integers too, as plain ints
+        elif isinstance(value, (bool, np.bool_)):
+            numbers[key] = bool(value)
+        elif isinstance(value, Integral):  # numpy's integers too, as plain ints
             numbers[key] = int(value)
         elif isinstance(value, Real):
             numbers[key] = float(value)
@@ -171,14 +189,14 @@ def build_table(records: list[dict], count_params: str = "decoder", log_likeliho
             row["n_params_decoder"] = int(r["n_params"]["decoder"])
             row["n_params_all"] = int(r["n_params"]["all"])
             row["sigma"] = float("nan") if r.get("gaussian_sigma") is None else float(r["gaussian_sigma"])
-            drop = (r.get("training") or {}).get("loss_drop_per_epoch_nats")  # None: one epoch, or an older record
-            row["loss_drop_per_epoch"] = float("nan") if drop is None else float(drop)
+            row.update({key: r["training"][key] for key in ("best_epoch", "epochs_run", "stop_reason")})
+            row["generalization_gap"] = row[f"{log_likelihood}_train"] - row[f"{log_likelihood}_test"]
         except (KeyError, TypeError, ValueError) as exc:
             raise VaebicError(
                 f"evaluation record for latent_dim={r.get('latent_dim')}, seed={r.get('seed')} lacks {exc}; re-run its evaluate stage"
             ) from None
         rows.append(row)
-    table = pd.DataFrame(rows, columns=list(COLUMNS))  # the bootstrap and convergence columns empty until confidence.assess fills them
+    table = pd.DataFrame(rows, columns=list(COLUMNS))  # the bootstrap columns empty until confidence.assess fills them
     return table.sort_values(["latent_dim", "seed"]).reset_index(drop=True)
 
 

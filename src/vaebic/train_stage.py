@@ -51,16 +51,40 @@ class Checkpointer:
 
     def kept(self, epochs: int) -> str:
         return (
-            f"the checkpoint of epoch {self.last_saved} of {epochs} is kept in {self.path}; "
+            f"the checkpoint of epoch {self.last_saved} (of at most {epochs}) is kept in {self.path}; "
             "run the same `dvc repro` command again to resume from it"
         )
 
 
+#: history.json's per-epoch values and their MLflow metric names (absent values are not logged)
+EPOCH_METRICS = {
+    "loss": "train_loss",
+    "recon": "train_recon",
+    "kl": "train_kl",
+    "lr": "lr",
+    "val_iwae": "val_iwae",
+    "train_elbo": "train_elbo",
+}
+
+
 def log_epoch(epoch: int, rec: dict) -> None:
-    """One epoch's training losses into the active MLflow run."""
+    """One epoch's training losses, learning rate and validation estimate into the active MLflow run."""
     from vaebic import tracking
 
-    tracking.log_metrics({"train_loss": rec["loss"], "train_recon": rec["recon"], "train_kl": rec["kl"]}, step=epoch)
+    tracking.log_metrics({name: rec[key] for key, name in EPOCH_METRICS.items() if key in rec}, step=epoch)
+
+
+def stopping_record(fit, pt: dict) -> dict:
+    """How a model's training ended (models/<d>-<seed>/stopping.json, and its MLflow run)."""
+    return {
+        "best_epoch": fit.best_epoch,
+        "epochs_run": fit.epochs_run,
+        "stop_reason": fit.stop_reason,
+        "cap": pt["epochs"],
+        "patience": pt["patience"],
+        "min_delta": pt["min_delta"],
+        "lr_patience": pt["lr_patience"],
+    }
 
 
 def oom_advice(batch_size: int) -> str:
@@ -69,14 +93,19 @@ def oom_advice(batch_size: int) -> str:
     )
 
 
-def load_data(data_dir: str | Path, likelihood: str):
-    """The training split and meta.json of data_dir, which must be prepared for likelihood."""
+def load_data(data_dir: str | Path, likelihood: str, patience: int):
+    """The prepared data of data_dir, which must be prepared for likelihood and, for early stopping, have a validation split."""
     from vaebic import data
 
-    train_x, _, meta = data.load_prepared(data_dir)
+    prepared = data.load_prepared(data_dir)
+    meta = prepared.meta
     if meta["likelihood"] != likelihood:
         raise VaebicError(f"{data_dir} was prepared for the {meta['likelihood']} likelihood, params say {likelihood}; run `dvc repro`")
-    return train_x, meta
+    if patience and not len(prepared.validation):
+        raise VaebicError(
+            f"{data_dir} has no validation split, which train.patience={patience} needs; set data.validation_fraction > 0 and run `dvc repro`"
+        )
+    return prepared
 
 
 def build_model(meta: dict, pm: dict, d: int):
@@ -91,9 +120,9 @@ def resolve_device(pt: dict, n_examples: int):
 
     device = devices.pick_device(pt["device"])
     facts = devices.facts(device)
-    n_steps = pt["epochs"] * -(-n_examples // pt["batch_size"])
+    steps_per_epoch = -(-n_examples // pt["batch_size"])
     precision, precision_why = devices.resolve_precision(pt["precision"], facts, "train.precision")
-    compile_, compile_why = devices.compile_setting(pt["compile"], facts, n_steps)
+    compile_, compile_why = devices.compile_setting(pt["compile"], facts, steps_per_epoch)
     devices.configure(device, precision)
     resolved = {**pt, "precision": precision, "compile": compile_, "precision_why": precision_why}  # what this run actually does
     return device, facts, resolved, compile_why
@@ -109,6 +138,7 @@ def run_params(job: Job, model) -> dict:
         "seed": job.seed,
         "dataset": meta["dataset"],
         "n_train": meta["n_train"],
+        "n_validation": meta.get("n_validation", 0),
         "device": str(job.device),
         "data.intensity": meta.get("intensity", {}).get("rule", "not recorded"),
         **job.params["model"],  # likelihood, gaussian_sigma, architecture, hidden_sizes, conv_channels
@@ -127,25 +157,27 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
     p = params.load(params_path)
     pm, pt, d = p["model"], p["train"], latent_dim
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
-    train_x, meta = load_data(data_dir, pm["likelihood"])
+    prepared = load_data(data_dir, pm["likelihood"], pt["patience"])
+    meta = prepared.meta
 
     import torch
 
     from vaebic import checkpoint
     from vaebic import device as devices
 
-    device, facts, resolved, compile_why = resolve_device(pt, len(train_x))
-    x = devices.to_device(train_x, device, "training data")
+    device, facts, resolved, compile_why = resolve_device(pt, len(prepared.train))
+    x = devices.to_device(prepared.train, device, "training data")
+    val = devices.to_device(prepared.validation, device, "validation data") if len(prepared.validation) else None
     torch.manual_seed(seed)
     model = build_model(meta, pm, d).to(device)
     log.info(
-        "training latent_dim=%d seed=%d on %s (%s): %d examples, %d epochs, %s (%s), torch.compile %s (%s)",
+        "training latent_dim=%d seed=%d on %s (%s): %d examples, %s, %s (%s), torch.compile %s (%s)",
         d,
         seed,
         device,
         facts.name,
         len(x),
-        pt["epochs"],
+        budget_text(pt, len(prepared.validation)),
         resolved["precision"],
         resolved["precision_why"],
         "on" if resolved["compile"] else "off",
@@ -156,23 +188,42 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
     saver = Checkpointer(checkpoint_path, key, resume["epoch"] if resume else 0)
     job = Job(p, params_path, meta, d, seed, out, device, resolved)
     try:
-        history = tracked_training(job, model, x, resume, saver)
+        fit = tracked_training(job, model, (x, val), resume, saver)
     except KeyboardInterrupt:
         if saver.last_saved:
             raise KeyboardInterrupt(saver.kept(pt["epochs"])) from None
         raise
     if checkpoint_path:
         checkpoint_path.unlink(missing_ok=True)  # the model folder now holds the finished model
-    log.info("wrote %s (final -ELBO %.3f nats/example on the training split)", out, history[-1]["loss"])
+    log.info(
+        "wrote %s: epoch %d of %d (%s), -ELBO %.3f nats/example on the training split",
+        out,
+        fit.best_epoch,
+        fit.epochs_run,
+        fit.stop_reason,
+        fit.history[fit.best_epoch - 1]["loss"],
+    )
 
 
-def tracked_training(job: Job, model, x, resume: dict | None, saver: Checkpointer) -> list[dict]:
-    """Train and write the model folder inside the model's MLflow run; return the history."""
+def budget_text(pt: dict, n_validation: int) -> str:
+    """How long training goes, in words for the stage's log."""
+    if not pt["patience"]:
+        return f"{pt['epochs']} epochs (no early stopping)"
+    return (
+        f"until the estimate on {n_validation} validation examples has not risen by more than {pt['min_delta']:g} nats for "
+        f"{pt['patience']} epochs (at most {pt['epochs']})"
+    )
+
+
+def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: Checkpointer):
+    """Train on data = (training split, validation split or None) and write the model folder
+    inside the model's MLflow run; return the Fit."""
     from vaebic import tracking
     from vaebic.cli import compute
     from vaebic.files import atomic_folder, write_json_atomic
     from vaebic.model import save_model
     from vaebic.training import train_vae
+    from vaebic.trajectory import STOPPING_FILE
 
     p, pt, meta, d, seed = job.params, job.params["train"], job.meta, job.latent_dim, job.seed
     tags = {**tracking.provenance(job.stage, job.params_path, meta["fingerprint"]), "dataset": meta["dataset"]}
@@ -184,13 +235,17 @@ def tracked_training(job: Job, model, x, resume: dict | None, saver: Checkpointe
                 log_epoch(epoch, rec)
         saver.run_id = run.info.run_id
         with compute(job.stage, oom_advice(pt["batch_size"])):
-            history = train_vae(
+            fit = train_vae(
                 model,
-                x,
+                data[0],
                 epochs=pt["epochs"],
                 batch_size=pt["batch_size"],
                 lr=pt["lr"],
                 seed=seed,
+                val_x=data[1],
+                patience=pt["patience"],
+                min_delta=pt["min_delta"],
+                lr_patience=pt["lr_patience"],
                 on_epoch=log_epoch,
                 desc=f"d={d} seed={seed}",
                 precision=job.resolved["precision"],
@@ -199,8 +254,12 @@ def tracked_training(job: Job, model, x, resume: dict | None, saver: Checkpointe
                 checkpoint=saver if saver.path else None,
                 checkpoint_every=pt["checkpoint_every"],
             )
+        stopping = stopping_record(fit, pt)
+        tracking.log_metrics({"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run})
+        tracking.set_tags({"stop_reason": fit.stop_reason})
         with atomic_folder(job.out) as tmp:
             save_model(model, tmp, extra_config={"seed": seed, "data_fingerprint": meta["fingerprint"], "train": job.resolved})
-            write_json_atomic(tmp / "history.json", history)
+            write_json_atomic(tmp / "history.json", fit.history)
+            write_json_atomic(tmp / STOPPING_FILE, stopping)
             tracking.save_run_id(tmp, run.info.run_id)
-    return history
+    return fit
