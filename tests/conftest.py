@@ -28,6 +28,7 @@ LONGEST_FIRST = [
     "test_known_truth.py",  # 170
     "test_likelihoods_pipeline.py",  # 160
     "test_bad_inputs.py",  # 150
+    "test_budget.py",  # 120
     "test_intensity_pipeline.py",  # 130
     "test_user_data_pipeline.py",  # 80
     "test_tracking.py",  # 70

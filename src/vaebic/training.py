@@ -221,14 +221,12 @@ def train_vae(
         best = _restore(resume, model, opt, gen, rule)
         history, start = list(resume["history"]), resume["epoch"] + 1
         log.info("%s: resuming at epoch %d of at most %d", desc, start, epochs)
-    progress = Progress(desc, start, epochs)
+    progress = Progress(desc, start, epochs, patience)
     model.train()
     for epoch in range(start, epochs + 1):
         record = _epoch(model, train_x, batch_size, gen, step, opt, epoch, lr)
-        if val_x is not None:
-            record["val_iwae"] = validation_objective(model, val_x, seed, precision)
-            if not math.isfinite(record["val_iwae"]):
-                raise DivergedError(f"training diverged: the validation objective is {record['val_iwae']} at epoch {epoch}; {_lr_hint(lr)}")
+        model.eval()  # the model as it would be written: a calibrated sigma in use, not each batch's own
+        _measure(model, record, train_x, val_x, seed, precision, batch_size)
         if rule.update(epoch, record.get("val_iwae", math.nan)):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             record["train_elbo"] = split_elbo(model, train_x, seed, precision)
@@ -245,8 +243,23 @@ def train_vae(
             checkpoint(_state(model, opt, gen, epoch, history, rule, best))
     progress.close()
     fit = Fit(history, rule.best_epoch, "plateau" if rule.stop else "cap")
-    _finish(model, best, fit, train_x, batch_size, gen, desc)
+    _finish(model, best, fit, desc)
     return fit
+
+
+def _measure(model, record: dict, train_x: torch.Tensor, val_x: torch.Tensor | None, seed: int, precision: str, batch_size: int) -> None:
+    """After an epoch: a calibrated Gaussian decoder's sigma set from the training split (it is part
+    of the model, so its validation estimate and its best-epoch weights carry it), then the
+    validation objective, into record."""
+    if model.calibrated:
+        calibrate_sigma(model, train_x, batch_size, torch.Generator(device=train_x.device).manual_seed(seed))
+        record["sigma"] = model.sigma()
+    if val_x is not None:
+        record["val_iwae"] = validation_objective(model, val_x, seed, precision)
+        if not math.isfinite(record["val_iwae"]):
+            raise DivergedError(
+                f"training diverged: the validation objective is {record['val_iwae']} at epoch {record['epoch']}; {_lr_hint(record['lr'])}"
+            )
 
 
 def _step_function(model, batch_size: int, precision: str, compile: bool, autograd: bool) -> Callable:
@@ -291,7 +304,7 @@ def _epoch(model, train_x: torch.Tensor, batch_size: int, gen: torch.Generator, 
             + _lr_hint(lr)
         )
     recon, kl = (-stats[:, 0].sum() / n).item(), (stats[:, 1].sum() / n).item()
-    return {"loss": recon + kl, "recon": recon, "kl": kl, "lr": opt.lr}
+    return {"epoch": epoch, "loss": recon + kl, "recon": recon, "kl": kl, "lr": opt.lr}
 
 
 def _lr_hint(lr: float) -> str:
@@ -299,13 +312,18 @@ def _lr_hint(lr: float) -> str:
 
 
 class Progress:
-    """A progress bar on a terminal; a log line per epoch elsewhere (CI, DVC's captured output)."""
+    """A progress bar on a terminal; elsewhere (CI, DVC's captured output) a log line every
+    LOG_EVERY epochs and at the first. With early stopping the last epoch is not known in advance:
+    the bar counts epochs and shows the best one and the epochs since, instead of a share of the cap."""
 
-    def __init__(self, desc: str, start: int, epochs: int):
+    LOG_EVERY = 10
+
+    def __init__(self, desc: str, start: int, epochs: int, patience: int):
         from tqdm import tqdm
 
-        self.desc, self.epochs, self.tty = desc, epochs, sys.stderr.isatty()
-        self.bar = tqdm(desc=desc, unit="epoch", disable=not self.tty, dynamic_ncols=True, initial=start - 1, total=epochs)
+        self.desc, self.epochs, self.start, self.tty = desc, epochs, start, sys.stderr.isatty()
+        total = None if patience else epochs
+        self.bar = tqdm(desc=desc, unit="epoch", disable=not self.tty, dynamic_ncols=True, initial=start - 1, total=total)
 
     def show(self, epoch: int, record: dict, rule: EarlyStopping) -> None:
         val = record.get("val_iwae")
@@ -313,10 +331,14 @@ class Progress:
             shown = {"-ELBO": f"{record['loss']:.2f}", "KL": f"{record['kl']:.2f}"}
             if val is not None:
                 shown.update({"val": f"{val:.2f}", "best": rule.best_epoch})
+            if rule.patience:
+                shown["no gain"] = f"{rule.wait}/{rule.patience}"
             self.bar.set_postfix(shown)
             self.bar.update()
             return
-        line = "%s epoch %d/%d: -ELBO %.3f (recon %.3f, KL %.3f) nats/example"
+        if epoch != self.start and epoch % self.LOG_EVERY:
+            return
+        line = "%s epoch %d (at most %d): -ELBO %.3f (recon %.3f, KL %.3f) nats/example"
         args = [self.desc, epoch, self.epochs, record["loss"], record["recon"], record["kl"]]
         if val is not None:
             line += "; validation log p(x) >= %.3f, best epoch %d"
@@ -330,21 +352,25 @@ class Progress:
         self.bar.close()
 
 
-def _finish(model, best: dict | None, fit: Fit, train_x: torch.Tensor, batch_size: int, gen: torch.Generator, desc: str) -> None:
-    """Give the model its best epoch's weights, calibrate a Gaussian sigma, and say how training ended."""
+def _finish(model, best: dict | None, fit: Fit, desc: str) -> None:
+    """Give the model its best epoch's weights (and a calibrated sigma, that epoch's), and say how training ended."""
     if best is not None and fit.best_epoch != fit.epochs_run:
         model.load_state_dict(best)
     model.eval()
     how = "stopped on the validation plateau" if fit.stop_reason == "plateau" else "reached the cap (train.epochs)"
-    log.info("%s: %s after %d epochs; the model is epoch %d's", desc, how, fit.epochs_run, fit.best_epoch)
-    if model.calibrated:
-        calibrate_sigma(model, train_x, batch_size, gen)
-        fit.history[-1]["sigma"] = model.sigma()
-        log.info(
-            "%s: calibrated sigma %.5f (the root mean squared error of the training split's reconstructions)",
-            desc,
-            fit.history[-1]["sigma"],
-        )
+    last, kept = fit.history[-1], fit.history[fit.best_epoch - 1]
+    log.info(
+        "%s: %s after %d epochs (last: -ELBO %.3f nats/example); the model is epoch %d's%s%s",
+        desc,
+        how,
+        fit.epochs_run,
+        last["loss"],
+        fit.best_epoch,
+        f" (validation log p(x) >= {kept['val_iwae']:.3f})" if "val_iwae" in kept else "",
+        f", sigma {kept['sigma']:.5f} (calibrated: the root mean squared error of the training split's reconstructions)"
+        if "sigma" in kept
+        else "",
+    )
 
 
 @torch.no_grad()

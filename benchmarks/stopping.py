@@ -1,0 +1,168 @@
+"""Which early-stopping rule decides best, and does a learning-rate schedule reach the plateau sooner?
+
+    python benchmarks/stopping.py                 # the default sweep, about an hour on 2 cores
+    python benchmarks/stopping.py --dims 2,16 --json out.json
+
+On the default data and model (params.yaml: the prepared splits, the MLP, batch size and learning
+rate), each latent dimension trains once per learning-rate schedule (constant, and halved after
+every --lr-patience epochs without improvement of the validation estimate). Along that one
+trajectory, several stopping rules are followed at once: the validation objective (the ELBO with
+one draw, or the importance-weighted estimate with K = 10), the patience, min_delta. Each rule keeps
+the weights of its own best epoch, as EarlyStopping(restore_best_weights) does; at the end, each
+rule's kept model is scored on the test split (importance-weighted estimate, K = 100: the held-out
+number the selection uses) and the training split (for BIC and AIC). The rule that decides better
+keeps models with the higher held-out log-likelihood, in fewer epochs, with picks that do not move
+when its patience moves. The results are in benchmarks/README.md, "Early stopping".
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vaebic import data, mlp_step, params
+from vaebic.model import VAE, VAEConfig, count_params
+from vaebic.objectives import iwae_log_likelihood
+from vaebic.training import Adam, EarlyStopping, split_elbo, validation_objective
+
+ROOT = Path(__file__).resolve().parents[1]
+#: (validation objective, patience, min_delta) followed along every trajectory
+RULES = [(m, p, 0.0) for m in ("elbo", "iwae") for p in (10, 20, 30)] + [("elbo", 20, 0.05), ("iwae", 20, 0.05)]
+TEST_K = 100
+
+
+def load(p: dict):
+    """The default prepared splits as float tensors: train, validation, test."""
+    with tempfile.TemporaryDirectory() as tmp:
+        data.prepare(p["data"], p["model"]["likelihood"], tmp)
+        prepared = data.load_prepared(tmp)
+    return [torch.from_numpy(a).float() for a in (prepared.train, prepared.validation, prepared.test)]
+
+
+def trajectory(d: int, splits, p: dict, lr_patience: int, cap: int) -> dict:
+    """Train one model, following every rule in RULES; return each rule's kept weights and the epochs run."""
+    train, val, _ = splits
+    pt = p["train"]
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(train.shape[1], d, hidden_sizes=p["model"]["hidden_sizes"]))
+    gen = torch.Generator().manual_seed(0)
+    opt, step = Adam(model.parameters(), lr=pt["lr"]), mlp_step.MLPStep(model)
+    rules = {r: EarlyStopping(r[1], r[2]) for r in RULES}
+    kept, stopped = {}, {}
+    schedule = EarlyStopping(1_000_000, 0.0)  # the schedule's own count, on the importance-weighted estimate
+    for epoch in range(1, cap + 1):
+        perm = torch.randperm(len(train), generator=gen)
+        for i in range(0, len(train), pt["batch_size"]):
+            x = train.index_select(0, perm[i : i + pt["batch_size"]])
+            step(x, torch.randn((1, len(x), d), generator=gen))
+            opt.step()
+        value = {"iwae": validation_objective(model, val, 0, "float32"), "elbo": split_elbo(model, val, 0, "float32")}
+        for r, rule in rules.items():
+            if r not in stopped and rule.update(epoch, value[r[0]]):
+                kept[r] = {k: v.clone() for k, v in model.state_dict().items()}
+            if r not in stopped and rule.stop:
+                stopped[r] = epoch
+        if not schedule.update(epoch, value["iwae"]) and lr_patience and schedule.wait % lr_patience == 0:
+            opt.set_lr(opt.lr * 0.5)
+        if len(stopped) == len(rules):
+            break
+    return {"model": model, "kept": kept, "rules": rules, "stopped": stopped, "epochs": epoch}
+
+
+@torch.no_grad()
+def score(model, state: dict, splits) -> tuple[float, float]:
+    """(training-split, test-split) mean importance-weighted estimate (K = TEST_K) of the weights in state."""
+    model.load_state_dict(state)
+    out = []
+    for x, seed in ((splits[0], 7), (splits[2], 8)):
+        est = iwae_log_likelihood(model, x, TEST_K, generator=torch.Generator().manual_seed(seed), batch_size=500)
+        out.append(float(est.log_px.double().mean()))
+    return out[0], out[1]
+
+
+def measure(dims: list[int], lr_patiences: list[int], cap: int) -> list[dict]:
+    p = params.load(ROOT / "params.yaml")
+    splits = load(p)
+    rows = []
+    for lr_patience in lr_patiences:
+        for d in dims:
+            t0 = time.perf_counter()
+            run = trajectory(d, splits, p, lr_patience, cap)
+            for r in RULES:
+                train, test = score(run["model"], run["kept"][r], splits)
+                rows.append(
+                    {
+                        "lr_patience": lr_patience,
+                        "latent_dim": d,
+                        "monitor": r[0],
+                        "patience": r[1],
+                        "min_delta": r[2],
+                        "best_epoch": run["rules"][r].best_epoch,
+                        "epochs": run["stopped"].get(r, run["epochs"]),
+                        "train": train,
+                        "test": test,
+                        "k": count_params(run["model"], "decoder"),
+                        "n": len(splits[0]),
+                    }
+                )
+            print(f"lr_patience {lr_patience}, d={d}: {run['epochs']} epochs, {time.perf_counter() - t0:.0f} s", flush=True)
+    return rows
+
+
+def summary(rows: list[dict]) -> list[dict]:
+    """Per (schedule, rule): the picks of BIC, AIC and the held-out estimate, the epochs, the mean test estimate."""
+    out = []
+    groups = sorted({(r["lr_patience"], r["monitor"], r["patience"], r["min_delta"]) for r in rows})
+    for g in groups:
+        rs = sorted(
+            (r for r in rows if (r["lr_patience"], r["monitor"], r["patience"], r["min_delta"]) == g), key=lambda r: r["latent_dim"]
+        )
+        dims = [r["latent_dim"] for r in rs]
+        bic = [r["k"] * math.log(r["n"]) - 2 * r["n"] * r["train"] for r in rs]
+        aic = [2 * r["k"] - 2 * r["n"] * r["train"] for r in rs]
+        test = [r["test"] for r in rs]
+        out.append(
+            {
+                "lr_patience": g[0],
+                "rule": f"{g[1]}, patience {g[2]}, min_delta {g[3]:g}",
+                "bic": dims[int(np.argmin(bic))],
+                "aic": dims[int(np.argmin(aic))],
+                "heldout": dims[int(np.argmax(test))],
+                "epochs": sum(r["epochs"] for r in rs),
+                "test_mean": float(np.mean(test)),
+            }
+        )
+    return out
+
+
+def print_summary(rows: list[dict]) -> None:
+    print("| learning rate | validation objective, patience, min_delta | BIC | AIC | held-out | epochs (all d) | mean test estimate |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for s in summary(rows):
+        lr = "constant" if not s["lr_patience"] else f"halved after {s['lr_patience']} epochs without improvement"
+        print(f"| {lr} | {s['rule']} | {s['bic']} | {s['aic']} | {s['heldout']} | {s['epochs']} | {s['test_mean']:.2f} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dims", default=None, help="latent dimensions (default: params.yaml's sweep)")
+    ap.add_argument("--lr-patience", default="0,10", help="schedules to compare: 0 = constant learning rate")
+    ap.add_argument("--cap", type=int, default=800)
+    ap.add_argument("--json", type=Path, help="also write every measurement here")
+    args = ap.parse_args()
+    dims = [int(v) for v in args.dims.split(",")] if args.dims else params.load(ROOT / "params.yaml")["sweep"]["latent_dims"]
+    rows = measure(dims, [int(v) for v in args.lr_patience.split(",")], args.cap)
+    print_summary(rows)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()

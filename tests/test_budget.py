@@ -1,0 +1,61 @@
+"""The answer does not move with the training budget, end to end (real `dvc repro`).
+
+Each model trains until its validation estimate stops improving; `train.epochs` is only the cap.
+Raising a cap that no model reached re-runs training (the parameter changed) and gives the same
+weights, bit for bit, and the same picks. Lowering it below where the models stop is flagged.
+"""
+
+import hashlib
+import json
+
+import pandas as pd
+import pytest
+from pipeline_project import edit_params, make_project, repro
+
+pytestmark = pytest.mark.slow
+
+DIMS = [1, 2, 4]
+CONFIG = {
+    "data": {"max_examples": 600},
+    "model": {"hidden_sizes": [32]},
+    "sweep": {"latent_dims": DIMS, "seeds": [0]},
+    "train": {"epochs": 200, "batch_size": 64, "lr": 0.003, "patience": 5, "lr_patience": 3},
+    "evaluate": {"n_samples": 1, "k_samples": 10},
+    "select": {"bootstrap": 100},
+    "report": {"n_samples": 4, "dpi": 40},
+}
+
+
+def model_files(project) -> dict:
+    return {
+        f"{d}-0/{name}": hashlib.sha256((project / "models" / f"{d}-0" / name).read_bytes()).hexdigest()
+        for d in DIMS
+        for name in ("weights.pt", "history.json")
+    }
+
+
+def test_raising_a_cap_no_model_reached_changes_no_weight_and_no_pick(tmp_path):
+    project = make_project(tmp_path, CONFIG)
+    repro(project)
+    table = pd.read_csv(project / "reports/bic.csv")
+    assert (table.stop_reason == "plateau").all() and table.epochs_run.max() < 200, table[["latent_dim", "best_epoch", "epochs_run"]]
+    assert (table.epochs_run == table.best_epoch + 5).all()  # patience 5, then the best epoch's weights
+    before = model_files(project), (project / "reports/bic.csv").read_text(), (project / "reports/selection.json").read_text()
+
+    edit_params(project, {"train": {"epochs": 400}})
+    _, out, ran = repro(project)
+    assert {f"train@{d}-0" for d in DIMS} <= set(ran)  # the cap is a parameter of the train stages: they ran again
+    after = model_files(project), (project / "reports/bic.csv").read_text(), (project / "reports/selection.json").read_text()
+    assert after == before  # the same weights and histories, the same table, the same picks and settling epochs
+    sel = json.loads(after[2])
+    assert sel["models_at_cap"] == 0 and sel["pick_stable_since_epoch"]["bic"] <= sel["epochs_run_max"]
+    assert "every model stopped on its validation plateau" in (project / "reports/report.md").read_text()
+
+    # a cap below where the models stop: every model is flagged, and the report says what to do
+    edit_params(project, {"train": {"epochs": 10}})
+    repro(project)
+    table = pd.read_csv(project / "reports/bic.csv")
+    assert (table.stop_reason == "cap").all() and (table.epochs_run == 10).all()
+    assert json.loads((project / "reports/selection.json").read_text())["models_at_cap"] == len(DIMS)
+    md = (project / "reports/report.md").read_text()
+    assert f"**{len(DIMS)} of {len(DIMS)} models reached the cap** (train.epochs)" in md and "raise train.epochs" in md
