@@ -143,18 +143,18 @@ def test_schema_listing_names_every_key():
             assert f"  {key}:" in out
 
 
-def test_the_readme_documents_every_parameter():
+def test_docs_params_documents_every_parameter():
     from pathlib import Path
 
     from vaebic.params import SCHEMA
 
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "docs/params.md").read_text()
     missing = [f"{section}.{key}" for section, fields in SCHEMA.items() for key in fields if f"`{section}.{key}`" not in readme]
     assert missing == []
 
 
-def test_the_readme_parameter_table_is_the_generated_one():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_docs_params_table_is_the_generated_one():
+    readme = (Path(__file__).resolve().parents[1] / "docs/params.md").read_text()
     start = readme.index("<!-- parameters: generated")
     block = readme[readme.index("\n", start) + 1 : readme.index("<!-- end of parameters -->")]
     assert block.strip() == params.markdown_table(), "regenerate it: python -m vaebic.params --markdown"

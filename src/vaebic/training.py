@@ -186,8 +186,9 @@ def train_vae(
     `patience` epochs without an improvement of more than min_delta nats per example, training
     stops and the model gets back the weights of its best epoch. patience 0 trains all `epochs`
     and keeps the last (val_x, if given, is still measured). lr_patience > 0 halves the learning
-    rate after every lr_patience epochs without improvement (reduce on plateau, LR_FACTOR). Nothing depends on `epochs` but where
-    training ends: a larger cap that is not reached gives the same weights, bit for bit.
+    rate after every lr_patience epochs without improvement (reduce on plateau, LR_FACTOR).
+    Nothing depends on `epochs` but where training ends: a larger cap that is not reached gives
+    the same weights, bit for bit.
 
     Returns a Fit: one record per epoch (mean loss = -ELBO, reconstruction term and KL over the
     epoch's steps; val_iwae; and train_elbo, the training split's ELBO measured at each epoch that
@@ -227,6 +228,8 @@ def train_vae(
         record = _epoch(model, train_x, batch_size, gen, step, opt, epoch, lr)
         model.eval()  # the model as it would be written: a calibrated sigma in use, not each batch's own
         _measure(model, record, train_x, val_x, seed, precision, batch_size)
+        if not math.isfinite(record.get("val_iwae", 0.0)):
+            raise DivergedError(f"training diverged: the validation estimate is {record['val_iwae']} at epoch {epoch}; {_lr_hint(lr)}")
         if rule.update(epoch, record.get("val_iwae", math.nan)):
             best = {k: v.detach().clone() for k, v in model.state_dict().items()}
             record["train_elbo"] = split_elbo(model, train_x, seed, precision)
@@ -256,10 +259,6 @@ def _measure(model, record: dict, train_x: torch.Tensor, val_x: torch.Tensor | N
         record["sigma"] = model.sigma()
     if val_x is not None:
         record["val_iwae"] = validation_objective(model, val_x, seed, precision)
-        if not math.isfinite(record["val_iwae"]):
-            raise DivergedError(
-                f"training diverged: the validation objective is {record['val_iwae']} at epoch {record['epoch']}; {_lr_hint(record['lr'])}"
-            )
 
 
 def _step_function(model, batch_size: int, precision: str, compile: bool, autograd: bool) -> Callable:
