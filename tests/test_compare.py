@@ -97,6 +97,31 @@ def test_a_pick_may_swap_only_between_near_tied_dimensions(tmp_path):
     assert proc.returncode == 0 and "picks swapped between near-tied dimensions (test_log_likelihood: 4 -> 2)" in proc.stdout, proc.stdout
 
 
+def test_a_model_that_kept_another_epoch_of_its_plateau_is_listed_not_compared(tmp_path):
+    # float rounding (another thread count) can end early stopping elsewhere on a flat validation
+    # plateau, where the training estimate still rises: d = 2 kept epoch 137, not 103
+    committed = results(tmp_path / "committed")
+    t = pd.read_csv(committed / "bic.csv").assign(best_epoch=[103, 90])
+    t.to_csv(committed / "bic.csv", index=False)
+    now = results(tmp_path / "now")
+    moved = t.assign(best_epoch=[137, 90])
+    moved.loc[0, ["iwae_train", "elbo_train"]] += 2.5  # beyond tolerance, on the moved model only
+    moved.to_csv(now / "bic.csv", index=False)
+    proc = run("--against", str(committed), "--reports", str(now))
+    assert proc.returncode == 0, proc.stdout
+    assert "d=2 seed 0 kept epoch 137 of its validation plateau, not 103" in proc.stdout and "1 models within tolerance" in proc.stdout
+    # the same shift on a model that kept the same epoch still fails
+    moved.loc[1, "iwae_train"] += 2.5
+    moved.to_csv(now / "bic.csv", index=False)
+    proc = run("--against", str(committed), "--reports", str(now))
+    assert proc.returncode == 1 and "| iwae_train | 4-0 |" in proc.stdout and "| iwae_train | 2-0 |" not in proc.stdout, proc.stdout
+    # and so does a changed pick, whichever models moved
+    (now / "selection.json").write_text((now / "selection.json").read_text().replace('"aic": 4', '"aic": 2'))
+    moved.loc[1, "iwae_train"] -= 2.5
+    moved.to_csv(now / "bic.csv", index=False)
+    assert run("--against", str(committed), "--reports", str(now)).returncode == 1
+
+
 def test_the_monte_carlo_error_widens_the_tolerance():
     old = pd.Series({"iwae_se_train": 0.5, "iwae_se_test": 0.5})
     assert compare.tolerance("iwae_train", old, old) == pytest.approx(4 * 0.5 * 2**0.5)
