@@ -87,8 +87,10 @@ def score(model, state: dict, splits) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def measure(dims: list[int], lr_patiences: list[int], cap: int) -> list[dict]:
+def measure(dims: list[int], lr_patiences: list[int], cap: int, max_examples: int | None = None) -> list[dict]:
     p = params.load(ROOT / "params.yaml")
+    if max_examples:
+        p["data"]["max_examples"] = max_examples
     splits = load(p)
     rows = []
     for lr_patience in lr_patiences:
@@ -155,10 +157,11 @@ def main() -> None:
     ap.add_argument("--dims", default=None, help="latent dimensions (default: params.yaml's sweep)")
     ap.add_argument("--lr-patience", default="0,10", help="schedules to compare: 0 = constant learning rate")
     ap.add_argument("--cap", type=int, default=800)
+    ap.add_argument("--max-examples", type=int, help="use only this many examples (a quick check; default: all)")
     ap.add_argument("--json", type=Path, help="also write every measurement here")
     args = ap.parse_args()
     dims = [int(v) for v in args.dims.split(",")] if args.dims else params.load(ROOT / "params.yaml")["sweep"]["latent_dims"]
-    rows = measure(dims, [int(v) for v in args.lr_patience.split(",")], args.cap)
+    rows = measure(dims, [int(v) for v in args.lr_patience.split(",")], args.cap, args.max_examples)
     print_summary(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -74,3 +74,30 @@ def test_prepare_benchmark_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "ratio per-image loop / vaebic prepare" in proc.stdout
     assert json.loads(out.read_text())["n_images"] == 700
+
+
+@pytest.mark.slow
+def test_the_stopping_benchmark_follows_every_rule_along_one_trajectory(tmp_path):
+    out = tmp_path / "stopping.json"
+    cmd = [
+        sys.executable,
+        "benchmarks/stopping.py",
+        "--dims",
+        "1,2",
+        "--lr-patience",
+        "0,10",
+        "--cap",
+        "3",
+        "--max-examples",
+        "300",
+        "--json",
+        str(out),
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())
+    # 2 schedules x 2 dims x 8 rules, each rule's kept weights scored on both splits
+    assert len(rows) == 2 * 2 * 8 and {r["monitor"] for r in rows} == {"elbo", "iwae"}
+    assert all(1 <= r["best_epoch"] <= r["epochs"] <= 3 and r["test"] < 0 and r["train"] < 0 for r in rows)
+    assert "| learning rate | validation objective, patience, min_delta | BIC | AIC | held-out |" in proc.stdout
+    assert "| halved after 10 epochs without improvement | iwae, patience 20, min_delta 0 |" in proc.stdout
