@@ -68,6 +68,12 @@ PARAMS_CASES = [
     ("no importance samples", {"  k_samples: 5": "  k_samples: 0"}, "evaluate.k_samples"),
     ("zero memory bound", {"  max_chunk_mb: auto": "  max_chunk_mb: 0"}, "evaluate.max_chunk_mb"),
     ("unknown criterion", {"  criterion: bic": "  criterion: mdl"}, "select.criterion"),
+    (
+        "early stopping without a validation split",
+        {"  validation_fraction: 0.1": "  validation_fraction: 0"},
+        "data.validation_fraction is 0",
+    ),
+    ("a removed key", {"  criterion: bic": "  criterion: bic\n  converged_below: 0.1"}, "select.converged_below': removed"),
 ]
 
 
