@@ -150,3 +150,17 @@ def test_resuming_inside_the_patience_window_ends_with_the_uninterrupted_weights
         assert again == result
         for a, b in zip(resumed.state_dict().values(), straight.state_dict().values()):
             assert torch.equal(a, b)
+
+
+def test_patience_zero_trains_every_epoch_and_keeps_the_last(digits):
+    import torch
+
+    model, result = fit(digits, cap=6, patience=0, lr_patience=0)
+    assert (result.epochs_run, result.best_epoch, result.stop_reason) == (6, 6, "cap")
+    assert all(r["lr"] == 3e-3 for r in result.history)  # no schedule without early stopping's count
+    # without a validation split too: the same training, nothing measured on it
+    again, without = fit((digits[0], None), cap=6, patience=0, lr_patience=0)
+    assert [r["loss"] for r in without.history] == [r["loss"] for r in result.history]
+    assert "val_iwae" not in without.history[0] and all("train_elbo" in r for r in without.history)
+    for a, b in zip(model.state_dict().values(), again.state_dict().values()):
+        assert torch.equal(a, b)
