@@ -5,7 +5,8 @@
 
 On the default data and model (params.yaml: the prepared splits, the MLP, batch size and learning
 rate), each latent dimension trains once per learning-rate schedule (constant, and halved after
-every --lr-patience epochs without improvement of the validation estimate). Along that one
+every --lr-patience epochs without improvement of the validation estimate), in vaebic's own
+training loop. Along that one
 trajectory, several stopping rules are followed at once: the validation objective (the ELBO with
 one draw, or the importance-weighted estimate with K = 10), the patience, min_delta. Each rule keeps
 the weights of its own best epoch, as EarlyStopping(restore_best_weights) does; at the end, each
@@ -27,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaebic import data, mlp_step, params
+from vaebic import data, params
 from vaebic.model import VAE, VAEConfig, count_params
 from vaebic.objectives import iwae_log_likelihood
-from vaebic.training import Adam, EarlyStopping, split_elbo, validation_objective
+from vaebic.training import EarlyStopping, split_elbo, train_vae
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (validation objective, patience, min_delta) followed along every trajectory
@@ -46,34 +47,49 @@ def load(p: dict):
     return [torch.from_numpy(a).float() for a in (prepared.train, prepared.validation, prepared.test)]
 
 
+class _AllStopped(Exception):
+    """Raised from train_vae's on_epoch once every rule has stopped: the trajectory is long enough."""
+
+
 def trajectory(d: int, splits, p: dict, lr_patience: int, cap: int) -> dict:
-    """Train one model, following every rule in RULES; return each rule's kept weights and the epochs run."""
+    """Train one model with vaebic's own loop (train_vae: its learning-rate schedule on the
+    importance-weighted estimate, never stopping by itself), following every rule in RULES after
+    each epoch; return each rule's kept weights and the epochs run."""
     train, val, _ = splits
     pt = p["train"]
     torch.manual_seed(0)
     model = VAE(VAEConfig(train.shape[1], d, hidden_sizes=p["model"]["hidden_sizes"]))
-    gen = torch.Generator().manual_seed(0)
-    opt, step = Adam(model.parameters(), lr=pt["lr"]), mlp_step.MLPStep(model)
     rules = {r: EarlyStopping(r[1], r[2]) for r in RULES}
-    kept, stopped = {}, {}
-    schedule = EarlyStopping(1_000_000, 0.0)  # the schedule's own count, on the importance-weighted estimate
-    for epoch in range(1, cap + 1):
-        perm = torch.randperm(len(train), generator=gen)
-        for i in range(0, len(train), pt["batch_size"]):
-            x = train.index_select(0, perm[i : i + pt["batch_size"]])
-            step(x, torch.randn((1, len(x), d), generator=gen))
-            opt.step()
-        value = {"iwae": validation_objective(model, val, 0, "float32"), "elbo": split_elbo(model, val, 0, "float32")}
+    kept, stopped, epochs = {}, {}, [0]
+
+    def follow(epoch: int, record: dict) -> None:
+        value = {"iwae": record["val_iwae"], "elbo": split_elbo(model, val, 0, "float32")}
         for r, rule in rules.items():
             if r not in stopped and rule.update(epoch, value[r[0]]):
                 kept[r] = {k: v.clone() for k, v in model.state_dict().items()}
             if r not in stopped and rule.stop:
                 stopped[r] = epoch
-        if not schedule.update(epoch, value["iwae"]) and lr_patience and schedule.wait % lr_patience == 0:
-            opt.set_lr(opt.lr * 0.5)
+        epochs[0] = epoch
         if len(stopped) == len(rules):
-            break
-    return {"model": model, "kept": kept, "rules": rules, "stopped": stopped, "epochs": epoch}
+            raise _AllStopped
+
+    try:
+        train_vae(
+            model,
+            train,
+            epochs=cap,
+            batch_size=pt["batch_size"],
+            lr=pt["lr"],
+            seed=0,
+            val_x=val,
+            patience=cap + 1,
+            lr_patience=lr_patience,
+            on_epoch=follow,
+            desc=f"d={d}",
+        )
+    except _AllStopped:
+        pass
+    return {"model": model, "kept": kept, "rules": rules, "stopped": stopped, "epochs": epochs[0]}
 
 
 @torch.no_grad()
