@@ -17,12 +17,12 @@ def _save(fig, path: str | Path, dpi: int) -> None:
     plt.close(fig)
 
 
-def _latent_axis(ax, dims) -> None:
-    """x axis of latent dimensions: log2 scale, a tick at each swept d, a light grid."""
-    ax.set_xscale("log", base=2)
-    ax.set_xticks(dims, [str(d) for d in dims])
+def _latent_axis(ax, dims, axis: str = "x", label: str = "latent dimension d") -> None:
+    """An axis of latent dimensions (x by default): log2 scale, a tick at each swept d, a light grid."""
+    getattr(ax, f"set_{axis}scale")("log", base=2)
+    getattr(ax, f"set_{axis}ticks")(dims, [str(d) for d in dims])
     ax.minorticks_off()
-    ax.set_xlabel("latent dimension d")
+    getattr(ax, f"set_{axis}label")(label)
     ax.grid(True, alpha=0.3)
 
 
@@ -124,13 +124,9 @@ def pick_vs_epoch(picks, table, choice: dict, *, subtitle: str, path: str | Path
     ax.plot([], [], "o", color="tab:purple", label="a model stopped on its validation plateau (at d, epoch)")
     if (table.stop_reason == "cap").any():
         ax.plot([], [], "x", color="tab:red", label="a model reached the cap (train.epochs): not converged")
-    ax.set_yscale("log", base=2)
-    ax.set_yticks(dims, [str(d) for d in dims])
-    ax.minorticks_off()
+    _latent_axis(ax, dims, axis="y", label="latent dimension picked")
     ax.set_ylim(min(dims) / 1.3, max(dims) * 1.3)
-    ax.grid(True, alpha=0.3)
     ax.set_xlabel("training capped at epoch e")
-    ax.set_ylabel("latent dimension picked")
     ax.set_title("When the pick settled: each criterion's pick had training stopped at epoch e", loc="left")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle(subtitle, fontsize=9, y=0.02, va="bottom")
