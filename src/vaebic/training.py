@@ -215,7 +215,7 @@ def train_vae(
     torch.manual_seed(seed)
     gen = torch.Generator(device=device).manual_seed(seed)
     opt = Adam(model.parameters(), lr=lr)
-    step = _step_function(model, batch_size, precision, compile, autograd)
+    step = _step_function(model, opt, batch_size, precision, compile, autograd)
     rule = EarlyStopping(patience, min_delta)
     best, history, start = None, [], 1
     if resume is not None:
@@ -261,7 +261,7 @@ def _measure(model, record: dict, train_x: torch.Tensor, val_x: torch.Tensor | N
         record["val_iwae"] = validation_objective(model, val_x, seed, precision)
 
 
-def _step_function(model, batch_size: int, precision: str, compile: bool, autograd: bool) -> Callable:
+def _step_function(model, opt: Adam, batch_size: int, precision: str, compile: bool, autograd: bool) -> Callable:
     """step(x, eps) -> tensor([sum of log p(x|z), sum of KL]) over the batch, with the gradients of
     the batch's mean -ELBO in .grad: the written-out MLP step where it applies, autograd elsewhere."""
     if not autograd and mlp_step.supports(model, precision, compile):
@@ -275,8 +275,7 @@ def _step_function(model, batch_size: int, precision: str, compile: bool, autogr
         with autocast(x.device, precision):
             log_px, kl = terms(model, x, eps=eps)
         sums = torch.stack((log_px.sum(), kl.sum()))
-        for p in model.parameters():
-            p.grad = None
+        opt.zero_grad()
         ((sums[1] - sums[0]) / len(x)).backward()  # the mean -ELBO of the batch
         return sums.detach()
 
