@@ -19,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vaebic import data, params
+from vaebic import params
+from vaebic.data import preparation
 
 
 def write_idx(folder: Path, prefix: str, images: np.ndarray) -> None:
@@ -61,7 +62,7 @@ def main() -> None:
 
         import_s = time.perf_counter() - start
         start = time.perf_counter()
-        data.prepare(p, "bernoulli", Path(tmp) / "prepared")
+        preparation.prepare(p, "bernoulli", Path(tmp) / "prepared")
         prepare_s = time.perf_counter() - start
         start = time.perf_counter()
         per_image_loop(raw, 0)

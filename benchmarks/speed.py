@@ -56,12 +56,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vaebic import data, params
+from vaebic import params
+from vaebic.data import preparation
+from vaebic.data.prepared import load_prepared
 from vaebic.device import chunk_mb, facts, pick_device, resolve_precision, synchronize
-from vaebic.evaluation import log_likelihood_estimate
-from vaebic.model import VAE, VAEConfig
-from vaebic.objectives import iwae_log_likelihood
-from vaebic.training import train_vae
+from vaebic.fit.training import train_vae
+from vaebic.model.evaluation import log_likelihood_estimate
+from vaebic.model.objectives import iwae_log_likelihood
+from vaebic.model.vae import VAE, VAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 TARGETS = {
@@ -610,8 +612,8 @@ def main() -> None:
     device_facts = facts(device)
     precision, precision_why = resolve_precision(args.precision, device_facts, "--precision")
     with tempfile.TemporaryDirectory() as tmp:
-        data.prepare(p["data"], p["model"]["likelihood"], tmp)
-        prepared = data.load_prepared(tmp)
+        preparation.prepare(p["data"], p["model"]["likelihood"], tmp)
+        prepared = load_prepared(tmp)
         train_np, test_np, meta = prepared.train, prepared.test, prepared.meta
     train_x, test_x = (torch.from_numpy(a).to(device=device, dtype=torch.float32) for a in (train_np, test_np))
 

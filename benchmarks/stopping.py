@@ -28,10 +28,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vaebic import data, params
-from vaebic.model import VAE, VAEConfig, count_params
-from vaebic.objectives import iwae_log_likelihood
-from vaebic.training import EarlyStopping, split_elbo, train_vae
+from vaebic import params
+from vaebic.data import preparation
+from vaebic.data.prepared import load_prepared
+from vaebic.fit.training import EarlyStopping, split_elbo, train_vae
+from vaebic.model.objectives import iwae_log_likelihood
+from vaebic.model.vae import VAE, VAEConfig, count_params
 
 ROOT = Path(__file__).resolve().parents[1]
 #: (validation objective, patience, min_delta) followed along every trajectory
@@ -42,8 +44,8 @@ TEST_K = 100
 def load(p: dict):
     """The default prepared splits as float tensors: train, validation, test."""
     with tempfile.TemporaryDirectory() as tmp:
-        data.prepare(p["data"], p["model"]["likelihood"], tmp)
-        prepared = data.load_prepared(tmp)
+        preparation.prepare(p["data"], p["model"]["likelihood"], tmp)
+        prepared = load_prepared(tmp)
     return [torch.from_numpy(a).float() for a in (prepared.train, prepared.validation, prepared.test)]
 
 

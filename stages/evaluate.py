@@ -16,8 +16,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="metrics file to write, e.g. metrics/8-0.json")
     ap.add_argument("--examples", required=True, help="per-example estimates to write, e.g. metrics/8-0.examples.npz")
     args = ap.parse_args()
-    from vaebic.evaluate_stage import evaluate
     from vaebic.files import write_json_atomic, write_npz_atomic
+    from vaebic.stages.evaluate import evaluate
 
     record, examples = evaluate(args.params, args.data, args.model, args.latent_dim, args.seed)
     write_npz_atomic(args.examples, examples)

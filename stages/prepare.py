@@ -10,12 +10,13 @@ log = logging.getLogger("vaebic.prepare")
 def main() -> None:
     ap = stage_parser(__doc__)  # --data is this stage's output folder
     args = ap.parse_args()
-    from vaebic import data, params, tracking
+    from vaebic import params, tracking
+    from vaebic.data import preparation
     from vaebic.files import atomic_folder
 
     p = params.load(args.params)
     with atomic_folder(args.data) as tmp:
-        meta = data.prepare(p["data"], p["model"]["likelihood"], tmp)
+        meta = preparation.prepare(p["data"], p["model"]["likelihood"], tmp)
         # Create the MLflow store and experiment now, once, before the train stages could race on
         # it; after reading the data, so that a bad file fails at once, without importing MLflow.
         if not tracking.has_experiment(p["mlflow"]["experiment"]):

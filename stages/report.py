@@ -12,7 +12,7 @@ def main() -> None:
     ap.add_argument("--metrics", default="metrics")
     ap.add_argument("--models", default="models")
     args = ap.parse_args()
-    from vaebic.report_stage import report
+    from vaebic.stages.report import report
 
     report(args.params, args.reports, args.metrics, args.data, args.models)
 

@@ -22,8 +22,8 @@ def main() -> None:
     ap.add_argument("--out", default="reports")
     args = ap.parse_args()
     from vaebic.files import write_json_atomic, write_text_atomic
-    from vaebic.select_stage import select
-    from vaebic.selection import NOTES_FILE, PICKS_FILE, SELECTION_FILE, picks_csv, split_numbers
+    from vaebic.selection.criteria import NOTES_FILE, PICKS_FILE, SELECTION_FILE, picks_csv, split_numbers
+    from vaebic.stages.select_dim import select
 
     table, choice, picks = select(args.params, args.metrics, args.data)
     numbers, words = split_numbers(choice)  # report.md explains them

@@ -15,7 +15,7 @@ def main() -> None:
     ap.add_argument("--out", required=True, help="model folder to write, e.g. models/8-0")
     ap.add_argument("--checkpoint", type=Path, help="checkpoint file to save to and resume from, e.g. checkpoints/8-0.pt")
     args = ap.parse_args()
-    from vaebic.train_stage import train
+    from vaebic.stages.train import train
 
     train(args.params, args.data, args.out, args.latent_dim, args.seed, checkpoint_path=args.checkpoint)
 

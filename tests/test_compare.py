@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from vaebic import compare
-from vaebic.selection import split_numbers
+from vaebic.selection.criteria import split_numbers
 
 
 def results(folder, shift=0.0, picks=None, se=0.05):

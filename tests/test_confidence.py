@@ -6,8 +6,8 @@ import math
 import numpy as np
 import pytest
 
-from vaebic import confidence as c
-from vaebic.selection import aic, bic
+from vaebic.selection import confidence as c
+from vaebic.selection.criteria import aic, bic
 
 
 def test_resample_counts_are_seeded_draws_with_replacement():
@@ -143,7 +143,7 @@ def hand_made_table(seeds=(0, 1), n=200, seed=5):
     """A bic.csv-like table and per-example arrays: d=2 fits worst, d=4 best, d=8 adds parameters for little."""
     import pandas as pd
 
-    from vaebic.selection import bic as bic_of
+    from vaebic.selection.criteria import bic as bic_of
 
     rng = np.random.default_rng(seed)
     base = rng.normal(-100, 4, n)
@@ -172,7 +172,7 @@ def hand_made_table(seeds=(0, 1), n=200, seed=5):
 
 
 def test_assess_averages_seeds_pairs_models_and_checks_bic_on_held_out_data():
-    from vaebic.selection import choose
+    from vaebic.selection.criteria import choose
 
     table, examples = hand_made_table()
     choice = choose(table)
@@ -188,8 +188,8 @@ def test_assess_averages_seeds_pairs_models_and_checks_bic_on_held_out_data():
     assert summary["bic_overfit"] is False  # BIC and the held-out estimate agree on 4
     assert summary["selection_frequency"]["bic"] == pytest.approx(freq[4])
     # and the report says all of it
-    from vaebic.report import confidence_section
-    from vaebic.selection import summarise
+    from vaebic.report.markdown import confidence_section
+    from vaebic.selection.criteria import summarise
 
     for name, values in columns.items():
         table[name] = values
@@ -199,7 +199,7 @@ def test_assess_averages_seeds_pairs_models_and_checks_bic_on_held_out_data():
 
 
 def test_no_bootstrap_leaves_the_frequencies_empty():
-    from vaebic.selection import choose
+    from vaebic.selection.criteria import choose
 
     table, examples = hand_made_table(seeds=(0,))
     columns, summary = c.assess(table, examples, choice=choose(table), log_likelihood="iwae", resamples=0, seed=0)

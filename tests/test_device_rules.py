@@ -19,9 +19,9 @@ from vaebic import device as devices
 from vaebic.cli import explain_out_of_memory
 from vaebic.device import DeviceFacts
 from vaebic.errors import VaebicError
-from vaebic.evaluation import evaluate_split, latent_usage, log_likelihood_estimate, reconstructions_and_samples
-from vaebic.model import VAE, VAEConfig
-from vaebic.training import train_vae
+from vaebic.fit.training import train_vae
+from vaebic.model.evaluation import evaluate_split, latent_usage, log_likelihood_estimate, reconstructions_and_samples
+from vaebic.model.vae import VAE, VAEConfig
 
 # operations that make the host wait for the device: a value read back (.item(), bool(), if t:)
 # or an output whose size depends on the values

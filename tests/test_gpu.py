@@ -16,9 +16,9 @@ import warnings
 import pytest
 import torch
 
-from vaebic.evaluation import log_likelihood_estimate
-from vaebic.model import VAE, VAEConfig
-from vaebic.training import train_vae
+from vaebic.fit.training import train_vae
+from vaebic.model.evaluation import log_likelihood_estimate
+from vaebic.model.vae import VAE, VAEConfig
 
 ACCELERATORS = [
     pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")),
@@ -107,8 +107,8 @@ def test_resuming_on_the_device_gives_the_uninterrupted_weights(device, architec
 
 
 def test_written_out_training_step_matches_autograd_on_the_device(device):
-    from vaebic.mlp_step import MLPStep
-    from vaebic.objectives import elbo_terms
+    from vaebic.fit.mlp_step import MLPStep
+    from vaebic.model.objectives import elbo_terms
 
     dtype = torch.float64 if device.type == "cuda" else torch.float32  # MPS has no float64
     torch.manual_seed(0)
@@ -125,8 +125,8 @@ def test_written_out_training_step_matches_autograd_on_the_device(device):
 
 @cuda_only
 def test_bf16_written_out_step_matches_autocast_on_cuda():
-    from vaebic.mlp_step import MLPStep
-    from vaebic.objectives import elbo_terms
+    from vaebic.fit.mlp_step import MLPStep
+    from vaebic.model.objectives import elbo_terms
 
     torch.manual_seed(0)
     model = VAE(VAEConfig(64, 4, hidden_sizes=[32])).cuda()

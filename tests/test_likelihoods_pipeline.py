@@ -42,7 +42,7 @@ def test_grey_level_likelihood_runs_end_to_end(tmp_path, likelihood, sigma, word
         assert table.set_index("latent_dim").n_params[2] == (2 * 32 + 32) + (32 * 784 + 784) + 1
         # each model's final sigma, stored with it, is in the table: the RMS error of grey levels, in (0, 1)
         assert ((table.sigma > 0.01) & (table.sigma < 0.5)).all()
-        from vaebic.model import load_model
+        from vaebic.model.vae import load_model
 
         assert load_model(project / "models/2-0").sigma() == pytest.approx(table.set_index("latent_dim").sigma[2], rel=1e-6)
         assert "- `sigma`: the Gaussian decoder's final pixel sigma" in (project / "reports/report.md").read_text()

@@ -4,10 +4,10 @@ same gradient in every parameter, in float64, for every likelihood and several d
 import pytest
 import torch
 
-from vaebic.mlp_step import MLPStep, supports
-from vaebic.model import VAE, VAEConfig
-from vaebic.objectives import elbo_terms
-from vaebic.training import train_vae
+from vaebic.fit.mlp_step import MLPStep, supports
+from vaebic.fit.training import train_vae
+from vaebic.model.objectives import elbo_terms
+from vaebic.model.vae import VAE, VAEConfig
 
 CASES = [("bernoulli", "learned"), ("gaussian", "learned"), ("gaussian", "optimal"), ("gaussian", 0.3), ("continuous_bernoulli", "learned")]
 

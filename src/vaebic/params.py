@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vaebic import datasets, likelihoods
+from vaebic.data import datasets
 from vaebic.errors import VaebicError
+from vaebic.model import likelihoods
 
 # data.name and model.likelihood accept what the registries hold: live views, so that a data set or
 # likelihood registered later (datasets.register, likelihoods.register) is accepted at once

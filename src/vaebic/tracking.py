@@ -478,7 +478,7 @@ def register_champion(model, name: str, run_id: str) -> str:
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
-    from vaebic.model import EncodeDecode
+    from vaebic.model.vae import EncodeDecode
 
     d, n_in = model.latent_dim, model.config.input_dim
     signature = ModelSignature(

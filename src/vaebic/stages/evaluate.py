@@ -20,16 +20,17 @@ def evaluate(params_path: str, data_dir: str, model_dir: str, latent_dim: int, s
     """(record, examples) of the model in model_dir on both splits of data_dir: record is the
     metrics file's content; examples each example's ELBO and importance-weighted estimate, named
     <kind>_<split> (e.g. iwae_train)."""
-    from vaebic import data, params
+    from vaebic import params
+    from vaebic.data import prepared
 
     p = params.load(params_path)
-    prepared = data.load_prepared(data_dir)
+    prepared = prepared.load_prepared(data_dir)
     meta = prepared.meta
 
     from vaebic import device as devices
     from vaebic.cli import compute
-    from vaebic.model import count_params, load_model
-    from vaebic.trajectory import read_training_summary
+    from vaebic.model.vae import count_params, load_model
+    from vaebic.selection.trajectory import read_training_summary
 
     device = devices.pick_device(p["train"]["device"])
     ev, d = p["evaluate"], latent_dim
@@ -81,7 +82,7 @@ def _configure(device, ev: dict, d: int, seed: int) -> tuple[str, str, float]:
 def evaluate_split(model, x, ev: dict, precision: str, chunk_mb: float, kept: dict) -> dict:
     """ELBO terms, the importance-weighted estimate and latent usage of model on x (one split);
     each example's estimates go into kept."""
-    from vaebic import evaluation
+    from vaebic.model import evaluation
 
     return {
         **evaluation.evaluate_split(

@@ -71,7 +71,7 @@ def _sigmoid_mean(decoded):
 
 
 def _bernoulli(model, decoded, x):
-    from vaebic import objectives
+    from vaebic.model import objectives
 
     return objectives.bernoulli_log_likelihood(decoded, x)
 
@@ -83,7 +83,7 @@ def _bernoulli_text(self: Likelihood, meta: dict, params: dict) -> str:
 
 
 def _gaussian(model, decoded, x):
-    from vaebic import objectives
+    from vaebic.model import objectives
 
     log_sigma = model.log_sigma
     if model.calibrated and model.training:  # sigma's maximum-likelihood value for this batch
@@ -127,7 +127,7 @@ def _gaussian_text(self: Likelihood, meta: dict, params: dict) -> str:
 
 
 def _continuous_bernoulli(model, decoded, x):
-    from vaebic import objectives
+    from vaebic.model import objectives
 
     return objectives.continuous_bernoulli_log_likelihood(decoded, x)
 

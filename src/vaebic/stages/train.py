@@ -44,7 +44,7 @@ class Checkpointer:
         self.path, self.key, self.last_saved, self.run_id = path, key, last_saved, None
 
     def __call__(self, state: dict) -> None:
-        from vaebic import checkpoint
+        from vaebic.fit import checkpoint
 
         checkpoint.save(self.path, {**state, "key": self.key, "mlflow_run_id": self.run_id})
         self.last_saved = state["epoch"]
@@ -96,9 +96,9 @@ def oom_advice(batch_size: int) -> str:
 
 def load_data(data_dir: str | Path, likelihood: str, patience: int):
     """The prepared data of data_dir, which must be prepared for likelihood and, for early stopping, have a validation split."""
-    from vaebic import data
+    from vaebic.data import prepared
 
-    prepared = data.load_prepared(data_dir)
+    prepared = prepared.load_prepared(data_dir)
     meta = prepared.meta
     if meta["likelihood"] != likelihood:
         raise VaebicError(f"{data_dir} was prepared for the {meta['likelihood']} likelihood, params say {likelihood}; run `dvc repro`")
@@ -110,7 +110,7 @@ def load_data(data_dir: str | Path, likelihood: str, patience: int):
 
 
 def build_model(meta: dict, pm: dict, d: int):
-    from vaebic.model import VAE, VAEConfig
+    from vaebic.model.vae import VAE, VAEConfig
 
     return VAE(VAEConfig(meta["input_dim"], d, image_shape=meta["image_shape"], **pm))
 
@@ -131,7 +131,7 @@ def resolve_device(pt: dict, n_examples: int):
 
 def run_params(job: Job, model) -> dict:
     """The MLflow params of a model's run."""
-    from vaebic.model import count_params
+    from vaebic.model.vae import count_params
 
     meta = job.meta
     return {
@@ -163,8 +163,8 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
 
     import torch
 
-    from vaebic import checkpoint
     from vaebic import device as devices
+    from vaebic.fit import checkpoint
 
     device, facts, resolved, compile_why = resolve_device(pt, len(prepared.train))
     x = devices.to_device(prepared.train, device, "training data")
@@ -222,9 +222,9 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
     from vaebic import tracking
     from vaebic.cli import compute
     from vaebic.files import atomic_folder, write_json_atomic
-    from vaebic.model import save_model
-    from vaebic.training import train_vae
-    from vaebic.trajectory import STOPPING_FILE
+    from vaebic.fit.training import train_vae
+    from vaebic.model.vae import save_model
+    from vaebic.selection.trajectory import STOPPING_FILE
 
     p, pt, meta, d, seed = job.params, job.params["train"], job.meta, job.latent_dim, job.seed
     tags = {**tracking.provenance(job.stage, job.params_path, meta["fingerprint"]), "dataset": meta["dataset"]}

@@ -23,8 +23,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vaebic import torch_fast
-from vaebic.objectives import bernoulli_log_likelihood, kl_standard_normal, stable_sigmoid
+from vaebic.fit import torch_fast
+from vaebic.model.objectives import bernoulli_log_likelihood, kl_standard_normal, stable_sigmoid
 
 
 def supports(model, precision: str, compile: bool) -> bool:

@@ -23,9 +23,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vaebic import likelihoods
 from vaebic.errors import VaebicError
-from vaebic.objectives import MIN_SIGMA, batch_log_sigma  # noqa: F401 (their home was here; callers import them from here)
+from vaebic.model import likelihoods
+from vaebic.model.objectives import MIN_SIGMA, batch_log_sigma  # noqa: F401 (their home was here; callers import them from here)
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
@@ -210,7 +210,7 @@ class VAE(nn.Module):
         return [*self.decoder.parameters(), *extra]
 
     def forward(self, x: torch.Tensor):
-        from vaebic.objectives import reparameterize
+        from vaebic.model.objectives import reparameterize
 
         mu, logvar = self.encode(x)
         return self.decode(reparameterize(mu, logvar)), mu, logvar

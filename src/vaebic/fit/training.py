@@ -12,10 +12,10 @@ from dataclasses import dataclass
 
 import torch
 
-from vaebic import mlp_step, torch_fast
 from vaebic.device import autocast, denormals_flushed, host_float64
 from vaebic.errors import VaebicError
-from vaebic.objectives import elbo_terms, iwae_log_likelihood, reparameterize
+from vaebic.fit import mlp_step, torch_fast
+from vaebic.model.objectives import elbo_terms, iwae_log_likelihood, reparameterize
 
 log = logging.getLogger("vaebic.training")
 
@@ -377,7 +377,7 @@ def calibrate_sigma(model, x: torch.Tensor, batch_size: int, gen: torch.Generato
     mean squared error of the reconstructions, one draw z ~ q(z|x) per example (the ELBO's
     reconstruction term, as in training), summed in float64 on the host."""
     from vaebic.device import host_float64
-    from vaebic.model import MIN_SIGMA
+    from vaebic.model.vae import MIN_SIGMA
 
     squared = torch.empty(len(x), device=x.device)  # per example, summed over pixels; one transfer at the end
     for start in range(0, len(x), batch_size):

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from vaebic.report_stage import FIGURES, Results, model_pictures
+from vaebic.stages.report import FIGURES, Results, model_pictures
 
 log = logging.getLogger("vaebic.report")  # the report stage's name in its log lines
 
@@ -21,7 +21,8 @@ log = logging.getLogger("vaebic.report")  # the report stage's name in its log l
 def publish(r: Results, out: Path, model) -> None:
     """Log the report built in out to the sweep's parent run, register the selected model (the
     loaded model), and log each model's evaluation and pictures to its own run."""
-    from vaebic import selection, tracking
+    from vaebic import tracking
+    from vaebic.selection import criteria
 
     tags = tracking.provenance(os.environ.get("DVC_STAGE", "report"), r.params_path, r.meta["fingerprint"])
     with tracking.sweep_run(r.params["mlflow"]["experiment"], tracking.sweep_key(r.params, r.meta["fingerprint"]), tags):
@@ -34,7 +35,7 @@ def publish(r: Results, out: Path, model) -> None:
         tracking.log_table(r.table, "bic_table.json")
         for name in (*FIGURES.values(), "report.md"):
             tracking.log_artifact(out / name)
-        for name in ("bic.csv", selection.PICKS_FILE, selection.SELECTION_FILE, selection.NOTES_FILE):
+        for name in ("bic.csv", criteria.PICKS_FILE, criteria.SELECTION_FILE, criteria.NOTES_FILE):
             tracking.log_artifact(r.reports / name)
     register(r, model)
     to_model_runs(r, tags["dvc.stage"])
@@ -70,7 +71,7 @@ def _known(name: str, value) -> dict:
 
 
 def curve_metrics(row) -> dict:
-    """One latent dimension's means over seeds (a row of selection.summarise)."""
+    """One latent dimension's means over seeds (a row of criteria.summarise)."""
     return {
         "bic_mean": row["bic"],
         "aic_mean": row["aic"],
@@ -114,7 +115,7 @@ def register(r: Results, model) -> None:
 def to_model_runs(r: Results, stage: str) -> None:
     """Each model's evaluation, criteria and pictures into its own run, so the runs table sorts by them."""
     from vaebic import tracking
-    from vaebic.model import load_model
+    from vaebic.model.vae import load_model
 
     records = {(rec["latent_dim"], rec["seed"]): rec for rec in r.records}
     for row in r.table.itertuples(index=False):

@@ -35,9 +35,9 @@ class Results:
     models: Path
     meta: dict
     table: object  # pandas.DataFrame: reports/bic.csv
-    choice: dict  # selection.read_choice
+    choice: dict  # criteria.read_choice
     setup: dict  # report.describe_setup
-    summary: object  # pandas.DataFrame: selection.summarise(table)
+    summary: object  # pandas.DataFrame: criteria.summarise(table)
     picks: object  # pandas.DataFrame: reports/pick_vs_epoch.csv
     records: list[dict]
     test_x: object  # numpy array
@@ -54,29 +54,31 @@ class Results:
 def read_results(p: dict, params_path: str, reports: str, metrics: str, data_dir: str, models: str) -> Results:
     import pandas as pd
 
-    from vaebic import data, selection
-    from vaebic.report import describe_setup
+    from vaebic.data import prepared
+    from vaebic.report.markdown import describe_setup
+    from vaebic.selection import criteria
 
     reports = Path(reports)
     table = pd.read_csv(reports / "bic.csv")
-    choice = selection.read_choice(reports)
-    prepared = data.load_prepared(data_dir)
+    choice = criteria.read_choice(reports)
+    prepared = prepared.load_prepared(data_dir)
     test_x, meta = prepared.test, prepared.meta
     setup = describe_setup(
         meta, choice["count_params"], choice["log_likelihood"], int(table.k_samples.iloc[0]), p["model"]["gaussian_sigma"]
     )
-    summary = selection.summarise(table)
+    summary = criteria.summarise(table)
     pairs = list(zip(table.latent_dim.tolist(), table.seed.tolist()))
-    records = selection.read_records(metrics, pairs)
-    picks = pd.read_csv(reports / selection.PICKS_FILE)
+    records = criteria.read_records(metrics, pairs)
+    picks = pd.read_csv(reports / criteria.PICKS_FILE)
     return Results(p, params_path, reports, Path(models), meta, table, choice, setup, summary, picks, records, test_x)
 
 
 def report(params_path: str, reports: str, metrics: str, data_dir: str, models: str) -> None:
     """Write the figures and report.md into reports/ and publish them, each model's evaluation and
     pictures, and the champion to MLflow."""
-    from vaebic import params, publish, tracking
+    from vaebic import params, tracking
     from vaebic.files import staged_files
+    from vaebic.report import publish
 
     p = params.load(params_path)
     tracking.setup(p["mlflow"]["experiment"])  # an unreachable tracking server fails here, in seconds
@@ -95,7 +97,7 @@ def kl_per_unit(r: Results) -> dict:
 
 def draw_figures(r: Results, out: Path) -> None:
     """The BIC curve, the picks by epoch, the metric curves and latent usage over the sweep."""
-    from vaebic import plots
+    from vaebic.report import plots
 
     dpi, subtitle = r.params["report"]["dpi"], r.setup["subtitle"]
     plots.bic_curve(r.table, r.summary, r.choice, subtitle=subtitle, path=out / FIGURES["bic_curve"], dpi=dpi)
@@ -107,7 +109,7 @@ def draw_figures(r: Results, out: Path) -> None:
 
 def selected_model_pictures(r: Results, out: Path):
     """Reconstructions and prior samples of the selected model into out; return the model."""
-    from vaebic.model import load_model
+    from vaebic.model.vae import load_model
 
     rp, (d, seed) = r.params["report"], r.best
     model = load_model(r.models / f"{d}-{seed}")
@@ -129,8 +131,8 @@ def model_pictures(model, x_np, n_samples: int, image_shape: list[int], title: s
     files at paths (reconstructions, samples)."""
     import torch
 
-    from vaebic import plots
-    from vaebic.evaluation import reconstructions_and_samples
+    from vaebic.model.evaluation import reconstructions_and_samples
+    from vaebic.report import plots
 
     x = torch.from_numpy(x_np).float()
     recon, samples = reconstructions_and_samples(model, x, n_samples)
@@ -140,7 +142,7 @@ def model_pictures(model, x_np, n_samples: int, image_shape: list[int], title: s
 
 
 def write_report(r: Results, out: Path) -> None:
-    from vaebic.report import precision_text, write_markdown
+    from vaebic.report.markdown import precision_text, write_markdown
 
     configs = [json.loads((r.models / f"{d}-{s}" / "config.json").read_text()).get("train", {}) for d, s in r.pairs]
     write_markdown(
