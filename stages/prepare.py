@@ -1,36 +1,7 @@
-"""Stage `prepare`: load the data set, shuffle, split train/test, binarise (Bernoulli), write data/prepared/."""
+"""DVC stage `prepare` (see dvc.yaml). The stage's work is in src/vaebic/stages/prepare.py; `--help` lists its arguments."""
 
-import logging
-
-from vaebic.cli import run_cli, stage_parser
-
-log = logging.getLogger("vaebic.prepare")
-
-
-def main() -> None:
-    ap = stage_parser(__doc__)  # --data is this stage's output folder
-    args = ap.parse_args()
-    from vaebic import params, tracking
-    from vaebic.data import preparation
-    from vaebic.files import atomic_folder
-
-    p = params.load(args.params)
-    with atomic_folder(args.data) as tmp:
-        meta = preparation.prepare(p["data"], p["model"]["likelihood"], tmp)
-        # Create the MLflow store and experiment now, once, before the train stages could race on
-        # it; after reading the data, so that a bad file fails at once, without importing MLflow.
-        if not tracking.has_experiment(p["mlflow"]["experiment"]):
-            tracking.setup(p["mlflow"]["experiment"])
-    log.info(
-        "%s: %d training and %d test examples of shape %s written to %s (fingerprint %s)",
-        meta["dataset"],
-        meta["n_train"],
-        meta["n_test"],
-        meta["image_shape"],
-        args.data,
-        meta["fingerprint"][:12],
-    )
-
+from vaebic.cli import run_cli
+from vaebic.stages.prepare import main
 
 if __name__ == "__main__":
     run_cli(main)

@@ -12,8 +12,8 @@ from scipy.optimize import minimize_scalar
 from vaebic.data.readers import synthetic_generator, synthetic_intensities
 from vaebic.fit.training import train_vae
 from vaebic.model.evaluation import log_likelihood_estimate
-from vaebic.model.objectives import gaussian_log_likelihood
-from vaebic.model.vae import VAE, VAEConfig, batch_log_sigma, count_params, load_model, save_model
+from vaebic.model.objectives import batch_log_sigma, gaussian_log_likelihood
+from vaebic.model.vae import VAE, VAEConfig, count_params, load_model, save_model
 
 
 def test_the_closed_form_sigma_maximises_the_gaussian_likelihood_for_fixed_means():

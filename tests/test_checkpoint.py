@@ -55,7 +55,7 @@ def test_resuming_from_any_epoch_ends_with_the_uninterrupted_weights(digits, tmp
     for state in (saved[0], saved[2]):
         # through a real file, as the stage does it
         checkpoint.save(tmp_path / "c.pt", {**state, "key": key(), "mlflow_run_id": ""})
-        loaded = checkpoint.load(tmp_path / "c.pt", key(), epochs=5)
+        loaded = checkpoint.load_checkpoint(tmp_path / "c.pt", key(), epochs=5)
         resumed = fresh_model()
         torch.manual_seed(1234)  # whatever the global generator did meanwhile, the checkpoint restores it
         again = train_vae(resumed, digits, epochs=5, batch_size=64, lr=1e-3, seed=3, resume=loaded).history
@@ -77,16 +77,16 @@ def test_a_checkpoint_of_another_configuration_or_too_far_is_not_resumed(digits,
     train_vae(fresh_model(), digits, epochs=3, batch_size=100, lr=1e-3, seed=0, checkpoint=saved.append)
     path = tmp_path / "c.pt"
     checkpoint.save(path, {**saved[1], "key": key(), "mlflow_run_id": "abc"})  # epoch 2
-    assert checkpoint.load(path, key(), epochs=5)["mlflow_run_id"] == "abc"
+    assert checkpoint.load_checkpoint(path, key(), epochs=5)["mlflow_run_id"] == "abc"
     assert (
-        checkpoint.load(path, key(train={"lr": 1e-3, "epochs": 50, "checkpoint_every": 7}), epochs=50) is not None
+        checkpoint.load_checkpoint(path, key(train={"lr": 1e-3, "epochs": 50, "checkpoint_every": 7}), epochs=50) is not None
     )  # epochs, interval: same path
-    assert checkpoint.load(path, key(train={"lr": 1e-2}), epochs=5) is None
-    assert checkpoint.load(path, key(seed=1), epochs=5) is None
-    assert checkpoint.load(path, key(data_fingerprint="0" * 64), epochs=5) is None
-    assert checkpoint.load(path, key(device="cuda"), epochs=5) is None
-    assert checkpoint.load(path, key(), epochs=2) is None  # nothing left to resume: train again from the start
-    assert checkpoint.load(tmp_path / "none.pt", key(), epochs=5) is None
+    assert checkpoint.load_checkpoint(path, key(train={"lr": 1e-2}), epochs=5) is None
+    assert checkpoint.load_checkpoint(path, key(seed=1), epochs=5) is None
+    assert checkpoint.load_checkpoint(path, key(data_fingerprint="0" * 64), epochs=5) is None
+    assert checkpoint.load_checkpoint(path, key(device="cuda"), epochs=5) is None
+    assert checkpoint.load_checkpoint(path, key(), epochs=2) is None  # nothing left to resume: train again from the start
+    assert checkpoint.load_checkpoint(tmp_path / "none.pt", key(), epochs=5) is None
 
 
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
@@ -94,10 +94,10 @@ def test_corrupt_foreign_and_malicious_checkpoints_are_refused_by_name(tmp_path)
     path = tmp_path / "c.pt"
     path.write_bytes(b"\x00" * 100)
     with pytest.raises(VaebicError, match=r"checkpoint .*c\.pt cannot be loaded safely: it is corrupt.*rm .*c\.pt"):
-        checkpoint.load(path, key(), epochs=5)
+        checkpoint.load_checkpoint(path, key(), epochs=5)
     torch.save({"weights": torch.zeros(2)}, path)
     with pytest.raises(VaebicError, match="not a vaebic training checkpoint"):
-        checkpoint.load(path, key(), epochs=5)
+        checkpoint.load_checkpoint(path, key(), epochs=5)
 
     class Evil:
         def __reduce__(self):
@@ -105,10 +105,10 @@ def test_corrupt_foreign_and_malicious_checkpoints_are_refused_by_name(tmp_path)
 
     torch.save({"format": 1, "epoch": 1, "payload": Evil()}, path)
     with pytest.raises(VaebicError, match=r"refusing to load checkpoint .*could run arbitrary code \(GLOBAL exec"):
-        checkpoint.load(path, key(), epochs=5)
+        checkpoint.load_checkpoint(path, key(), epochs=5)
     torch.save({"format": 1, "epoch": 1, "payload": Evil()}, path, pickle_protocol=pickle.HIGHEST_PROTOCOL)
     with pytest.raises(VaebicError, match="cannot be loaded safely"):
-        checkpoint.load(path, key(), epochs=5)
+        checkpoint.load_checkpoint(path, key(), epochs=5)
     assert not (tmp_path / "pwned").exists()
 
 
@@ -127,4 +127,4 @@ def test_a_checkpoint_is_written_whole_or_not_at_all(tmp_path, digits):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True)
     assert proc.returncode == -9
     assert path.read_bytes() == before
-    assert checkpoint.load(path, key(), epochs=5)["epoch"] == 1
+    assert checkpoint.load_checkpoint(path, key(), epochs=5)["epoch"] == 1

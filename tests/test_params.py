@@ -157,4 +157,4 @@ def test_docs_params_table_is_the_generated_one():
     readme = (Path(__file__).resolve().parents[1] / "docs/params.md").read_text()
     start = readme.index("<!-- parameters: generated")
     block = readme[readme.index("\n", start) + 1 : readme.index("<!-- end of parameters -->")]
-    assert block.strip() == params.markdown_table(), "regenerate it: python -m vaebic.params --markdown"
+    assert block.strip() == params.params_table(), "regenerate it: python -m vaebic.params --markdown"

@@ -103,9 +103,9 @@ def test_an_old_config_without_the_newer_keys_loads_with_the_old_defaults(tmp_pa
 
 
 def test_the_readme_data_set_table_is_rendered_from_the_registry():
-    table = datasets.markdown_table()
+    table = datasets.dataset_table()
     assert table.count("\n") == len(datasets.DATASETS) + 2
-    assert table in (ROOT / "README.md").read_text(), "paste vaebic.datasets.markdown_table() into the README's data-set section"
+    assert table in (ROOT / "README.md").read_text(), "paste vaebic.datasets.dataset_table() into the README's data-set section"
 
 
 # A toy likelihood and a toy data set, added through the registries alone.
@@ -126,10 +126,10 @@ def _stripes(options):
 
 @pytest.fixture
 def toys():
-    lik = likelihoods.register(
+    lik = likelihoods.register_likelihood(
         likelihoods.Likelihood("laplace", _laplace, lambda d: torch.sigmoid(d), binarised=False, text="Laplace (b = 0.1) on grey levels")
     )
-    ds = datasets.register(
+    ds = datasets.register_dataset(
         datasets.DataSet("stripes", _stripes, "vertical stripes of random grey levels", ("synthetic_seed",), meta=lambda o: {"toy": True})
     )
     yield lik, ds

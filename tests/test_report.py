@@ -91,7 +91,7 @@ def test_figures_and_markdown_say_what_every_number_is(table, tmp_path):
     kl_per_unit = {(d, s): [1.5] * min(d, 2) + [0.001] * (d - min(d, 2)) for d, s in zip(table.latent_dim, table.seed)}
     plots.bic_curve(table, summary, choice, subtitle=setup["subtitle"], path=tmp_path / "bic.png", dpi=40)
     plots.metric_curves(summary, subtitle=setup["subtitle"], path=tmp_path / "m.png", dpi=40)
-    plots.latent_usage(summary, kl_per_unit, true_dim=2, subtitle=setup["subtitle"], path=tmp_path / "u.png", dpi=40)
+    plots.latent_usage_figure(summary, kl_per_unit, true_dim=2, subtitle=setup["subtitle"], path=tmp_path / "u.png", dpi=40)
     import numpy as np
 
     plots.image_grid([np.zeros((3, 28, 28)), np.ones((3, 28, 28))], row_labels=["a", "b"], title="t", path=tmp_path / "r.png", dpi=40)

@@ -87,7 +87,9 @@ def test_ctrl_c_names_the_checkpoint_it_keeps_and_ends_the_run_killed(project, m
 def test_out_of_memory_advice_names_the_parameters():
     from vaebic.stages import evaluate, train
 
-    assert train.oom_advice(128) == ("the batch size is train.batch_size=128: lower it (e.g. to 64), or use smaller model.hidden_sizes")
-    assert evaluate.oom_advice(2.0, 1000) == (
+    assert train.training_oom_advice(128) == (
+        "the batch size is train.batch_size=128: lower it (e.g. to 64), or use smaller model.hidden_sizes"
+    )
+    assert evaluate.estimate_oom_advice(2.0, 1000) == (
         "evaluation works in blocks of 2 MiB (evaluate.max_chunk_mb) over evaluate.batch_size=1000 examples: lower either"
     )

@@ -40,8 +40,9 @@ def _on_sigterm(signum, frame):
     raise KeyboardInterrupt
 
 
-def run_cli(main: Callable[[], None]) -> None:
-    """Run a stage's main(): user errors become `error: <message>` on stderr and exit code 1.
+def run_cli(main: Callable[..., None], argv: list[str] | None = None) -> None:
+    """Run a command's main(argv): user errors become `error: <message>` on stderr and exit code 1.
+    argv None: the process's own arguments; a list runs it in-process, as the tests do.
 
     Ctrl-C (exit code 130) and SIGTERM (143) print one line: the stage's own note (the
     KeyboardInterrupt's message, e.g. where the checkpoint is) or how to redo the stage. Any other
@@ -54,7 +55,7 @@ def run_cli(main: Callable[[], None]) -> None:
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # a retry warning per request to a dead server; the error line says it
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
-        main()
+        main() if argv is None else main(argv)
     except VaebicError as exc:
         if debug:
             raise

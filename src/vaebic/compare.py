@@ -65,7 +65,7 @@ def read_folder(folder: Path):
     return pd.read_csv(folder / "bic.csv"), join_numbers(json.loads((folder / SELECTION_FILE).read_text()), words)
 
 
-def load(against: str, reports: str = "reports"):
+def load_results(against: str, reports: str = "reports"):
     """(table, selection) of the committed results: a folder holding bic.csv and selection.json, or a git revision."""
     import pandas as pd
 
@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> None:
         new_table, new_sel = read_folder(Path(args.reports))
     except (OSError, ValueError) as exc:
         raise VaebicError(f"{args.reports}: no results to compare ({exc}); run `dvc repro` first") from None
-    old_table, old_sel = (None, None) if args.summary_only else load(args.against, args.reports)
+    old_table, old_sel = (None, None) if args.summary_only else load_results(args.against, args.reports)
     rows = [] if args.summary_only else compare(old_table, old_sel, new_table, new_sel)
     moved = [] if args.summary_only else stopped_elsewhere(old_table, new_table)
     if args.summary:

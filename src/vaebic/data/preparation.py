@@ -64,7 +64,8 @@ def prepare(data_params: dict, likelihood: str, out_dir: str | Path) -> dict:
     dtype and value range, and the mean intensity of the examples used) and whether they were
     binarised: for the Bernoulli likelihood, inputs that are already binary are used as they are.
     """
-    dataset, record = datasets.get(data_params["name"]), likelihoods.get(likelihood)  # unknown names fail before any reading
+    # unknown names fail before any reading
+    dataset, record = datasets.get_dataset(data_params["name"]), likelihoods.get_likelihood(likelihood)
     raw = datasets.read_raw(data_params["name"], data_params["root"], data_params["download"], data_params)
     x, image_shape = raw.x, raw.shape
     if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:

@@ -55,7 +55,7 @@ def save(path: str | Path, state: dict) -> None:
         torch.save({"format": FORMAT, **state}, f)
 
 
-def load(path: str | Path, key: str, epochs: int) -> dict | None:
+def load_checkpoint(path: str | Path, key: str, epochs: int) -> dict | None:
     """The checkpoint at path if it belongs to this configuration (key) and stops before `epochs`;
     None when there is none, or it belongs to another configuration (then it is left for the run
     to overwrite). A corrupt file, or one that needs pickled code, is an error naming the file."""

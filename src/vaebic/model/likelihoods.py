@@ -3,8 +3,8 @@
 A record says how to score data (`log_density`, a true log-density in nats so that numbers
 compare across latent dimensions), what to draw in pictures (`mean`, E[x|z]), whether the
 prepare stage binarises the inputs for it, what the report says about it, and which model.*
-parameters it reads beyond the network's. params.py (the choices of model.likelihood), model.py,
-data.py and report.py all look likelihoods up here, so adding one is one `register` call.
+parameters it reads beyond the network's. params.py (the choices of model.likelihood), vae.py,
+data/preparation.py and report/markdown.py all look likelihoods up here, so adding one is one `register_likelihood` call.
 
 This module imports no torch at import time (params.py reads it, and `--help` and validation
 must answer at once); the functions import it when they run.
@@ -50,13 +50,13 @@ class Likelihood:
 LIKELIHOODS: dict[str, Likelihood] = {}
 
 
-def register(likelihood: Likelihood) -> Likelihood:
+def register_likelihood(likelihood: Likelihood) -> Likelihood:
     """Add a likelihood (or replace one of the same name); model.likelihood accepts its name at once."""
     LIKELIHOODS[likelihood.name] = likelihood
     return likelihood
 
 
-def get(name: str) -> Likelihood:
+def get_likelihood(name: str) -> Likelihood:
     """The record of a likelihood; a VaebicError names the known ones when there is none."""
     try:
         return LIKELIHOODS[name]
@@ -138,7 +138,7 @@ def _continuous_bernoulli_mean(decoded):
     return torch.distributions.ContinuousBernoulli(logits=decoded).mean
 
 
-register(
+register_likelihood(
     Likelihood(
         "bernoulli",
         _bernoulli,
@@ -148,7 +148,7 @@ register(
         describe=_bernoulli_text,
     )
 )
-register(
+register_likelihood(
     Likelihood(
         "gaussian",
         _gaussian,
@@ -160,7 +160,7 @@ register(
         describe=_gaussian_text,
     )
 )
-register(
+register_likelihood(
     Likelihood(
         "continuous_bernoulli",
         _continuous_bernoulli,

@@ -25,7 +25,6 @@ from torch import nn
 
 from vaebic.errors import VaebicError
 from vaebic.model import likelihoods
-from vaebic.model.objectives import MIN_SIGMA, batch_log_sigma  # noqa: F401 (their home was here; callers import them from here)
 
 WEIGHTS_FILE = "weights.pt"
 CONFIG_FILE = "config.json"
@@ -52,7 +51,7 @@ class VAEConfig:
     gaussian_sigma: float | str = "optimal"
 
     def __post_init__(self):
-        likelihoods.get(self.likelihood)  # an unknown name is an error now, not at the first batch
+        likelihoods.get_likelihood(self.likelihood)  # an unknown name is an error now, not at the first batch
         self.input_dim, self.latent_dim = int(self.input_dim), int(self.latent_dim)
         self.hidden_sizes = [int(h) for h in self.hidden_sizes]
         self.conv_channels = [int(c) for c in (self.conv_channels or [32, 64])]
@@ -156,7 +155,7 @@ class VAE(nn.Module):
     def __init__(self, config: VAEConfig):
         super().__init__()
         self.config = config
-        self.likelihood = likelihoods.get(config.likelihood)
+        self.likelihood = likelihoods.get_likelihood(config.likelihood)
         input_dim, latent_dim, image_shape = config.input_dim, config.latent_dim, config.image_shape
         if config.architecture == "conv":
             if len(image_shape) != 3:

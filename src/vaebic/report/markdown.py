@@ -13,7 +13,7 @@ PARAM_COUNT_TEXT = {
 
 def describe_setup(meta: dict, count_params: str, log_likelihood: str, k_samples: int, gaussian_sigma=None) -> dict:
     """Plain-words statements of what the numbers are, shared by the report and the figures."""
-    likelihood = likelihoods.get(meta["likelihood"]).report_text(meta, {"gaussian_sigma": gaussian_sigma})
+    likelihood = likelihoods.get_likelihood(meta["likelihood"]).report_text(meta, {"gaussian_sigma": gaussian_sigma})
     if log_likelihood == "iwae":
         estimate = (
             f"ln L̂ = sum over the training split of the importance-weighted estimate of log p(x) with K = {k_samples} "

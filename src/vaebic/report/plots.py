@@ -158,7 +158,7 @@ def metric_curves(summary, *, subtitle: str, path: str | Path, dpi: int = 120) -
     plt.close(fig)
 
 
-def latent_usage(summary, kl_per_unit: dict, *, true_dim: int | None, subtitle: str, path: str | Path, dpi: int = 120) -> None:
+def latent_usage_figure(summary, kl_per_unit: dict, *, true_dim: int | None, subtitle: str, path: str | Path, dpi: int = 120) -> None:
     """Active units against latent dimension, and each model's per-unit KL sorted from largest to smallest.
 
     kl_per_unit maps (latent_dim, seed) to the list of mean KL per unit (nats, training split).
@@ -231,7 +231,7 @@ def image_grid(
     _save(fig, path, dpi)
 
 
-def model_pictures(
+def model_pictures_figure(
     x: np.ndarray,
     recon: np.ndarray,
     samples: np.ndarray,

@@ -13,7 +13,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from vaebic.stages.report import FIGURES, Results, model_pictures
+from vaebic.report.results import FIGURES, Results, draw_model_pictures
 
 log = logging.getLogger("vaebic.report")  # the report stage's name in its log lines
 
@@ -37,7 +37,7 @@ def publish(r: Results, out: Path, model) -> None:
             tracking.log_artifact(out / name)
         for name in ("bic.csv", criteria.PICKS_FILE, criteria.SELECTION_FILE, criteria.NOTES_FILE):
             tracking.log_artifact(r.reports / name)
-    register(r, model)
+    register_selected(r, model)
     to_model_runs(r, tags["dvc.stage"])
 
 
@@ -99,7 +99,7 @@ def model_metrics(rec: dict, row) -> dict:
     }
 
 
-def register(r: Results, model) -> None:
+def register_selected(r: Results, model) -> None:
     """The selected model into the Model Registry, alias `champion` moved to it."""
     from vaebic import tracking
 
@@ -127,6 +127,6 @@ def to_model_runs(r: Results, stage: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             paths = (Path(tmp) / "reconstructions.png", Path(tmp) / "samples.png")
             title = f"d={row.latent_dim}, seed {row.seed}"
-            model_pictures(load_model(folder), r.test_x[:10], 32, r.meta["image_shape"], title, paths, dpi=80)
+            draw_model_pictures(load_model(folder), r.test_x[:10], 32, r.meta["image_shape"], title, paths, dpi=80)
             metrics = model_metrics(records[(row.latent_dim, row.seed)], row)
             tracking.log_to(run_id, metrics, artifacts=paths, tags={"dvc.stage.last": stage, "stop_reason": row.stop_reason})

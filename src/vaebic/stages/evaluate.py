@@ -1,4 +1,12 @@
-"""The evaluate stage's wiring (stages/evaluate.py): the device and precision, both splits'
+"""Stage `evaluate@<latent_dim>-<seed>`: reconstruction, KL, ELBO, the importance-weighted log-likelihood
+estimate, per-unit KL and active units of one model, on train and test; each example's ELBO and
+importance-weighted estimate beside them (metrics/<d>-<seed>.examples.npz, for select's bootstrap);
+the training loss's fall over its last epochs (convergence).
+
+Computation only: no MLflow and no matplotlib here, whose imports would cost more than a small
+model's evaluation. The report stage logs these numbers and the model's pictures to its MLflow run.
+
+This module is the evaluate stage's wiring: the device and precision, both splits'
 metrics of one model, their log lines, and the out-of-memory advice.
 
 Computation only: no MLflow and no matplotlib, whose imports would cost more than a small
@@ -9,10 +17,12 @@ from __future__ import annotations
 
 import logging
 
+from vaebic.cli import stage_parser
+
 log = logging.getLogger("vaebic.evaluate")  # the stage's name in its log lines
 
 
-def oom_advice(chunk_mb: float, batch_size: int) -> str:
+def estimate_oom_advice(chunk_mb: float, batch_size: int) -> str:
     return f"evaluation works in blocks of {chunk_mb:g} MiB (evaluate.max_chunk_mb) over evaluate.batch_size={batch_size} examples: lower either"
 
 
@@ -21,10 +31,10 @@ def evaluate(params_path: str, data_dir: str, model_dir: str, latent_dim: int, s
     metrics file's content; examples each example's ELBO and importance-weighted estimate, named
     <kind>_<split> (e.g. iwae_train)."""
     from vaebic import params
-    from vaebic.data import prepared
+    from vaebic.data.prepared import load_prepared
 
     p = params.load(params_path)
-    prepared = prepared.load_prepared(data_dir)
+    prepared = load_prepared(data_dir)
     meta = prepared.meta
 
     from vaebic import device as devices
@@ -48,10 +58,10 @@ def evaluate(params_path: str, data_dir: str, model_dir: str, latent_dim: int, s
         "gaussian_sigma": model.sigma(),  # the Gaussian decoder's final sigma; None for other likelihoods
     }
     examples = {}
-    with compute(f"evaluate@{d}-{seed}", oom_advice(chunk_mb, ev["batch_size"])):
+    with compute(f"evaluate@{d}-{seed}", estimate_oom_advice(chunk_mb, ev["batch_size"])):
         for split, arr in (("train", prepared.train), ("test", prepared.test)):
             kept = {}
-            record[split] = evaluate_split(model, devices.to_device(arr, device, f"{split} split"), ev, precision, chunk_mb, kept)
+            record[split] = evaluate_and_keep_split(model, devices.to_device(arr, device, f"{split} split"), ev, precision, chunk_mb, kept)
             log_split(record[split], d, seed, split)
             examples.update({f"{kind}_{split}": values for kind, values in kept.items()})
     return record, examples
@@ -79,7 +89,7 @@ def _configure(device, ev: dict, d: int, seed: int) -> tuple[str, str, float]:
     return precision, precision_why, chunk_mb
 
 
-def evaluate_split(model, x, ev: dict, precision: str, chunk_mb: float, kept: dict) -> dict:
+def evaluate_and_keep_split(model, x, ev: dict, precision: str, chunk_mb: float, kept: dict) -> dict:
     """ELBO terms, the importance-weighted estimate and latent usage of model on x (one split);
     each example's estimates go into kept."""
     from vaebic.model import evaluation
@@ -117,3 +127,16 @@ def log_split(r: dict, d: int, seed: int, split: str) -> None:
         r["active_units"],
         d,
     )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = stage_parser(__doc__, per_model=True)
+    ap.add_argument("--model", required=True, help="model folder, e.g. models/8-0")
+    ap.add_argument("--out", required=True, help="metrics file to write, e.g. metrics/8-0.json")
+    ap.add_argument("--examples", required=True, help="per-example estimates to write, e.g. metrics/8-0.examples.npz")
+    args = ap.parse_args(argv)
+    from vaebic.files import write_json_atomic, write_npz_atomic
+
+    record, examples = evaluate(args.params, args.data, args.model, args.latent_dim, args.seed)
+    write_npz_atomic(args.examples, examples)
+    write_json_atomic(args.out, record)

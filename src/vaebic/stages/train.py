@@ -1,4 +1,10 @@
-"""The train stage's wiring (stages/train.py): one model's MLflow run, resuming from a checkpoint
+"""Stage `train@<latent_dim>-<seed>`: train one VAE and write models/<latent_dim>-<seed>/.
+
+With --checkpoint, the training state is saved every train.checkpoint_every epochs; a stage that
+was interrupted (Ctrl-C, SIGTERM, SIGKILL, a crash) resumes from it when run again, and ends with
+the weights an uninterrupted run would have had. The checkpoint is removed once the model is written.
+
+This module is the train stage's wiring: one model's MLflow run, resuming from a checkpoint
 and saving new ones, the out-of-memory advice, and the model folder it writes.
 
 Torch and MLflow are imported only once the prepared data have been read and checked, so that a
@@ -12,6 +18,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from vaebic.cli import stage_parser
 from vaebic.errors import VaebicError
 
 log = logging.getLogger("vaebic.train")  # the stage's name in its log lines
@@ -88,7 +95,7 @@ def stopping_record(fit, pt: dict) -> dict:
     }
 
 
-def oom_advice(batch_size: int) -> str:
+def training_oom_advice(batch_size: int) -> str:
     return (
         f"the batch size is train.batch_size={batch_size}: lower it (e.g. to {max(1, batch_size // 2)}), or use smaller model.hidden_sizes"
     )
@@ -96,9 +103,9 @@ def oom_advice(batch_size: int) -> str:
 
 def load_data(data_dir: str | Path, likelihood: str, patience: int):
     """The prepared data of data_dir, which must be prepared for likelihood and, for early stopping, have a validation split."""
-    from vaebic.data import prepared
+    from vaebic.data.prepared import load_prepared
 
-    prepared = prepared.load_prepared(data_dir)
+    prepared = load_prepared(data_dir)
     meta = prepared.meta
     if meta["likelihood"] != likelihood:
         raise VaebicError(f"{data_dir} was prepared for the {meta['likelihood']} likelihood, params say {likelihood}; run `dvc repro`")
@@ -185,7 +192,7 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
         compile_why,
     )
     key = checkpoint.config_key(latent_dim=d, seed=seed, model=pm, train=resolved, data_fingerprint=meta["fingerprint"], device=str(device))
-    resume = checkpoint.load(checkpoint_path, key, pt["epochs"]) if checkpoint_path else None
+    resume = checkpoint.load_checkpoint(checkpoint_path, key, pt["epochs"]) if checkpoint_path else None
     saver = Checkpointer(checkpoint_path, key, resume["epoch"] if resume else 0)
     job = Job(p, params_path, meta, d, seed, out, device, resolved)
     try:
@@ -235,7 +242,7 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
             for epoch, rec in enumerate(resume["history"], 1):  # the whole curve in this run too
                 log_epoch(epoch, rec)
         saver.run_id = run.info.run_id
-        with compute(job.stage, oom_advice(pt["batch_size"])):
+        with compute(job.stage, training_oom_advice(pt["batch_size"])):
             fit = train_vae(
                 model,
                 data[0],
@@ -264,3 +271,11 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
             write_json_atomic(tmp / STOPPING_FILE, stopping)
             tracking.save_run_id(tmp, run.info.run_id)
     return fit
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = stage_parser(__doc__, per_model=True)
+    ap.add_argument("--out", required=True, help="model folder to write, e.g. models/8-0")
+    ap.add_argument("--checkpoint", type=Path, help="checkpoint file to save to and resume from, e.g. checkpoints/8-0.pt")
+    args = ap.parse_args(argv)
+    train(args.params, args.data, args.out, args.latent_dim, args.seed, checkpoint_path=args.checkpoint)
