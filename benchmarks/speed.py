@@ -46,6 +46,7 @@ import argparse
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -54,6 +55,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 
 from vaebic import params
@@ -402,13 +404,26 @@ def run_command(args: list[str], cwd: Path, env_extra: dict | None = None) -> tu
     return seconds, busy
 
 
-def copy_project(folder: Path, changes: dict) -> None:
-    """What `dvc repro` needs, in a fresh git repository: no outputs, no MLflow store. The same
-    copy the end-to-end tests make (tests/pipeline_project.py)."""
-    sys.path.insert(0, str(ROOT / "tests"))
-    from pipeline_project import make_project
+#: what `dvc repro` reads from the project: files, and folders copied whole
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/README.md")
+PROJECT_FOLDERS = ("stages", "src")
 
-    make_project(folder, changes)
+
+def copy_project(folder: Path, changes: dict) -> None:
+    """What `dvc repro` needs, in a fresh git repository: no outputs, no MLflow store; params.yaml
+    with changes ({section: {key: value}}) applied. The same copy the end-to-end tests make."""
+    for name in PROJECT_FILES:
+        if (ROOT / name).exists():
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ROOT / name, folder / name)
+    for sub in PROJECT_FOLDERS:
+        shutil.copytree(ROOT / sub, folder / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
+    path = folder / "params.yaml"
+    p = yaml.safe_load(path.read_text())
+    for section, values in changes.items():
+        p.setdefault(section, {}).update(values)
+    path.write_text(yaml.safe_dump(p, sort_keys=False))
 
 
 def startup_seconds(code: str, repeats: int = 3) -> float:
@@ -469,25 +484,38 @@ def precision_accuracy(auto: dict, f32: dict) -> dict:
 
 def bench_pipeline(p: dict, changes: dict, default_is_float32: bool) -> dict:
     """The default `dvc repro`, its no-op rerun, the same with float32 everywhere, and the sweep
-    at --jobs 2, each in a fresh copy of the project, one after the other in this run. Where the
-    default already is float32 everywhere (no native bf16), the float32 run would repeat it:
-    its figures are then the default run's."""
+    at --jobs 2, each in a fresh copy of the project, one after the other in this run (see
+    _time_pipelines); then the start-up costs of fresh processes. Where the default already is
+    float32 everywhere (no native bf16), the float32 run would repeat it: its figures are then
+    the default run's."""
     for section, values in changes.items():
         p[section].update(values)
     names = [f"{d}-{s}" for d in p["sweep"]["latent_dims"] for s in p["sweep"]["seeds"]]
+    runs = _time_pipelines(changes, names, default_is_float32)
+    python_s = startup_seconds("pass")
+    torch_s = startup_seconds("import torch") - python_s
+    torch_mlflow_s = startup_seconds("import torch, mlflow") - python_s
+    return _pipeline_figures(p, len(names), runs, default_is_float32, python_s, torch_s, torch_mlflow_s)
 
-    def fresh(tmp: str, name: str, extra: dict) -> Path:
-        folder = Path(tmp) / name
-        folder.mkdir()
-        merged = {k: dict(v) for k, v in changes.items()}
-        for section, values in extra.items():
-            merged.setdefault(section, {}).update(values)
-        copy_project(folder, merged)
-        return folder
 
+def _fresh_copy(tmp: str, name: str, changes: dict, extra: dict) -> Path:
+    """A fresh copy of the project in tmp/name, params.yaml with changes and then extra applied."""
+    folder = Path(tmp) / name
+    folder.mkdir()
+    merged = {k: dict(v) for k, v in changes.items()}
+    for section, values in extra.items():
+        merged.setdefault(section, {}).update(values)
+    copy_project(folder, merged)
+    return folder
+
+
+def _time_pipelines(changes: dict, names: list[str], default_is_float32: bool) -> dict:
+    """The pipeline runs, each in a fresh copy: the default `dvc repro` (wall seconds, cores busy,
+    each stage's compute seconds from VAEBIC_TIMINGS), its no-op rerun, float32 everywhere (unless
+    the default is), the accuracy of the default against it, and `python -m vaebic.sweep --jobs 2`."""
     with tempfile.TemporaryDirectory() as tmp:
         timings = Path(tmp) / "timings.jsonl"
-        project = fresh(tmp, "default", {})
+        project = _fresh_copy(tmp, "default", changes, {})
         repro_s, repro_busy = run_command(["dvc", "repro"], project, {"VAEBIC_TIMINGS": str(timings)})
         noop_s, _ = run_command(["dvc", "repro"], project)
         stage_compute = [json.loads(line) for line in timings.read_text().splitlines()]
@@ -495,16 +523,30 @@ def bench_pipeline(p: dict, changes: dict, default_is_float32: bool) -> dict:
         if default_is_float32:
             float32_s, float32_results = repro_s, default_results
         else:
-            float32 = fresh(tmp, "float32", FLOAT32_EVERYWHERE)
+            float32 = _fresh_copy(tmp, "float32", changes, FLOAT32_EVERYWHERE)
             float32_s, float32_results = run_command(["dvc", "repro"], float32)[0], run_results(float32, names)
         accuracy = precision_accuracy(default_results, float32_results)
-        swept = fresh(tmp, "swept", {})  # the same pipeline, 2 models at a time (python -m vaebic.sweep)
+        swept = _fresh_copy(tmp, "swept", changes, {})  # the same pipeline, 2 models at a time (python -m vaebic.sweep)
         sweep_s, sweep_busy = run_command([sys.executable, "-m", "vaebic.sweep", "--jobs", "2"], swept)
-    n_models = len(names)
+    return {
+        "repro_s": repro_s,
+        "repro_busy": repro_busy,
+        "noop_s": noop_s,
+        "stage_compute": stage_compute,
+        "float32_s": float32_s,
+        "accuracy": accuracy,
+        "sweep_s": sweep_s,
+        "sweep_busy": sweep_busy,
+    }
+
+
+def _pipeline_figures(
+    p: dict, n_models: int, runs: dict, default_is_float32: bool, python_s: float, torch_s: float, torch_mlflow_s: float
+) -> dict:
+    """_time_pipelines' runs and the start-up costs under the names the printout and --json use:
+    fixed cost = wall time of `dvc repro` - the compute timed inside its stages."""
+    stage_compute, repro_s, repro_busy = runs["stage_compute"], runs["repro_s"], runs["repro_busy"]
     compute_s = sum(t["seconds"] for t in stage_compute)
-    python_s = startup_seconds("pass")
-    torch_s = startup_seconds("import torch") - python_s
-    torch_mlflow_s = startup_seconds("import torch, mlflow") - python_s
     fixed_s = repro_s - compute_s
     return {
         "latent_dims": p["sweep"]["latent_dims"],
@@ -520,17 +562,17 @@ def bench_pipeline(p: dict, changes: dict, default_is_float32: bool) -> dict:
         "fixed_fraction": fixed_s / repro_s,
         "train_compute_s": sum(t["seconds"] for t in stage_compute if t["stage"].startswith("train@")),
         "evaluate_compute_s": sum(t["seconds"] for t in stage_compute if t["stage"].startswith("evaluate@")),
-        "noop_repro_s": noop_s,
-        "float32_repro_s": float32_s,
+        "noop_repro_s": runs["noop_s"],
+        "float32_repro_s": runs["float32_s"],
         "float32_is_the_default": default_is_float32,
-        "speedup_vs_float32": float32_s / repro_s,
-        "accuracy_vs_float32": accuracy,
-        "sweep_jobs2_s": sweep_s,
-        "sweep_vs_sequential": sweep_s / repro_s,
+        "speedup_vs_float32": runs["float32_s"] / repro_s,
+        "accuracy_vs_float32": runs["accuracy"],
+        "sweep_jobs2_s": runs["sweep_s"],
+        "sweep_vs_sequential": runs["sweep_s"] / repro_s,
         # the share of all cores busy during each run: the sweep can only fill the core time that
         # `dvc repro` leaves idle, so doing the same work it needs at least repro_busy x its wall time
         "repro_cores_busy": repro_busy,
-        "sweep_cores_busy": sweep_busy,
+        "sweep_cores_busy": runs["sweep_busy"],
         "sweep_bound_vs_sequential": repro_busy,
         # where the fixed cost goes, from fresh processes: every stage starts Python; the train stages
         # and report import torch and mlflow, the evaluate stages torch only
@@ -572,7 +614,19 @@ def verdicts(fig: dict) -> list[tuple[str, float, float, bool | None]]:
     return out
 
 
-def main() -> None:
+def _quick_pipeline_changes() -> dict:
+    """--quick's params.yaml changes for the pipeline runs: two tiny models."""
+    return {
+        "data": {"max_examples": 500},
+        "sweep": {"latent_dims": [2, 4]},
+        "train": {"epochs": 1},
+        "evaluate": {"k_samples": 10},
+        "report": {"dpi": 40, "n_samples": 4},
+    }
+
+
+def _parse_args() -> argparse.Namespace:
+    """The command line; --quick sets tiny sizes."""
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cpu", help="cpu | cuda | mps | auto")
     ap.add_argument("--latent-dim", type=int, default=16)
@@ -597,28 +651,24 @@ def main() -> None:
     args = ap.parse_args()
     if args.skip_pipeline and args.pipeline_only:
         ap.error("--skip-pipeline and --pipeline-only leave nothing to run")
-    p = params.load(ROOT / "params.yaml")
-    pipeline_changes: dict = {}
     if args.quick:
         args.epochs, args.k_samples, args.examples, args.loop_examples, args.repeats, args.matmul_size = 1, 100, 50, 3, 1, 512
-        pipeline_changes = {
-            "data": {"max_examples": 500},
-            "sweep": {"latent_dims": [2, 4]},
-            "train": {"epochs": 1},
-            "evaluate": {"k_samples": 10},
-            "report": {"dpi": 40, "n_samples": 4},
-        }
-    device = pick_device(args.device)
-    device_facts = facts(device)
-    precision, precision_why = resolve_precision(args.precision, device_facts, "--precision")
+    return args
+
+
+def _prepared_splits(p: dict, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """The prepare stage's train and test splits of the default data set, float32 on device, and its meta."""
     with tempfile.TemporaryDirectory() as tmp:
         preparation.prepare(p["data"], p["model"]["likelihood"], tmp)
         prepared = load_prepared(tmp)
         train_np, test_np, meta = prepared.train, prepared.test, prepared.meta
     train_x, test_x = (torch.from_numpy(a).to(device=device, dtype=torch.float32) for a in (train_np, test_np))
+    return train_x, test_x, meta
 
-    mm = peaks(device, args.matmul_size)
-    fig: dict = {
+
+def _machine_figures(p: dict, meta: dict, device: torch.device, device_facts, precision: str, precision_why: str, args, mm: dict) -> dict:
+    """What the figures were measured on: the machine, the data, the model, the precision and the matmul peaks."""
+    return {
         "machine": f"{device_facts.name}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "data": f"{meta['dataset']}: {meta['n_train']} train / {meta['n_test']} test examples of {meta['input_dim']} pixels",
@@ -628,7 +678,21 @@ def main() -> None:
         "matmul_size": args.matmul_size,
         **{f"matmul_{k}_flops_per_s": v for k, v in mm.items()},
     }
-    unit, scale = ("GFLOP/s", 1e9) if device.type == "cpu" else ("TFLOP/s", 1e12)
+
+
+def _default_is_float32(p: dict, device_facts) -> bool:
+    """Whether the pipeline's default precisions (train and evaluate) resolve to float32 on this hardware."""
+    return all(
+        resolve_precision(p[stage]["precision"], device_facts, f"{stage}.precision")[0] == "float32" for stage in ("train", "evaluate")
+    )
+
+
+def _flops_unit(device: torch.device) -> tuple[str, float]:
+    """The unit FLOP/s are printed in: GFLOP/s on a CPU, TFLOP/s elsewhere."""
+    return ("GFLOP/s", 1e9) if device.type == "cpu" else ("TFLOP/s", 1e12)
+
+
+def _print_header(fig: dict, meta: dict, p: dict, mm: dict, args, chunk: float, unit: str, scale: float) -> None:
     print(f"vaebic speed benchmark on {fig['device']} ({fig['machine']})")
     print(f"  data: {fig['data']}; model {meta['input_dim']}-{p['model']['hidden_sizes']}-d, batch size {p['train']['batch_size']}")
     print(
@@ -636,31 +700,123 @@ def main() -> None:
         + ", ".join(f"{k} {v / scale:.1f} {unit}" for k, v in mm.items())
         + f" ({args.matmul_size}x{args.matmul_size}; both again in every round, fractions are of the faster one)"
     )
-    chunk, _ = chunk_mb(args.max_chunk_mb if args.max_chunk_mb == "auto" else float(args.max_chunk_mb), device_facts)
     print(
-        f"  vaebic runs in {precision} ({precision_why}){', compiled' if args.compile else ''}, and in float32 beside it; "
+        f"  vaebic runs in {fig['precision']} ({fig['precision_why']}){', compiled' if args.compile else ''}, and in float32 beside it; "
         f"estimate blocks of {chunk:g} MiB"
     )
 
+
+def _print_training(t: dict, precision: str, unit: str, scale: float) -> None:
+    print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples (medians of {t['rounds']} rounds):")
+    print(
+        f"  vaebic, {precision}: {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
+        f"{t['vaebic_fraction_of_peak']:.0%} of the peak"
+    )
+    print(
+        f"  vaebic, float32:  {t['vaebic_float32_examples_per_s']:9.0f} examples/s   {t['vaebic_float32_fraction_of_peak']:.0%} of the peak"
+        f"   ({precision} / float32: {t['vaebic_vs_vaebic_float32']:.2f}x)"
+    )
+    print(f"  canonical loop:   {t['canonical_examples_per_s']:9.0f} examples/s   {t['canonical_fraction_of_peak']:.0%} of the peak")
+    print(
+        f"  ratio vaebic / canonical: {t['vaebic_vs_canonical']:.2f}x   (final -ELBO {t['vaebic_final_loss_nats']:.1f}, "
+        f"float32 {t['vaebic_float32_final_loss_nats']:.1f}, canonical {t['canonical_final_loss_nats']:.1f} nats)"
+    )
+
+
+def _print_estimate(e: dict, precision: str, unit: str, scale: float) -> None:
+    print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']} (medians of {e['rounds']} rounds):")
+    print(
+        f"  vaebic, {precision}: {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
+        f"{e['vaebic_fraction_of_peak']:.0%} of the peak"
+    )
+    print(
+        f"  vaebic, float32:  {e['vaebic_float32_examples_per_s']:9.1f} examples/s   {e['vaebic_float32_fraction_of_peak']:.0%} of the peak"
+        f"   ({precision} / float32: {e['vaebic_vs_vaebic_float32']:.2f}x)"
+    )
+    print(
+        f"  one at a time:    {e['one_at_a_time_examples_per_s']:9.1f} examples/s   {e['one_at_a_time_fraction_of_peak']:.0%} of the peak"
+    )
+    print(
+        f"  ratio vaebic / one-at-a-time: {e['vaebic_vs_one_at_a_time']:.2f}x   (on the loop's {e['n_loop_examples']} examples: "
+        f"{e['loop_examples_vaebic_mean_nats']:.2f} +- {e['loop_examples_std_err_nats']:.2f} vs {e['loop_mean_nats']:.2f} nats)"
+    )
+    print(
+        f"  the estimates, {precision} and float32: {e['vaebic_mean_nats']:.3f} and {e['vaebic_float32_mean_nats']:.3f} "
+        f"+- {e['vaebic_float32_mean_std_err_nats']:.3f} nats"
+    )
+
+
+def _print_pipeline(q: dict) -> None:
+    print(
+        f"dvc repro, {len(q['latent_dims'])} latent dims x {len(q['seeds'])} seeds, {q['epochs']} epochs, K={q['k_samples']}, "
+        f"{q['n_stages']} stages (train.precision {q['train_precision']}, evaluate.precision {q['evaluate_precision']}):"
+    )
+    print(f"  wall {q['repro_s']:.1f} s = compute {q['compute_s']:.1f} s + fixed cost {q['fixed_s']:.1f} s ({q['fixed_fraction']:.0%})")
+    print(f"  compute: training {q['train_compute_s']:.1f} s + evaluation {q['evaluate_compute_s']:.1f} s, timed inside the stages")
+    print(
+        f"  of the fixed cost, about {q['est_process_start_and_imports_s']:.0f} s is starting Python and importing torch "
+        f"({q['import_torch_s']:.2f} s) and mlflow (with torch {q['import_torch_and_mlflow_s']:.2f} s) where a stage needs them"
+    )
+    print(f"  no-op dvc repro: {q['noop_repro_s']:.1f} s")
+    if q["float32_is_the_default"]:
+        print("  with float32 everywhere: the default already is (no native bf16 here), so it is not run twice")
+    else:
+        print(
+            f"  with float32 everywhere (a fresh copy): {q['float32_repro_s']:.1f} s: the default is {q['speedup_vs_float32']:.2f}x faster"
+        )
+    _print_accuracy(q["accuracy_vs_float32"])
+    print(
+        f"  python -m vaebic.sweep --jobs 2 (a fresh copy): {q['sweep_jobs2_s']:.1f} s = {q['sweep_vs_sequential']:.2f} x sequential dvc repro"
+    )
+    if q["repro_cores_busy"] is not None:
+        print(
+            f"  cores busy: {q['repro_cores_busy']:.0%} during dvc repro, {q['sweep_cores_busy']:.0%} during the sweep; "
+            f"the sweep can only fill the core time dvc repro leaves idle, so with the same work it takes at least "
+            f"{q['sweep_bound_vs_sequential']:.2f} x dvc repro's wall time"
+        )
+
+
+def _print_accuracy(a: dict) -> None:
+    print(
+        f"  accuracy against float32 everywhere: IWAE estimates within {a['worst_diff_in_se']:.2f} Monte-Carlo standard errors "
+        f"(bar: 2), final training losses within {a['worst_final_loss_diff']:.3f} nats (bar: 0.3), picks "
+        f"{'the same' if a['same_picks'] else 'DIFFERENT'} ({a['picks']})"
+    )
+    for row in a["rows"]:
+        print(
+            f"    d-seed {row['model']:>5}: IWAE train {row['iwae_train_diff']:+.4f}, test {row['iwae_test_diff']:+.4f} nats "
+            f"({row['diff_in_se']:.2f} SE); final training loss {row['final_loss_diff']:+.4f}"
+        )
+
+
+def _print_targets(fig: dict, quick: bool) -> None:
+    print("targets (on the reference 2-core CPU):")
+    if quick:
+        print("  (--quick runs tiny sizes to check that everything works: the targets are for the full run)")
+    for v in fig["targets"]:
+        w, m, tgt, ok = v["what"], v["measured"], v["target"], v["met"]
+        verdict = "n/a    " if ok is None else "met    " if ok else "NOT MET"
+        why = f"; {fig['precision_why']}, so the default is float32" if ok is None else ""
+        print(f"  {verdict}  {w}: {m:.2f} (target {tgt}{why})")
+
+
+def main() -> None:
+    args = _parse_args()
+    p = params.load(ROOT / "params.yaml")
+    device = pick_device(args.device)
+    device_facts = facts(device)
+    precision, precision_why = resolve_precision(args.precision, device_facts, "--precision")
+    train_x, test_x, meta = _prepared_splits(p, device)
+    mm = peaks(device, args.matmul_size)
+    fig = _machine_figures(p, meta, device, device_facts, precision, precision_why, args, mm)
+    unit, scale = _flops_unit(device)
+    chunk, _ = chunk_mb(args.max_chunk_mb if args.max_chunk_mb == "auto" else float(args.max_chunk_mb), device_facts)
+    _print_header(fig, meta, p, mm, args, chunk, unit, scale)
     if not args.pipeline_only:
         t = fig["training"] = bench_training(
             p, train_x, args.latent_dim, args.epochs, args.repeats, device, args.matmul_size, precision, args.compile
         )
-        print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples (medians of {t['rounds']} rounds):")
-        print(
-            f"  vaebic, {precision}: {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
-            f"{t['vaebic_fraction_of_peak']:.0%} of the peak"
-        )
-        print(
-            f"  vaebic, float32:  {t['vaebic_float32_examples_per_s']:9.0f} examples/s   {t['vaebic_float32_fraction_of_peak']:.0%} of the peak"
-            f"   ({precision} / float32: {t['vaebic_vs_vaebic_float32']:.2f}x)"
-        )
-        print(f"  canonical loop:   {t['canonical_examples_per_s']:9.0f} examples/s   {t['canonical_fraction_of_peak']:.0%} of the peak")
-        print(
-            f"  ratio vaebic / canonical: {t['vaebic_vs_canonical']:.2f}x   (final -ELBO {t['vaebic_final_loss_nats']:.1f}, "
-            f"float32 {t['vaebic_float32_final_loss_nats']:.1f}, canonical {t['canonical_final_loss_nats']:.1f} nats)"
-        )
-
+        _print_training(t, precision, unit, scale)
         e = fig["estimate"] = bench_estimate(
             p,
             train_x,
@@ -675,78 +831,13 @@ def main() -> None:
             precision,
             chunk,
         )
-        print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']} (medians of {e['rounds']} rounds):")
-        print(
-            f"  vaebic, {precision}: {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
-            f"{e['vaebic_fraction_of_peak']:.0%} of the peak"
-        )
-        print(
-            f"  vaebic, float32:  {e['vaebic_float32_examples_per_s']:9.1f} examples/s   {e['vaebic_float32_fraction_of_peak']:.0%} of the peak"
-            f"   ({precision} / float32: {e['vaebic_vs_vaebic_float32']:.2f}x)"
-        )
-        print(
-            f"  one at a time:    {e['one_at_a_time_examples_per_s']:9.1f} examples/s   {e['one_at_a_time_fraction_of_peak']:.0%} of the peak"
-        )
-        print(
-            f"  ratio vaebic / one-at-a-time: {e['vaebic_vs_one_at_a_time']:.2f}x   (on the loop's {e['n_loop_examples']} examples: "
-            f"{e['loop_examples_vaebic_mean_nats']:.2f} +- {e['loop_examples_std_err_nats']:.2f} vs {e['loop_mean_nats']:.2f} nats)"
-        )
-        print(
-            f"  the estimates, {precision} and float32: {e['vaebic_mean_nats']:.3f} and {e['vaebic_float32_mean_nats']:.3f} "
-            f"+- {e['vaebic_float32_mean_std_err_nats']:.3f} nats"
-        )
-
+        _print_estimate(e, precision, unit, scale)
     if not args.skip_pipeline:
-        default_is_float32 = all(
-            resolve_precision(p[stage]["precision"], device_facts, f"{stage}.precision")[0] == "float32" for stage in ("train", "evaluate")
-        )
-        q = fig["pipeline"] = bench_pipeline(p, pipeline_changes, default_is_float32)
-        a = q["accuracy_vs_float32"]
-        print(
-            f"dvc repro, {len(q['latent_dims'])} latent dims x {len(q['seeds'])} seeds, {q['epochs']} epochs, K={q['k_samples']}, "
-            f"{q['n_stages']} stages (train.precision {q['train_precision']}, evaluate.precision {q['evaluate_precision']}):"
-        )
-        print(f"  wall {q['repro_s']:.1f} s = compute {q['compute_s']:.1f} s + fixed cost {q['fixed_s']:.1f} s ({q['fixed_fraction']:.0%})")
-        print(f"  compute: training {q['train_compute_s']:.1f} s + evaluation {q['evaluate_compute_s']:.1f} s, timed inside the stages")
-        print(
-            f"  of the fixed cost, about {q['est_process_start_and_imports_s']:.0f} s is starting Python and importing torch "
-            f"({q['import_torch_s']:.2f} s) and mlflow (with torch {q['import_torch_and_mlflow_s']:.2f} s) where a stage needs them"
-        )
-        print(f"  no-op dvc repro: {q['noop_repro_s']:.1f} s")
-        if q["float32_is_the_default"]:
-            print("  with float32 everywhere: the default already is (no native bf16 here), so it is not run twice")
-        else:
-            print(
-                f"  with float32 everywhere (a fresh copy): {q['float32_repro_s']:.1f} s: the default is {q['speedup_vs_float32']:.2f}x faster"
-            )
-        print(
-            f"  accuracy against float32 everywhere: IWAE estimates within {a['worst_diff_in_se']:.2f} Monte-Carlo standard errors "
-            f"(bar: 2), final training losses within {a['worst_final_loss_diff']:.3f} nats (bar: 0.3), picks "
-            f"{'the same' if a['same_picks'] else 'DIFFERENT'} ({a['picks']})"
-        )
-        for row in a["rows"]:
-            print(
-                f"    d-seed {row['model']:>5}: IWAE train {row['iwae_train_diff']:+.4f}, test {row['iwae_test_diff']:+.4f} nats "
-                f"({row['diff_in_se']:.2f} SE); final training loss {row['final_loss_diff']:+.4f}"
-            )
-        print(
-            f"  python -m vaebic.sweep --jobs 2 (a fresh copy): {q['sweep_jobs2_s']:.1f} s = {q['sweep_vs_sequential']:.2f} x sequential dvc repro"
-        )
-        if q["repro_cores_busy"] is not None:
-            print(
-                f"  cores busy: {q['repro_cores_busy']:.0%} during dvc repro, {q['sweep_cores_busy']:.0%} during the sweep; "
-                f"the sweep can only fill the core time dvc repro leaves idle, so with the same work it takes at least "
-                f"{q['sweep_bound_vs_sequential']:.2f} x dvc repro's wall time"
-            )
-
+        changes = _quick_pipeline_changes() if args.quick else {}
+        fig["pipeline"] = bench_pipeline(p, changes, _default_is_float32(p, device_facts))
+        _print_pipeline(fig["pipeline"])
     fig["targets"] = [{"what": w, "measured": m, "target": tgt, "met": ok} for w, m, tgt, ok in verdicts(fig)]
-    print("targets (on the reference 2-core CPU):")
-    if args.quick:
-        print("  (--quick runs tiny sizes to check that everything works: the targets are for the full run)")
-    for w, m, tgt, ok in verdicts(fig):
-        verdict = "n/a    " if ok is None else "met    " if ok else "NOT MET"
-        why = f"; {fig['precision_why']}, so the default is float32" if ok is None else ""
-        print(f"  {verdict}  {w}: {m:.2f} (target {tgt}{why})")
+    _print_targets(fig, args.quick)
     if args.json:
         Path(args.json).write_text(json.dumps(fig, indent=2) + "\n")
 

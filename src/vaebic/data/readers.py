@@ -382,17 +382,7 @@ def read_image_folder(
     alpha channel is dropped; transparent pixels are refused ('refuse') or composited over a
     black or white background ('over_black', 'over_white').
     """
-    if not path:
-        raise VaebicError("data.name is 'image_folder' but data.path is not set; point it at a folder of images")
-    folder = Path(path)
-    if not folder.is_dir():
-        raise VaebicError(f"data.path {str(folder)!r}: no such folder")
-    files = sorted(f for f in folder.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts))
-    if not files:
-        raise VaebicError(f"{folder}: the folder is empty; put PNG, JPEG or TIFF images in it")
-    for f in files:
-        if f.suffix.lower() not in IMAGE_SUFFIXES:
-            raise VaebicError(f"{f}: not an image (only {', '.join(sorted(IMAGE_SUFFIXES))} files may be in {folder})")
+    folder, files = _image_files(path)
     stored = [_read_image(f) for f in files]
     if len(stored) < 2:
         raise VaebicError(f"{folder}: holds only one image; need at least 2")
@@ -406,17 +396,50 @@ def read_image_folder(
         scale, rule = (1.0, RULE_BINARY) if binary else intensity_scale(c, str(f), intensity_max, binary_ok=False)
         rules.append(rule)
         x = to_intensities(c, scale)
-        if alpha_here:
-            opacity = a[..., -1].astype(np.float32) / _alpha_max(a.dtype)
-            if (opacity < 1).any():
-                if alpha == "refuse":
-                    raise VaebicError(
-                        f"{f}: {int((opacity < 1).sum())} of {opacity.size} pixels are transparent; set data.alpha: "
-                        "over_black or over_white to composite them over a background, or save the images without alpha"
-                    )
-                opacity = opacity if x.ndim == 2 else opacity[..., None]
-                x = x * opacity + (1.0 if alpha == "over_white" else 0.0) * (1 - opacity)
-        images.append(x)
+        images.append(_over_background(f, x, a, alpha) if alpha_here else x)
+    stack = _stack_images(folder, images, channels, image_size)
+    reading = _folder_reading(rules, colours)
+    _warn_if_dark(reading, str(folder))
+    return Raw(np.clip(stack.reshape(len(stack), -1), 0.0, 1.0), list(stack.shape[1:]), reading)
+
+
+def _image_files(path: str | Path | None) -> tuple[Path, list[Path]]:
+    """The folder and its image files, sorted, sub-folders included, hidden files and folders left
+    out; refused when path is unset or not a folder, when it holds no file, or any other kind of file."""
+    if not path:
+        raise VaebicError("data.name is 'image_folder' but data.path is not set; point it at a folder of images")
+    folder = Path(path)
+    if not folder.is_dir():
+        raise VaebicError(f"data.path {str(folder)!r}: no such folder")
+    files = sorted(f for f in folder.rglob("*") if f.is_file() and not any(part.startswith(".") for part in f.relative_to(folder).parts))
+    if not files:
+        raise VaebicError(f"{folder}: the folder is empty; put PNG, JPEG or TIFF images in it")
+    for f in files:
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            raise VaebicError(f"{f}: not an image (only {', '.join(sorted(IMAGE_SUFFIXES))} files may be in {folder})")
+    return folder, files
+
+
+def _over_background(f: Path, x: np.ndarray, a: np.ndarray, alpha: str) -> np.ndarray:
+    """Intensities x of file f with its stored alpha channel a[..., -1] applied: unchanged when every
+    pixel is opaque; otherwise refused (alpha 'refuse') or composited over a black or white
+    background, x * opacity + background * (1 - opacity), opacity = alpha / 255 (65535 at 16 bits)."""
+    opacity = a[..., -1].astype(np.float32) / _alpha_max(a.dtype)
+    if (opacity < 1).any():
+        if alpha == "refuse":
+            raise VaebicError(
+                f"{f}: {int((opacity < 1).sum())} of {opacity.size} pixels are transparent; set data.alpha: "
+                "over_black or over_white to composite them over a background, or save the images without alpha"
+            )
+        opacity = opacity if x.ndim == 2 else opacity[..., None]
+        x = x * opacity + (1.0 if alpha == "over_white" else 0.0) * (1 - opacity)
+    return x
+
+
+def _stack_images(folder: Path, images: list[np.ndarray], channels: str, image_size: int | None) -> np.ndarray:
+    """The images' intensities as one float32 array (N, C, H, W), C = 1 (grey) or 3 (rgb; auto:
+    grey when every image is grey), each resized to image_size x image_size when given; images of
+    different sizes are refused."""
     if channels == "auto":
         channels = "grey" if all(x.ndim == 2 for x in images) else "rgb"
     # grey from colour with ITU-R 601-2 luma weights (as Pillow's convert("L")); colour from grey by repetition
@@ -433,14 +456,17 @@ def read_image_folder(
         (w1, h1), (w2, h2) = sorted(sizes)[:2]
         raise VaebicError(f"{folder}: images have different sizes ({w1}x{h1}, {w2}x{h2}, ...); set data.image_size to resize them all")
     stack = np.stack(images).astype(np.float32)  # (N, H, W) or (N, H, W, 3)
-    stack = stack[:, None] if stack.ndim == 3 else stack.transpose(0, 3, 1, 2)
+    return stack[:, None] if stack.ndim == 3 else stack.transpose(0, 3, 1, 2)
+
+
+def _folder_reading(rules: list[str], colours: list[np.ndarray]) -> dict:
+    """The folder's reading record: its one rule, or each rule with its count of files; the stored
+    dtypes; the range of the stored values over every file (alpha left out)."""
     counts = {r: rules.count(r) for r in dict.fromkeys(rules)}
     rule = next(iter(counts)) if len(counts) == 1 else "; ".join(f"{r} ({n} files)" for r, n in counts.items())
     lo = min(float(c.min()) for c in colours)
     hi = max(float(c.max()) for c in colours)
-    reading = _reading(rule, [c.dtype for c in colours], lo, hi)
-    _warn_if_dark(reading, str(folder))
-    return Raw(np.clip(stack.reshape(len(stack), -1), 0.0, 1.0), list(stack.shape[1:]), reading)
+    return _reading(rule, [c.dtype for c in colours], lo, hi)
 
 
 def _resize(x: np.ndarray, size: int) -> np.ndarray:

@@ -15,7 +15,7 @@ import torch
 from vaebic.device import autocast, denormals_flushed, host_float64
 from vaebic.errors import VaebicError
 from vaebic.fit import mlp_step, torch_fast
-from vaebic.model.objectives import elbo_terms, iwae_log_likelihood, reparameterize
+from vaebic.model.objectives import MIN_SIGMA, elbo_terms, iwae_log_likelihood, reparameterize
 
 log = logging.getLogger("vaebic.training")
 
@@ -181,61 +181,29 @@ def train_vae(
     """Maximise the mean ELBO of train_x (already on the model's device, float, shape (N, D)) for
     at most `epochs` epochs, stopping early on the plateau of the validation split val_x.
 
-    Early stopping (see EarlyStopping): after each epoch the validation objective (the
-    importance-weighted estimate of log p(x) on val_x, K = VALIDATION_K) is measured; after
-    `patience` epochs without an improvement of more than min_delta nats per example, training
+    Early stopping (EarlyStopping): after each epoch the validation objective (the
+    importance-weighted estimate of log p(x) on val_x, K = VALIDATION_K, nats per example) is
+    measured; after `patience` epochs without an improvement of more than min_delta, training
     stops and the model gets back the weights of its best epoch. patience 0 trains all `epochs`
     and keeps the last (val_x, if given, is still measured). lr_patience > 0 halves the learning
     rate after every lr_patience epochs without improvement (reduce on plateau, LR_FACTOR).
     Nothing depends on `epochs` but where training ends: a larger cap that is not reached gives
     the same weights, bit for bit.
 
-    Returns a Fit: one record per epoch (mean loss = -ELBO, reconstruction term and KL over the
-    epoch's steps; val_iwae; and train_elbo, the training split's ELBO measured at each epoch that
-    became the best, the candidates for the kept weights), the best epoch and the stop reason.
+    Returns a Fit: one record per epoch (see _epoch and _judge), the best epoch and the stop reason.
     on_epoch(epoch, record) is called after every epoch (1-based), e.g. to log to MLflow.
-    precision 'bfloat16' runs the network's matrix multiplies in bf16 (the written-out step, or
-    autograd under bf16 autocast); compile=True compiles the loss and, through AOTAutograd, its
-    backward with torch.compile (worth it on a GPU for long runs; its first step takes tens of
-    seconds to compile; see vaebic.device.compile_setting).
-
+    precision, compile and autograd choose how the gradients are computed (see _step_function).
     checkpoint(state) is called every checkpoint_every epochs (0: never) but the last, with the
-    training state (weights, the best epoch's weights, the stopping rule's count, Adam's state,
-    random-number generators, history, epoch); passing such a state back as resume= continues
-    from its epoch and ends with the same weights, bit for bit, as a run that was never
-    interrupted (same device, same torch).
-
-    An MLP (not compiled) takes its gradients from vaebic.mlp_step (the backward pass written out,
-    the same gradients, 5% to 20% faster on a CPU, far fewer kernel launches on a GPU);
-    autograd=True makes autograd compute them anyway.
+    training state (see _state); passing such a state back as resume= continues from its epoch and
+    ends with the same weights, bit for bit, as a run that was never interrupted (same device, same torch).
     """
-    if patience and val_x is None:
-        raise ValueError("early stopping (patience > 0) needs a validation split val_x")
-    device = train_x.device
-    torch.manual_seed(seed)
-    gen = torch.Generator(device=device).manual_seed(seed)
-    opt = Adam(model.parameters(), lr=lr)
-    step = _step_function(model, opt, batch_size, precision, compile, autograd)
-    rule = EarlyStopping(patience, min_delta)
-    best, history, start = None, [], 1
-    if resume is not None:
-        best = _restore(resume, model, opt, gen, rule)
-        history, start = list(resume["history"]), resume["epoch"] + 1
-        log.info("%s: resuming at epoch %d of at most %d", desc, start, epochs)
+    gen, opt, step, rule = _start(model, train_x, val_x, seed, lr, batch_size, patience, min_delta, precision, compile, autograd)
+    best, history, start = _resume(resume, model, opt, gen, rule, desc, epochs)
     progress = Progress(desc, start, epochs, patience)
     model.train()
     for epoch in range(start, epochs + 1):
         record = _epoch(model, train_x, batch_size, gen, step, opt, epoch, lr)
-        model.eval()  # the model as it would be written: a calibrated sigma in use, not each batch's own
-        _measure(model, record, train_x, val_x, seed, precision, batch_size)
-        if not math.isfinite(record.get("val_iwae", 0.0)):
-            raise DivergedError(f"training diverged: the validation estimate is {record['val_iwae']} at epoch {epoch}; {_lr_hint(lr)}")
-        if rule.update(epoch, record.get("val_iwae", math.nan)):
-            best = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            record["train_elbo"] = split_elbo(model, train_x, seed, precision)
-        elif lr_patience and rule.wait % lr_patience == 0:
-            opt.set_lr(opt.lr * LR_FACTOR)  # the next epoch runs with it
-        model.train()
+        best = _judge(model, record, rule, opt, best, train_x, val_x, seed, precision, batch_size, lr, lr_patience)
         history.append(record)
         progress.show(epoch, record, rule)
         if on_epoch is not None:
@@ -248,6 +216,78 @@ def train_vae(
     fit = Fit(history, rule.best_epoch, "plateau" if rule.stop else "cap")
     _finish(model, best, fit, desc)
     return fit
+
+
+def _start(
+    model,
+    train_x: torch.Tensor,
+    val_x: torch.Tensor | None,
+    seed: int,
+    lr: float,
+    batch_size: int,
+    patience: int,
+    min_delta: float,
+    precision: str,
+    compile: bool,
+    autograd: bool,
+) -> tuple[torch.Generator, Adam, Callable, EarlyStopping]:
+    """What a run is made of, in this order (the order the random numbers are drawn in): torch's
+    global generator seeded with seed; the generator of the batches' order and noise, seeded with
+    seed too; Adam; the step function; the stopping rule."""
+    if patience and val_x is None:
+        raise ValueError("early stopping (patience > 0) needs a validation split val_x")
+    torch.manual_seed(seed)
+    gen = torch.Generator(device=train_x.device).manual_seed(seed)
+    opt = Adam(model.parameters(), lr=lr)
+    step = _step_function(model, opt, batch_size, precision, compile, autograd)
+    return gen, opt, step, EarlyStopping(patience, min_delta)
+
+
+def _resume(
+    resume: dict | None, model, opt: Adam, gen: torch.Generator, rule: EarlyStopping, desc: str, epochs: int
+) -> tuple[dict | None, list[dict], int]:
+    """(the best epoch's weights, the history, the first epoch to run): from scratch (None, [], 1)
+    without resume, else the checkpoint's state put back (see _restore) and its next epoch."""
+    if resume is None:
+        return None, [], 1
+    best = _restore(resume, model, opt, gen, rule)
+    history, start = list(resume["history"]), resume["epoch"] + 1
+    log.info("%s: resuming at epoch %d of at most %d", desc, start, epochs)
+    return best, history, start
+
+
+def _judge(
+    model,
+    record: dict,
+    rule: EarlyStopping,
+    opt: Adam,
+    best: dict | None,
+    train_x: torch.Tensor,
+    val_x: torch.Tensor | None,
+    seed: int,
+    precision: str,
+    batch_size: int,
+    lr: float,
+    lr_patience: int,
+) -> dict | None:
+    """After an epoch's steps: the model measured as it would be written (_measure: a calibrated
+    sigma, and val_iwae when val_x is given, also with patience 0), a diverged estimate refused,
+    and the stopping rule told. An epoch that becomes the best has its weights copied and the
+    training split's ELBO measured (record's train_elbo: the candidates for the kept weights);
+    otherwise, with lr_patience > 0, the learning rate is multiplied by LR_FACTOR after every
+    lr_patience epochs without improvement (reduce on plateau). Returns the best weights so far."""
+    epoch = record["epoch"]
+    model.eval()  # the model as it would be written: a calibrated sigma in use, not each batch's own
+    _measure(model, record, train_x, val_x, seed, precision, batch_size)
+    if not math.isfinite(record.get("val_iwae", 0.0)):
+        raise DivergedError(f"training diverged: the validation estimate is {record['val_iwae']} at epoch {epoch}; {_lr_hint(lr)}")
+    if rule.update(epoch, record.get("val_iwae", math.nan)):
+        best = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        record["train_elbo"] = split_elbo(model, train_x, seed, precision)
+    elif lr_patience and rule.wait % lr_patience == 0:
+        opt.set_lr(opt.lr * LR_FACTOR)  # the next epoch runs with it
+    model.train()
+    return best
 
 
 def _measure(model, record: dict, train_x: torch.Tensor, val_x: torch.Tensor | None, seed: int, precision: str, batch_size: int) -> None:
@@ -263,7 +303,15 @@ def _measure(model, record: dict, train_x: torch.Tensor, val_x: torch.Tensor | N
 
 def _step_function(model, opt: Adam, batch_size: int, precision: str, compile: bool, autograd: bool) -> Callable:
     """step(x, eps) -> tensor([sum of log p(x|z), sum of KL]) over the batch, with the gradients of
-    the batch's mean -ELBO in .grad: the written-out MLP step where it applies, autograd elsewhere."""
+    the batch's mean -ELBO in .grad: the written-out MLP step where it applies, autograd elsewhere.
+
+    An MLP (not compiled) takes its gradients from vaebic.mlp_step (the backward pass written out,
+    the same gradients, 5% to 20% faster on a CPU, far fewer kernel launches on a GPU);
+    autograd=True makes autograd compute them anyway. precision 'bfloat16' runs the network's
+    matrix multiplies in bf16 (the written-out step, or autograd under bf16 autocast); compile=True
+    compiles the loss and, through AOTAutograd, its backward with torch.compile (worth it on a GPU
+    for long runs; its first step takes tens of seconds to compile; see vaebic.device.compile_setting).
+    """
     if not autograd and mlp_step.supports(model, precision, compile):
         return mlp_step.MLPStep(model, precision)
     # Compiled for the full batch size only: the last, shorter batch of an epoch runs eagerly
@@ -283,7 +331,8 @@ def _step_function(model, opt: Adam, batch_size: int, precision: str, compile: b
 
 
 def _epoch(model, train_x: torch.Tensor, batch_size: int, gen: torch.Generator, step, opt, epoch: int, lr: float) -> dict:
-    """One pass over train_x in shuffled batches; its record (nats per example, means over the steps)."""
+    """One pass over train_x in shuffled batches; its record, nats per example: loss (= -ELBO),
+    recon (-sum of log p(x|z)) and kl, summed over the epoch's steps / N; and the epoch's lr."""
     n, device = len(train_x), train_x.device
     n_steps = math.ceil(n / batch_size)
     perm = torch.randperm(n, device=device, generator=gen)
@@ -377,7 +426,6 @@ def calibrate_sigma(model, x: torch.Tensor, batch_size: int, gen: torch.Generato
     mean squared error of the reconstructions, one draw z ~ q(z|x) per example (the ELBO's
     reconstruction term, as in training), summed in float64 on the host."""
     from vaebic.device import host_float64
-    from vaebic.model.vae import MIN_SIGMA
 
     squared = torch.empty(len(x), device=x.device)  # per example, summed over pixels; one transfer at the end
     for start in range(0, len(x), batch_size):
@@ -391,7 +439,9 @@ def calibrate_sigma(model, x: torch.Tensor, batch_size: int, gen: torch.Generato
 
 
 def _state(model, opt: Adam, gen: torch.Generator, epoch: int, history: list[dict], rule: EarlyStopping, best: dict | None) -> dict:
-    """Everything the next epoch depends on, on the CPU, as plain tensors and values."""
+    """Everything the next epoch depends on, on the CPU, as plain tensors and values: the weights,
+    the best epoch's weights, the stopping rule's count, Adam's state, the random-number
+    generators, the history and the epoch."""
     rng = {"cpu": torch.get_rng_state(), "generator": gen.get_state()}
     if gen.device.type == "cuda":
         rng["cuda"] = torch.cuda.get_rng_state(gen.device)
