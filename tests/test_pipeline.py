@@ -1,7 +1,8 @@
 """End to end: real `dvc repro` in a temporary copy of the project, on a tiny configuration.
 
-The tests in this module share one project copy and run in file order: first run, no-op rerun,
-one new latent dimension, a report-only change, a removed dimension, then the failure cases.
+Each test gets its own copy of the run's finished tiny project (conftest.py's `finished_project`,
+built once per test run) and passes alone: the first run's outputs, a no-op rerun, one new latent
+dimension, a report-only change, a removed dimension, then the failure cases.
 """
 
 import json
@@ -12,33 +13,19 @@ from pathlib import Path
 
 import pytest
 from packaging.version import Version
-from pipeline_project import dvc, edit_params, make_project, mlflow_client, repro, snapshot
+from pipeline_project import dvc, edit_params, make_project, mlflow_client, repro, snapshot, tiny
 
 pytestmark = pytest.mark.slow
 
-TINY = {
-    "data": {"max_examples": 600},
-    "model": {"hidden_sizes": [32]},
-    "sweep": {"latent_dims": [2, 4], "seeds": [0]},
-    "train": {"epochs": 2, "batch_size": 100},
-    "evaluate": {"n_samples": 2, "k_samples": 20},
-    "report": {"n_samples": 16, "dpi": 50},
-}
+
+@pytest.fixture
+def project(finished_project):
+    """This test's own copy of the run's finished tiny project (pipeline_project.TINY)."""
+    return finished_project
 
 
-STAGES_RUN: dict[str, list[str]] = {}
-
-
-@pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    proj = make_project(tmp_path_factory.mktemp("project"), TINY)
-    proc, out, ran = repro(proj)
-    STAGES_RUN["first"] = ran
-    return proj
-
-
-def test_first_run_makes_every_output(project):
-    ran = STAGES_RUN["first"]
+def test_first_run_makes_every_output(project, finished_template):
+    ran = json.loads((finished_template / ".first_run.json").read_text())
     assert ran == ["validate", "prepare", "train@2-0", "train@4-0", "evaluate@2-0", "evaluate@4-0", "select", "report"]
     meta = json.loads((project / "data/prepared/meta.json").read_text())
     # 600 examples: 120 test, and of the other 480, 48 validation (when to stop) and 432 to fit on
@@ -234,7 +221,6 @@ def test_the_selected_model_is_the_registered_champion(project):
     # what loading it needs, pinned as installed, and nothing the report process happened to import
     reqs = Path(mlflow.pyfunc.get_model_dependencies("models:/vaebic@champion")).read_text().split()
     assert sorted(reqs) == sorted(f"{p}=={Version(installed(p)).public}" for p in ("mlflow", "torch", "numpy")), reqs
-    STAGES_RUN["champion_version"] = [int(version.version)]
 
 
 def test_second_run_with_nothing_changed_runs_nothing(project):
@@ -245,13 +231,14 @@ def test_second_run_with_nothing_changed_runs_nothing(project):
 
 
 def test_adding_one_latent_dimension_trains_only_that_one(project):
+    first_version = int(champion(project)[0].version)
     edit_params(project, {"sweep": {"latent_dims": [2, 3, 4], "seeds": [0]}})
     proc, out, ran = repro(project)
     assert ran == ["validate", "train@3-0", "evaluate@3-0", "select", "report"]
     parent, children = sweep_runs(project)  # the new model joins the same sweep
     assert set(children) == {"d2-s0", "d3-s0", "d4-s0"}
     version, _ = champion(project)  # the report ran again: the alias moved to a new version
-    assert int(version.version) == STAGES_RUN["champion_version"][0] + 1
+    assert int(version.version) == first_version + 1
     best = json.loads((project / "reports/selection.json").read_text())["best_latent_dim"]
     assert version.run_id == children[f"d{best}-s0"].info.run_id
     import pandas as pd
@@ -271,15 +258,15 @@ def test_a_report_only_change_reruns_only_the_report(project):
 
 
 def test_a_removed_dimension_does_not_linger_in_the_selection(project):
-    edit_params(project, {"sweep": {"latent_dims": [2, 3], "seeds": [0]}})
+    edit_params(project, {"sweep": {"latent_dims": [2], "seeds": [0]}})
     proc, out, ran = repro(project)
     assert ran == ["validate", "select", "report"]
     import pandas as pd
 
     assert (project / "metrics/4-0.json").exists()  # DVC leaves it behind...
-    assert pd.read_csv(project / "reports/bic.csv").latent_dim.tolist() == [2, 3]  # ...select ignores it
+    assert pd.read_csv(project / "reports/bic.csv").latent_dim.tolist() == [2]  # ...select ignores it
     md = (project / "reports/report.md").read_text()
-    assert "\n| 3 |" in md and "\n| 4 |" not in md
+    assert "\n| 2 |" in md and "\n| 4 |" not in md
 
 
 @pytest.mark.parametrize(
@@ -355,7 +342,7 @@ def test_an_unreachable_tracking_server_fails_fast_and_loses_nothing(project):
 def test_the_pipeline_logs_to_a_real_tracking_server(mlflow_server, tmp_path):
     import mlflow
 
-    project = make_project(tmp_path / "remote", {**TINY, "sweep": {"latent_dims": [2], "seeds": [0]}})
+    project = make_project(tmp_path / "remote", tiny(sweep={"latent_dims": [2]}))
     proc, out, ran = repro(project, env_extra={"MLFLOW_TRACKING_URI": mlflow_server})
     assert "report" in ran
     assert not (project / "mlflow.db").exists()  # nothing went to the local store

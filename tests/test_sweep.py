@@ -8,7 +8,6 @@ workers use fewer CPU threads, which changes the order of float sums), and the s
 """
 
 import json
-import os
 import re
 import signal
 import socket
@@ -20,25 +19,9 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import free_port
-from pipeline_project import dvc, edit_params, make_project, mlflow_client, repro
+from pipeline_project import TINY, clean_env, dvc, edit_params, make_project, mlflow_client, repro, tiny
 
 pytestmark = pytest.mark.slow
-
-CONFIG = {
-    "data": {"max_examples": 400},
-    "model": {"hidden_sizes": [16]},
-    "sweep": {"latent_dims": [2, 3], "seeds": [0]},
-    "train": {"epochs": 2, "batch_size": 100, "checkpoint_every": 1},
-    "evaluate": {"n_samples": 1, "k_samples": 10},
-    "report": {"n_samples": 4, "dpi": 40},
-}
-REFERENCE: dict = {}
-
-
-def clean_env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    return {**env, **extra}
 
 
 def sweep(project: Path, *args, env=None, timeout=600) -> subprocess.CompletedProcess:
@@ -82,25 +65,23 @@ def assert_same_as_reference(project: Path, reference: dict, out: str = ""):
     assert "database is locked" not in logs
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("sequential"), CONFIG)
-    repro(project)
-    REFERENCE.update(results(project))
-    return project
+@pytest.fixture
+def reference(finished_project) -> dict:
+    """What a sequential `dvc repro` of the tiny project leaves: the run's finished project."""
+    return results(finished_project)
 
 
 def test_a_sweep_in_one_workspace_matches_a_sequential_run(reference, tmp_path):
-    project = make_project(tmp_path, CONFIG)
+    project = make_project(tmp_path, TINY)
     proc = sweep(project, "--jobs", "2")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
     assert "2 models, 2 at a time, on 2 local workers, 1 CPU threads each" in out
-    assert_same_as_reference(project, REFERENCE, out)
+    assert_same_as_reference(project, reference, out)
     client = mlflow_client(project)
     runs = client.search_runs([client.get_experiment_by_name("vaebic").experiment_id])
     children = {r.info.run_name: r for r in runs if r.data.tags.get("vaebic.role") == "model"}
-    assert set(children) == {"d2-s0", "d3-s0"} and {r.info.status for r in children.values()} == {"FINISHED"}
+    assert set(children) == {"d2-s0", "d4-s0"} and {r.info.status for r in children.values()} == {"FINISHED"}
     assert len({r.data.tags["mlflow.parentRunId"] for r in children.values()}) == 1
 
     # a failing stage fails the sweep once the running one is done; a second run resumes
@@ -112,7 +93,7 @@ def test_a_sweep_in_one_workspace_matches_a_sequential_run(reference, tmp_path):
     assert proc.returncode == 1 and "Traceback" not in out, out
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: train@5-0 failed: checkpoint checkpoints/5-0.pt "), out
-    assert (project / "models/4-0/weights.pt").exists()  # the other model, running meanwhile, finished
+    assert (project / "models/3-0/weights.pt").exists()  # the other model, running meanwhile, finished
     (project / "checkpoints/5-0.pt").unlink()
     proc = sweep(project, "--jobs", "2")
     out = proc.stdout + proc.stderr
@@ -122,7 +103,7 @@ def test_a_sweep_in_one_workspace_matches_a_sequential_run(reference, tmp_path):
 
 
 def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(tmp_path):
-    project = make_project(tmp_path, {**CONFIG, "train": {**CONFIG["train"], "epochs": 200}})
+    project = make_project(tmp_path, tiny(train={"epochs": 200, "checkpoint_every": 1}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "vaebic.sweep", "--jobs", "2"],
         cwd=project,
@@ -132,7 +113,7 @@ def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(tmp_pa
         text=True,
     )
     deadline = time.monotonic() + 300
-    while not all((project / f"checkpoints/{d}-0.pt").exists() for d in (2, 3)):
+    while not all((project / f"checkpoints/{d}-0.pt").exists() for d in (2, 4)):
         assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
         time.sleep(0.2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C, to the sweep only: it stops the tasks itself
@@ -144,10 +125,10 @@ def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(tmp_pa
     assert not any(
         str(project) in Path(f"/proc/{pid}/cwd").resolve().as_posix() for pid in leftover.stdout.split() if Path(f"/proc/{pid}").exists()
     )
-    assert all((project / f"checkpoints/{d}-0.pt").exists() for d in (2, 3))  # kept
+    assert all((project / f"checkpoints/{d}-0.pt").exists() for d in (2, 4))  # kept
     proc = sweep(project, "--jobs", "2")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    logs = "".join((project / f".dvc/tmp/sweep/{d}-0.log").read_text() for d in (2, 3))
+    logs = "".join((project / f".dvc/tmp/sweep/{d}-0.log").read_text() for d in (2, 4))
     assert len(re.findall(r"resuming at epoch \d+ of at most 200", logs)) == 2
     assert dvc(project, "status").stdout.strip().endswith("up to date.")
 
@@ -173,7 +154,7 @@ def test_a_sweep_on_a_cluster_hands_results_back_through_the_dvc_remote(referenc
     local-directory DVC remote and its run-cache, the runs in a real tracking server."""
     import mlflow
 
-    project = make_project(tmp_path / "project", CONFIG)
+    project = make_project(tmp_path / "project", TINY)
     assert dvc(project, "remote", "add", "-d", "shared", str(tmp_path / "remote")).returncode == 0
     subprocess.run(["git", "add", "-A"], cwd=project, check=True)
     subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "the sweep"], cwd=project, check=True)
@@ -208,20 +189,21 @@ def test_a_sweep_on_a_cluster_hands_results_back_through_the_dvc_remote(referenc
     assert "on the Dask cluster at tcp://127.0.0.1" in out
     assert out.count("is cached - skipping run, checking out outputs") == 4  # train and evaluate of 2 models, from the run-cache
     assert "Running stage 'train@" not in out  # nothing trained here
-    assert_same_as_reference(project, REFERENCE, out)
+    assert_same_as_reference(project, reference, out)
     assert not (project / "mlflow.db").exists()
     client = mlflow.MlflowClient(tracking_uri=mlflow_server)
     runs = client.search_runs([client.get_experiment_by_name("vaebic").experiment_id])
     children = {r.info.run_name: r for r in runs if r.data.tags.get("vaebic.role") == "model"}
-    assert set(children) == {"d2-s0", "d3-s0"} and {r.info.status for r in children.values()} == {"FINISHED"}
+    assert set(children) == {"d2-s0", "d4-s0"} and {r.info.status for r in children.values()} == {"FINISHED"}
     assert "bic" in children["d2-s0"].data.metrics  # the report, run here, found the workers' runs
-    for d in (2, 3):
+    for d in (2, 4):
         assert json.loads((project / f"models/{d}-0/run.json").read_text())["mlflow_run_id"] == children[f"d{d}-s0"].info.run_id
 
 
-def test_another_clone_restores_the_results_from_a_dvc_remote(reference, tmp_path):
+def test_another_clone_restores_the_results_from_a_dvc_remote(finished_project, tmp_path):
     """Machine A ran the pipeline and pushed outputs and run-cache; machine B, a clone at the same
     commit without A's dvc.lock, fetches the run-cache and runs none of A's stages."""
+    reference = finished_project
     remote = tmp_path / "remote"
     assert dvc(reference, "remote", "add", "-d", "shared", str(remote)).returncode == 0
     assert dvc(reference, "push", "--run-cache").returncode == 0
@@ -238,16 +220,18 @@ def test_another_clone_restores_the_results_from_a_dvc_remote(reference, tmp_pat
     ran = re.findall(r"Running stage '([^']+)'", out)
     assert set(ran) <= {"validate", "select", "report"}, ran  # the cheap ones whose outputs live in git
     assert out.count("is cached - skipping run, checking out outputs") == 5  # prepare, 2 x train, 2 x evaluate
-    for n in ("2-0", "3-0"):
+    for n in ("2-0", "4-0"):
         assert (other / f"metrics/{n}.json").read_bytes() == (reference / f"metrics/{n}.json").read_bytes()
         assert (other / f"models/{n}/weights.pt").read_bytes() == (reference / f"models/{n}/weights.pt").read_bytes()
 
 
-def test_reverting_a_parameter_restores_models_metrics_and_mlflow_links(reference):
-    first = {d: json.loads((reference / f"models/{d}-0/run.json").read_text())["mlflow_run_id"] for d in (2, 3)}
+def test_reverting_a_parameter_restores_models_metrics_and_mlflow_links(finished_project):
+    reference = finished_project
+    picks = results(reference)["picks"]
+    first = {d: json.loads((reference / f"models/{d}-0/run.json").read_text())["mlflow_run_id"] for d in (2, 4)}
     edit_params(reference, {"train": {"lr": 0.002}})
     _, _, ran = repro(reference)
-    assert {"train@2-0", "train@3-0", "evaluate@2-0", "evaluate@3-0"} <= set(ran)
+    assert {"train@2-0", "train@4-0", "evaluate@2-0", "evaluate@4-0"} <= set(ran)
     edit_params(reference, {"train": {"lr": 0.001}})
     _, out, ran = repro(reference)
     assert not [s for s in ran if s.startswith(("train@", "evaluate@"))], ran  # nothing trained or evaluated again
@@ -256,4 +240,4 @@ def test_reverting_a_parameter_restores_models_metrics_and_mlflow_links(referenc
     for d, run_id in first.items():
         assert json.loads((reference / f"models/{d}-0/run.json").read_text())["mlflow_run_id"] == run_id
         assert client.get_run(run_id).info.status == "FINISHED"
-    assert json.loads((reference / "reports/selection.json").read_text())["selected_by"] == REFERENCE["picks"]
+    assert json.loads((reference / "reports/selection.json").read_text())["selected_by"] == picks

@@ -15,9 +15,18 @@ from vaebic.errors import VaebicError
 
 @pytest.fixture
 def store(tmp_path, monkeypatch):
+    """A project folder without a store yet: the first tracking.setup creates it."""
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.setenv("DVC_ROOT", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture
+def migrated(migrated_store, monkeypatch):
+    """A project folder whose store exists already, at the current schema (conftest.py)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("DVC_ROOT", str(migrated_store))
+    return migrated_store
 
 
 def test_store_is_anchored_at_dvc_root_wherever_the_stage_runs(store, tmp_path_factory, monkeypatch):
@@ -94,7 +103,7 @@ def test_has_experiment_reads_the_local_store_without_mlflow(store, monkeypatch)
     assert not tracking.has_experiment("exp")
 
 
-def test_a_failing_block_ends_its_run_as_failed(store):
+def test_a_failing_block_ends_its_run_as_failed(migrated):
     with pytest.raises(RuntimeError):
         with tracking.model_run("exp", 3, 1, "sweepkey", {"dvc.stage": "train@3-1"}) as run:
             tracking.log_metrics({"train_loss": 1.0}, step=1)
@@ -176,7 +185,7 @@ def test_provenance_names_commit_stage_params_and_data(tmp_path, monkeypatch):
     assert tracking.provenance("train@2-0", params, "f" * 64)["git.commit"] == head
 
 
-def test_a_diverged_run_ends_failed_and_an_interrupted_one_killed_with_its_reason(store):
+def test_a_diverged_run_ends_failed_and_an_interrupted_one_killed_with_its_reason(migrated):
     import mlflow
     import torch
 
