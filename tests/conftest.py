@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from pipeline_project import TINY, copy_project, make_project, repro
+from pipeline_project import TINY, clean_env, copy_project, make_project, repro
 
 # A shell starts background jobs (`make test &`, a CI runner's detached step) with SIGINT
 # ignored, and an ignored signal stays ignored through every exec: the Ctrl-C tests' `dvc repro`
@@ -85,8 +85,7 @@ def finished_project(finished_template, tmp_path_factory) -> Path:
 
 def _migrated_store(folder: Path) -> None:
     code = "from vaebic import tracking; tracking.setup('vaebic')"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))} | {"DVC_ROOT": str(folder)}
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True, timeout=300)
+    subprocess.run([sys.executable, "-c", code], env=clean_env(DVC_ROOT=str(folder)), check=True, capture_output=True, timeout=300)
 
 
 @pytest.fixture

@@ -32,8 +32,10 @@ def tiny(**sections) -> dict:
 
 def clean_env(**extra) -> dict:
     """The environment a stage, `dvc` or a sweep sees in the tests: this interpreter's tools first on
-    PATH, and none of the caller's MLflow, DVC or vaebic settings; extra added on top."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))}
+    PATH, and none of the caller's MLflow, DVC or vaebic settings (VAEBIC_DEBUG would print the
+    tracebacks the tests check are absent) but VAEBIC_TORCH_FALLBACK, which runs every test on the
+    public torch fallbacks; extra added on top."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_")) or k == "VAEBIC_TORCH_FALLBACK"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return {**env, **extra}
 

@@ -69,18 +69,11 @@ def test_training_synchronises_with_the_host_per_epoch_not_per_step(kw):
 
 
 def test_a_train_and_evaluate_stage_run_on_the_device(device, tmp_path):
-    from pipeline_project import make_project, repro
+    from pipeline_project import make_project, repro, tiny
 
     project = make_project(
         tmp_path,
-        {
-            "data": {"max_examples": 600},
-            "model": {"hidden_sizes": [32]},
-            "sweep": {"latent_dims": [2], "seeds": [0]},
-            "train": {"epochs": 2, "batch_size": 100, "device": device.type},
-            "evaluate": {"n_samples": 2, "k_samples": 50},
-            "report": {"n_samples": 8, "dpi": 40},
-        },
+        tiny(sweep={"latent_dims": [2]}, train={"device": device.type}, evaluate={"k_samples": 50}, report={"n_samples": 8, "dpi": 40}),
     )
     _, out, ran = repro(project)
     assert {"train@2-0", "evaluate@2-0", "report"} <= set(ran)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from pipeline_project import make_project, repro
+from pipeline_project import make_project, repro, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -20,14 +20,13 @@ pytestmark = pytest.mark.slow
 def test_grey_level_likelihood_runs_end_to_end(tmp_path, likelihood, sigma, words):
     project = make_project(
         tmp_path,
-        {
-            "data": {"max_examples": 400},
-            "model": {"likelihood": likelihood, "gaussian_sigma": sigma, "hidden_sizes": [32]},
-            "sweep": {"latent_dims": [2, 3], "seeds": [0]},
-            "train": {"epochs": 2},
-            "evaluate": {"n_samples": 2, "k_samples": 10},
-            "report": {"n_samples": 8, "dpi": 40},
-        },
+        tiny(
+            data={"max_examples": 400},
+            model={"likelihood": likelihood, "gaussian_sigma": sigma},
+            sweep={"latent_dims": [2, 3]},
+            evaluate={"k_samples": 10},
+            report={"n_samples": 8, "dpi": 40},
+        ),
     )
     repro(project)
     meta = json.loads((project / "data/prepared/meta.json").read_text())

@@ -6,13 +6,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from pipeline_project import edit_params, make_project, mlflow_client, repro
+from pipeline_project import clean_env, edit_params, make_project, mlflow_client, repro
 
 pytestmark = pytest.mark.slow
 
@@ -30,12 +29,10 @@ CKPT = Path("checkpoints/2-0.pt")
 
 def start_repro(project: Path) -> subprocess.Popen:
     """`dvc repro train@2-0` in its own process group, as a terminal would run it."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return subprocess.Popen(
         ["dvc", "repro", "train@2-0"],
         cwd=project,
-        env=env,
+        env=clean_env(),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

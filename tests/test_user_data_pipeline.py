@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline_project import make_project, mlflow_client, repro
+from pipeline_project import make_project, mlflow_client, repro, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -13,14 +13,14 @@ pytestmark = pytest.mark.slow
 def test_image_folder_with_conv_end_to_end(tmp_path):
     project = make_project(
         tmp_path / "p",
-        {
-            "data": {"name": "image_folder", "path": "data/raw/shapes", "image_size": 12},
-            "model": {"architecture": "conv", "conv_channels": [8, 16]},
-            "sweep": {"latent_dims": [2], "seeds": [0]},
-            "train": {"epochs": 2, "batch_size": 16},
-            "evaluate": {"n_samples": 2, "k_samples": 10},
-            "report": {"n_samples": 8, "dpi": 40},
-        },
+        tiny(
+            data={"name": "image_folder", "path": "data/raw/shapes", "image_size": 12},
+            model={"architecture": "conv", "conv_channels": [8, 16]},
+            sweep={"latent_dims": [2]},
+            train={"batch_size": 16},
+            evaluate={"k_samples": 10},
+            report={"n_samples": 8, "dpi": 40},
+        ),
     )
     rng = np.random.default_rng(0)
     folder = project / "data/raw/shapes"
