@@ -1,4 +1,4 @@
-"""The written-out training step (vaebic.mlp_step) against autograd: the same loss terms and the
+"""The written-out training step (vaebic.fit.mlp_step) against autograd: the same loss terms and the
 same gradient in every parameter, in float64, for every likelihood and several depths."""
 
 import pytest

@@ -1,4 +1,4 @@
-"""What the report sends to MLflow (vaebic.publish), built from a hand-made table without MLflow."""
+"""What the report sends to MLflow (vaebic.report.publish), built from a hand-made table without MLflow."""
 
 import math
 from pathlib import Path

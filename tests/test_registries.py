@@ -105,7 +105,7 @@ def test_an_old_config_without_the_newer_keys_loads_with_the_old_defaults(tmp_pa
 def test_the_readme_data_set_table_is_rendered_from_the_registry():
     table = datasets.dataset_table()
     assert table.count("\n") == len(datasets.DATASETS) + 2
-    assert table in (ROOT / "README.md").read_text(), "paste vaebic.datasets.dataset_table() into the README's data-set section"
+    assert table in (ROOT / "README.md").read_text(), "paste vaebic.data.datasets.dataset_table() into the README's data-set section"
 
 
 # A toy likelihood and a toy data set, added through the registries alone.

@@ -151,7 +151,7 @@ def test_selection_json_holds_numbers_only_and_its_notes_the_words(tmp_path):
 
 
 def select_project(tmp_path, latent_dims, seeds, bootstrap, meta):
-    """params.yaml of a sweep, empty metrics/ and data/meta.json, for vaebic.select_stage in-process; (metrics, data)."""
+    """params.yaml of a sweep, empty metrics/ and data/meta.json, for vaebic.stages.select_dim in-process; (metrics, data)."""
     import json
     from pathlib import Path
 

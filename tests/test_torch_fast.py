@@ -1,4 +1,4 @@
-"""The private torch ops (vaebic.torch_fast) against their public fallbacks: Adam, the ReLU's
+"""The private torch ops (vaebic.fit.torch_fast) against their public fallbacks: Adam, the ReLU's
 backward in the written-out step, training and resuming from a checkpoint, with the fallback
 forced by VAEBIC_TORCH_FALLBACK and with the private ops gone, as after a torch upgrade."""
 
@@ -66,7 +66,7 @@ def adam_steps(steps=5) -> list[torch.Tensor]:
 @pytest.mark.parametrize("name", PRIVATE_OPS)
 def test_the_private_ops_pass_their_check_so_the_default_is_the_fast_path(name, monkeypatch):
     monkeypatch.delenv(torch_fast.FALLBACK_ENV, raising=False)
-    assert torch_fast.private_op_works(name, "cpu"), f"{name} fails on torch {torch.__version__}: vaebic.torch_fast needs updating"
+    assert torch_fast.private_op_works(name, "cpu"), f"{name} fails on torch {torch.__version__}: vaebic.fit.torch_fast needs updating"
     assert torch_fast.use_private(name, "cpu")
 
 

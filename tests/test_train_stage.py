@@ -1,4 +1,4 @@
-"""The train and evaluate stages' wiring (vaebic.train_stage, vaebic.evaluate_stage) in-process,
+"""The train and evaluate stages' wiring (vaebic.stages.train, vaebic.stages.evaluate) in-process,
 without `dvc repro`: a tiny synthetic data set, one model, its MLflow run, its checkpoint."""
 
 from pathlib import Path

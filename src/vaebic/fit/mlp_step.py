@@ -11,7 +11,7 @@ arithmetic needs about 50. This step runs the same arithmetic as
     dloss/dlogvar = dloss/dz * eps * std / 2 + (exp(logvar) - 1) / (2 N)
 
 and for each linear layer y = a W^T + b (ReLU between layers): dW = g^T a, db = sum_n g, and
-g_a = (g W) * [a > 0] (the ReLU's backward from vaebic.torch_fast). The weight gradients are
+g_a = (g W) * [a > 0] (the ReLU's backward from vaebic.fit.torch_fast). The weight gradients are
 written into the parameters' ``.grad`` tensors in place (no allocation per step). Likelihoods other than the Bernoulli get dlog p/dlogits (and the
 learned Gaussian sigma's gradient) from autograd on that one small function.
 
@@ -50,7 +50,7 @@ def _forward(layers, h: torch.Tensor) -> list[torch.Tensor]:
 def _backward(layers, params, acts: list[torch.Tensor], g: torch.Tensor, input_grad: bool, relu_backward) -> torch.Tensor | None:
     """Writes dW and db of every layer into the float32 .grad of params from g = dloss/d(output)
     (layers: the weights in the precision the matrix multiplies run in); returns dloss/d(input) if asked.
-    relu_backward(g, a): g through a ReLU whose output was a (vaebic.torch_fast.relu_backward)."""
+    relu_backward(g, a): g through a ReLU whose output was a (vaebic.fit.torch_fast.relu_backward)."""
     for i in reversed(range(len(layers))):
         w = layers[i][0]
         grad_w, grad_b = params[i][0].grad, params[i][1].grad

@@ -13,7 +13,7 @@ to float rounding. A torch upgrade can then cost speed, never correctness.
   call is the default because ``torch.optim`` imports ``torch._dynamo`` on first use: over a
   second of start-up in every train stage, longer than many small models take to train.
 - ``relu_backward``: the ReLU's backward pass in one kernel
-  (``torch.ops.aten.threshold_backward``), for vaebic.mlp_step. Fallback: ``masked_fill_``, the
+  (``torch.ops.aten.threshold_backward``), for vaebic.fit.mlp_step. Fallback: ``masked_fill_``, the
   same numbers.
 
 Setting the environment variable ``VAEBIC_TORCH_FALLBACK=1`` forces every fallback; it is read

@@ -1,6 +1,6 @@
 """The training loop: data resident on the device, shuffled batches by index, Adam, one host
 synchronisation per epoch (no per-step `.item()`), a progress bar, a stop on a NaN loss, and
-checkpoints to resume from (see vaebic.checkpoint)."""
+checkpoints to resume from (see vaebic.fit.checkpoint)."""
 
 from __future__ import annotations
 
@@ -61,7 +61,7 @@ class EarlyStopping:
 
 class Adam:
     """Adam (Kingma & Ba 2015), the same update as ``torch.optim.Adam(fused=True)``: one fused
-    kernel for all parameters instead of a dozen passes over them (vaebic.torch_fast.adam_step).
+    kernel for all parameters instead of a dozen passes over them (vaebic.fit.torch_fast.adam_step).
     Its state (moments and step counts, the checkpoint's "adam") is the same on either path.
 
     Not torch.optim itself: its first use imports torch._dynamo, 1.5 s of start-up in every train
@@ -305,7 +305,7 @@ def _step_function(model, opt: Adam, batch_size: int, precision: str, compile: b
     """step(x, eps) -> tensor([sum of log p(x|z), sum of KL]) over the batch, with the gradients of
     the batch's mean -ELBO in .grad: the written-out MLP step where it applies, autograd elsewhere.
 
-    An MLP (not compiled) takes its gradients from vaebic.mlp_step (the backward pass written out,
+    An MLP (not compiled) takes its gradients from vaebic.fit.mlp_step (the backward pass written out,
     the same gradients, 5% to 20% faster on a CPU, far fewer kernel launches on a GPU);
     autograd=True makes autograd compute them anyway. precision 'bfloat16' runs the network's
     matrix multiplies in bf16 (the written-out step, or autograd under bf16 autocast); compile=True

@@ -64,7 +64,7 @@ COLUMNS = {
 #: reports/: the choice's numbers (a DVC metrics file, so `dvc metrics show` and `dvc exp show`
 #: print them in a few columns), and its words beside them (criterion, rule, estimate, data set)
 SELECTION_FILE, NOTES_FILE = "selection.json", "selection_notes.json"
-#: reports/: each criterion's pick had training been capped at each epoch (vaebic.trajectory)
+#: reports/: each criterion's pick had training been capped at each epoch (vaebic.selection.trajectory)
 PICKS_FILE = "pick_vs_epoch.csv"
 
 

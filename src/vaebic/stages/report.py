@@ -4,7 +4,7 @@ table. It publishes to MLflow: the report to the sweep's parent run, each model'
 criteria and pictures to the model's run, and the winner to the Model Registry.
 
 This module is the report stage's wiring: read the select stage's table and choice, draw
-the figures, write reports/report.md, and publish all of it to MLflow (vaebic.publish).
+the figures, write reports/report.md, and publish all of it to MLflow (vaebic.report.publish).
 
 The files are built aside and moved into reports/ only when all of it, the MLflow logging
 included, succeeded.

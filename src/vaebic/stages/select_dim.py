@@ -6,7 +6,7 @@ only, so that `dvc metrics show` and `dvc exp show` stay readable) and reports/s
 (its words: the criterion and rule, the estimate behind ln L, the data set), with how sure the pick
 is: bootstrap selection frequencies over the training (and test) examples, the paired comparison
 of the selected d with every other, each seed's own pick, and which models were still improving
-when training stopped (see vaebic.confidence).
+when training stopped (see vaebic.selection.confidence).
 Only the metrics files of the latent dimensions and seeds now in params.yaml are read: files
 left behind by a dimension removed from the sweep are ignored.
 
@@ -67,7 +67,7 @@ def select(params_path: str, metrics_dir: str, data_dir: str):
 
 
 def settling(table, records: list[dict], log_likelihood: str) -> tuple[dict, dict]:
-    """Each criterion's pick by epoch, and when it settled (vaebic.trajectory)."""
+    """Each criterion's pick by epoch, and when it settled (vaebic.selection.trajectory)."""
     from vaebic.selection import trajectory
 
     by_pair = {(r["latent_dim"], r["seed"]): r for r in records}
