@@ -22,24 +22,25 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The end-to-end files, longest first (seconds of one file on a 2-core CPU with AVX-512, two pytest
-# workers; measured with `--durations`). `make test` runs the files on pytest-xdist workers in this
+# The end-to-end files, longest first (seconds of one file with two pytest workers on a 2-core AMD
+# EPYC with AVX-512, from `--durations`). `make test` runs the files on pytest-xdist workers in this
 # order (--dist loadfile --no-loadscope-reorder), so the long ones start first and the short ones
 # fill in at the end. test_sweep.py starts first and builds the run's finished tiny project
-# (`finished_template`), which the files after test_resume.py copy; test_resume.py needs none.
+# (`finished_template`) while test_known_truth.py, which needs none, starts on the other worker.
 LONGEST_FIRST = [
-    "test_sweep.py",
-    "test_resume.py",
-    "test_pipeline.py",
-    "test_known_truth.py",
-    "test_benchmarks.py",
-    "test_likelihoods_pipeline.py",
-    "test_bad_inputs.py",
-    "test_budget.py",
-    "test_intensity_pipeline.py",
-    "test_user_data_pipeline.py",
-    "test_tracking.py",
-    "test_calibrated_sigma.py",
+    "test_sweep.py",  # 320
+    "test_known_truth.py",  # 160
+    "test_benchmarks.py",  # 155
+    "test_resume.py",  # 130
+    "test_budget.py",  # 125
+    "test_pipeline.py",  # 110
+    "test_likelihoods_pipeline.py",  # 75
+    "test_tracking.py",  # 60
+    "test_bad_inputs.py",  # 50
+    "test_user_data_pipeline.py",  # 50
+    "test_calibrated_sigma.py",  # 25
+    "test_iwae.py",  # 25
+    "test_intensity_pipeline.py",  # 10
 ]
 
 
