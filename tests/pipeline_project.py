@@ -27,7 +27,7 @@ TINY = {
 
 def tiny(**sections) -> dict:
     """TINY with some sections' keys changed: tiny(train={"epochs": 200}) keeps the other train keys."""
-    return {s: {**TINY.get(s, {}), **sections.get(s, {})} for s in {*TINY, *sections}}
+    return {s: {**TINY.get(s, {}), **sections.get(s, {})} for s in {**TINY, **sections}}
 
 
 def clean_env(**extra) -> dict:

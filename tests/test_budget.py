@@ -11,20 +11,19 @@ import json
 
 import pandas as pd
 import pytest
-from pipeline_project import edit_params, make_project, repro
+from pipeline_project import edit_params, make_project, repro, tiny
 
 pytestmark = pytest.mark.slow
 
 DIMS = [1, 2, 4]
-CONFIG = {
-    "data": {"max_examples": 600},
-    "model": {"hidden_sizes": [32]},
-    "sweep": {"latent_dims": DIMS, "seeds": [0]},
-    "train": {"epochs": 200, "batch_size": 64, "lr": 0.003, "patience": 5, "lr_patience": 3},
-    "evaluate": {"n_samples": 1, "k_samples": 10},
-    "select": {"bootstrap": 100},
-    "report": {"n_samples": 4, "dpi": 40},
-}
+# TINY's data and model, each trained to its plateau
+CONFIG = tiny(
+    sweep={"latent_dims": DIMS},
+    train={"epochs": 200, "batch_size": 64, "lr": 0.003, "patience": 5, "lr_patience": 3},
+    evaluate={"n_samples": 1, "k_samples": 10},
+    select={"bootstrap": 100},
+    report={"n_samples": 4, "dpi": 40},
+)
 
 
 def model_files(project) -> dict:
