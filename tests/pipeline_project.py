@@ -62,7 +62,9 @@ def edit_params(project: Path, changes: dict) -> None:
 
 
 def dvc(project: Path, *args, env_extra=None):
-    return subprocess.run(["dvc", *args], cwd=project, env=clean_env(**(env_extra or {})), capture_output=True, text=True, timeout=900)
+    # 30 minutes: test_known_truth's repro takes under 3 alone, and four times that on a CPU that
+    # other jobs share (torch's threads then compete for the cores)
+    return subprocess.run(["dvc", *args], cwd=project, env=clean_env(**(env_extra or {})), capture_output=True, text=True, timeout=1800)
 
 
 def repro(project: Path, env_extra=None, expect_ok=True):
