@@ -310,17 +310,22 @@ PROBE = (
 AS_A_SCRIPT = {"unknown section", "missing", "transparent images", "missing params file"}
 
 
+def assert_one_error(code, stderr: str, expected: str) -> None:
+    """A non-zero exit, no traceback, and one `error:` line, which says expected."""
+    errors = [line for line in stderr.splitlines() if line.startswith("error:")]
+    assert code not in (0, None), stderr
+    assert "Traceback" not in stderr, stderr
+    assert len(errors) == 1, stderr
+    message = stderr[stderr.index("error:") :]
+    assert expected in message, message
+
+
 def check_fails(project, args, expected, *, torch_free=False):
     """The real script, in a process of its own: one error line, a non-zero exit, no traceback."""
     before = snapshot(project)
     cmd = [sys.executable, "-c", PROBE, *args] if torch_free else [sys.executable, *args]
     proc = subprocess.run(cmd, cwd=project, env=clean_env(), capture_output=True, text=True, timeout=300)
-    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
-    assert proc.returncode != 0, proc.stderr
-    assert "Traceback" not in proc.stderr, proc.stderr
-    assert len(errors) == 1, proc.stderr
-    message = proc.stderr[proc.stderr.index("error:") :]
-    assert expected in message, message
+    assert_one_error(proc.returncode, proc.stderr, expected)
     if torch_free:
         assert "torch imported: False" in proc.stderr, proc.stderr
     assert snapshot(project) == before
@@ -329,7 +334,8 @@ def check_fails(project, args, expected, *, torch_free=False):
 def check_fails_in_process(project, args, expected, monkeypatch, capsys):
     """The stage's main through run_cli, as its script runs it, in this process."""
     before = snapshot(project)
-    for key in [k for k in os.environ if k.startswith(("MLFLOW_", "DVC_", "VAEBIC_"))]:
+    kept = clean_env()  # the environment the real script gets
+    for key in [k for k in os.environ if k not in kept]:
         monkeypatch.delenv(key)
     monkeypatch.chdir(project)
     stage = importlib.import_module(f"vaebic.stages.{Path(args[0]).stem}")
@@ -339,12 +345,7 @@ def check_fails_in_process(project, args, expected, monkeypatch, capsys):
             run_cli(stage.main, args[1:])
     finally:
         signal.signal(signal.SIGTERM, sigterm)
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert stopped.value.code not in (0, None), err
-    assert len(errors) == 1, err
-    message = err[err.index("error:") :]
-    assert expected in message, message
+    assert_one_error(stopped.value.code, capsys.readouterr().err, expected)
     assert snapshot(project) == before
 
 
