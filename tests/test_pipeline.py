@@ -232,14 +232,15 @@ def test_second_run_with_nothing_changed_runs_nothing(project):
 
 def test_adding_one_latent_dimension_trains_only_that_one(project):
     first_version = int(champion(project)[0].version)
+    first_best = json.loads((project / "reports/selection.json").read_text())["best_latent_dim"]
     edit_params(project, {"sweep": {"latent_dims": [2, 3, 4], "seeds": [0]}})
     proc, out, ran = repro(project)
     assert ran == ["validate", "train@3-0", "evaluate@3-0", "select", "report"]
     parent, children = sweep_runs(project)  # the new model joins the same sweep
     assert set(children) == {"d2-s0", "d3-s0", "d4-s0"}
-    version, _ = champion(project)  # the report ran again: the alias moved to a new version
-    assert int(version.version) == first_version + 1
+    version, _ = champion(project)  # the report ran again: a new version only for a new winner
     best = json.loads((project / "reports/selection.json").read_text())["best_latent_dim"]
+    assert int(version.version) == first_version + (best != first_best)
     assert version.run_id == children[f"d{best}-s0"].info.run_id
     import pandas as pd
 
@@ -248,6 +249,7 @@ def test_adding_one_latent_dimension_trains_only_that_one(project):
 
 def test_a_report_only_change_reruns_only_the_report(project):
     before = snapshot(project)
+    version = champion(project)[0].version
     edit_params(project, {"report": {"n_samples": 8}})
     proc, out, ran = repro(project)
     assert ran == ["validate", "report"]
@@ -255,6 +257,9 @@ def test_a_report_only_change_reruns_only_the_report(project):
     assert after["reports/bic.csv"] == before["reports/bic.csv"]
     assert after["reports/samples.png"] != before["reports/samples.png"]
     sweep_runs(project)  # a report-only change keeps the sweep's parent run
+    # the same winner: no duplicate version in the Model Registry, and the log says which one it is
+    assert champion(project)[0].version == version
+    assert f"vaebic version {version} (alias champion) is this model already" in out
 
 
 def test_a_removed_dimension_does_not_linger_in_the_selection(project):

@@ -191,6 +191,8 @@ def setup(experiment: str) -> str:
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "20")
     # No usage reports leave the machine (as with DVC's analytics, turned off in .dvc/config).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    # The report re-reads a logged table: no progress bar in the stage's log for a file of kilobytes.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     import mlflow
 
     mlflow.set_tracking_uri(uri)
@@ -463,6 +465,18 @@ def champion_requirements() -> list[str]:
     from packaging.version import Version
 
     return [f"{p}=={Version(version(p)).public}" for p in ("torch", "numpy")]
+
+
+def champion_version(name: str, run_id: str) -> str | None:
+    """The version the alias `champion` of registered model `name` points at, if that version is
+    the model of run run_id (the pick did not move); None otherwise, or when there is none yet."""
+    import mlflow
+
+    try:
+        version = mlflow.MlflowClient().get_model_version_by_alias(name, "champion")
+    except mlflow.exceptions.MlflowException:  # no such model or alias
+        return None
+    return str(version.version) if version.run_id == run_id else None
 
 
 def register_champion(model, name: str, run_id: str) -> str:

@@ -100,16 +100,20 @@ def model_metrics(rec: dict, row) -> dict:
 
 
 def register_selected(r: Results, model) -> None:
-    """The selected model into the Model Registry, alias `champion` moved to it."""
+    """The selected model into the Model Registry, alias `champion` moved to it; nothing when the
+    champion already is this model (a report re-run with the same pick)."""
     from vaebic import tracking
 
     (d, seed), name = r.best, r.params["mlflow"]["registered_model"]
     champion_run = tracking.load_run_id(r.models / f"{d}-{seed}")
-    if tracking.run_exists(champion_run):
+    if not tracking.run_exists(champion_run):
+        log.warning("the selected model's MLflow run is not in this store; it was not registered")
+    elif (version := tracking.champion_version(name, champion_run)) is not None:
+        # the same trained model (its run) won again: another version of it would be a duplicate
+        log.info("%s version %s (alias champion) is this model already: d=%d, seed %d", name, version, d, seed)
+    else:
         version = tracking.register_champion(model, name, champion_run)
         log.info("registered %s version %s (alias champion): d=%d, seed %d", name, version, d, seed)
-    else:
-        log.warning("the selected model's MLflow run is not in this store; it was not registered")
 
 
 def to_model_runs(r: Results, stage: str) -> None:
