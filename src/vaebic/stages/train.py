@@ -45,7 +45,7 @@ class Job:
 
 class Checkpointer:
     """Saves the training state to path with the checkpoint's key and the MLflow run that wrote
-    it, and remembers the last epoch saved (that Ctrl-C names)."""
+    it, and remembers the last epoch it saved."""
 
     def __init__(self, path: Path | None, key: str, last_saved: int = 0):
         self.path, self.key, self.last_saved, self.run_id = path, key, last_saved, None
@@ -56,9 +56,20 @@ class Checkpointer:
         checkpoint.save(self.path, {**state, "key": self.key, "mlflow_run_id": self.run_id})
         self.last_saved = state["epoch"]
 
-    def kept(self, epochs: int) -> str:
+    def saved_epoch(self) -> int:
+        """The epoch of this training's checkpoint on disk (0: none). Read from the file, since
+        Ctrl-C can land after a save replaced the file and before last_saved was updated."""
+        import torch
+
+        try:
+            state = torch.load(self.path, weights_only=True, map_location="cpu")
+            return int(state["epoch"]) if state.get("key") == self.key else self.last_saved
+        except Exception:  # no file (or no path), or one being written: what this process knows
+            return self.last_saved
+
+    def kept(self, epochs: int, epoch: int) -> str:
         return (
-            f"the checkpoint of epoch {self.last_saved} (of at most {epochs}) is kept in {self.path}; "
+            f"the checkpoint of epoch {epoch} (of at most {epochs}) is kept in {self.path}; "
             "run the same `dvc repro` command again to resume from it"
         )
 
@@ -198,8 +209,8 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
     try:
         fit = tracked_training(job, model, (x, val), resume, saver)
     except KeyboardInterrupt:
-        if saver.last_saved:
-            raise KeyboardInterrupt(saver.kept(pt["epochs"])) from None
+        if saver.path and (epoch := saver.saved_epoch()):
+            raise KeyboardInterrupt(saver.kept(pt["epochs"], epoch)) from None
         raise
     if checkpoint_path:
         checkpoint_path.unlink(missing_ok=True)  # the model folder now holds the finished model
