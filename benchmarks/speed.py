@@ -482,7 +482,7 @@ def precision_accuracy(auto: dict, f32: dict) -> dict:
     }
 
 
-def bench_pipeline(p: dict, changes: dict, default_is_float32: bool) -> dict:
+def bench_pipeline(p: dict, changes: dict, default_is_float32: bool, startup_repeats: int = 3) -> dict:
     """The default `dvc repro`, its no-op rerun, the same with float32 everywhere, and the sweep
     at --jobs 2, each in a fresh copy of the project, one after the other in this run (see
     _time_pipelines); then the start-up costs of fresh processes. Where the default already is
@@ -492,9 +492,9 @@ def bench_pipeline(p: dict, changes: dict, default_is_float32: bool) -> dict:
         p[section].update(values)
     names = [f"{d}-{s}" for d in p["sweep"]["latent_dims"] for s in p["sweep"]["seeds"]]
     runs = _time_pipelines(changes, names, default_is_float32)
-    python_s = startup_seconds("pass")
-    torch_s = startup_seconds("import torch") - python_s
-    torch_mlflow_s = startup_seconds("import torch, mlflow") - python_s
+    python_s = startup_seconds("pass", startup_repeats)
+    torch_s = startup_seconds("import torch", startup_repeats) - python_s
+    torch_mlflow_s = startup_seconds("import torch, mlflow", startup_repeats) - python_s
     return _pipeline_figures(p, len(names), runs, default_is_float32, python_s, torch_s, torch_mlflow_s)
 
 
@@ -834,7 +834,7 @@ def main() -> None:
         _print_estimate(e, precision, unit, scale)
     if not args.skip_pipeline:
         changes = _quick_pipeline_changes() if args.quick else {}
-        fig["pipeline"] = bench_pipeline(p, changes, _default_is_float32(p, device_facts))
+        fig["pipeline"] = bench_pipeline(p, changes, _default_is_float32(p, device_facts), startup_repeats=min(3, args.repeats))
         _print_pipeline(fig["pipeline"])
     fig["targets"] = [{"what": w, "measured": m, "target": tgt, "met": ok} for w, m, tgt, ok in verdicts(fig)]
     _print_targets(fig, args.quick)

@@ -35,21 +35,22 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # EPYC with AVX-512, from `--durations`). `make test` runs the files on pytest-xdist workers in this
 # order (--dist loadfile --no-loadscope-reorder), so the long ones start first and the short ones
 # fill in at the end. test_sweep.py starts first and builds the run's finished tiny project
-# (`finished_template`) while test_known_truth.py, which needs none, starts on the other worker.
+# (`finished_template`) while test_benchmarks.py, which needs none, starts on the other worker.
 LONGEST_FIRST = [
-    "test_sweep.py",  # 320
-    "test_known_truth.py",  # 160
-    "test_benchmarks.py",  # 155
-    "test_resume.py",  # 130
-    "test_budget.py",  # 125
-    "test_pipeline.py",  # 110
-    "test_likelihoods_pipeline.py",  # 75
-    "test_tracking.py",  # 60
-    "test_bad_inputs.py",  # 50
-    "test_user_data_pipeline.py",  # 50
-    "test_calibrated_sigma.py",  # 25
-    "test_iwae.py",  # 25
-    "test_intensity_pipeline.py",  # 10
+    "test_sweep.py",  # 255
+    "test_benchmarks.py",  # 165
+    "test_pipeline.py",  # 90
+    "test_known_truth.py",  # 85
+    "test_resume.py",  # 80
+    "test_budget.py",  # 80
+    "test_likelihoods_pipeline.py",  # 70
+    "test_bad_inputs.py",  # 55
+    "test_tracking.py",  # 50
+    "test_user_data_pipeline.py",  # 40
+    "test_intensity_pipeline.py",  # 25
+    "test_iwae.py",  # 5
+    "test_model_training.py",  # 5
+    "test_calibrated_sigma.py",  # 5
 ]
 
 
