@@ -74,6 +74,7 @@ TARGETS = {
     "estimate_fraction_of_peak": 0.60,
     "estimate_vs_one_at_a_time": 3.0,
     "fixed_cost_fraction": 0.25,
+    "fixed_per_stage_s": 1.5,  # a stage process's wall time less its compute: start, imports, files
     "noop_repro_s": 5.0,
     "repro_vs_float32": 1.4,
     "sweep_vs_sequential": 0.85,
@@ -545,9 +546,11 @@ def _pipeline_figures(
 ) -> dict:
     """_time_pipelines' runs and the start-up costs under the names the printout and --json use:
     fixed cost = wall time of `dvc repro` - the compute timed inside its stages."""
-    stage_compute, repro_s, repro_busy = runs["stage_compute"], runs["repro_s"], runs["repro_busy"]
+    repro_s, repro_busy = runs["repro_s"], runs["repro_busy"]
+    stage_compute = [t for t in runs["stage_compute"] if "seconds" in t]
     compute_s = sum(t["seconds"] for t in stage_compute)
     fixed_s = repro_s - compute_s
+    stages = stage_times(runs["stage_compute"])
     return {
         "latent_dims": p["sweep"]["latent_dims"],
         "seeds": p["sweep"]["seeds"],
@@ -562,6 +565,13 @@ def _pipeline_figures(
         "fixed_fraction": fixed_s / repro_s,
         "train_compute_s": sum(t["seconds"] for t in stage_compute if t["stage"].startswith("train@")),
         "evaluate_compute_s": sum(t["seconds"] for t in stage_compute if t["stage"].startswith("evaluate@")),
+        # each stage process: its wall time from start to exit, the compute timed inside it, and the rest
+        # (starting Python, imports, reading and writing files); what the processes leave of the wall
+        # time is DVC's own (hashing, the lock file, the run-cache) and starting the processes
+        "stages": stages,
+        "fixed_per_stage_mean_s": sum(t["fixed_s"] for t in stages) / len(stages),
+        "fixed_per_stage_max_s": max(t["fixed_s"] for t in stages),
+        "dvc_own_s": repro_s - sum(t["process_s"] for t in stages),
         "noop_repro_s": runs["noop_s"],
         "float32_repro_s": runs["float32_s"],
         "float32_is_the_default": default_is_float32,
@@ -581,6 +591,25 @@ def _pipeline_figures(
         "import_torch_and_mlflow_s": torch_mlflow_s,
         "est_process_start_and_imports_s": (4 + 2 * n_models) * python_s + (n_models + 1) * torch_mlflow_s + n_models * torch_s,
     }
+
+
+def stage_times(records: list[dict]) -> list[dict]:
+    """Per stage process, in the order they ran: {stage, process_s, compute_s, fixed_s} from the
+    VAEBIC_TIMINGS records ({stage, process_seconds} at a process's exit, {stage, seconds} of its compute)."""
+    compute = {}
+    for t in records:
+        if "seconds" in t:
+            compute[t["stage"]] = compute.get(t["stage"], 0.0) + t["seconds"]
+    return [
+        {
+            "stage": t["stage"],
+            "process_s": t["process_seconds"],
+            "compute_s": compute.get(t["stage"], 0.0),
+            "fixed_s": t["process_seconds"] - compute.get(t["stage"], 0.0),
+        }
+        for t in records
+        if "process_seconds" in t
+    ]
 
 
 def verdicts(fig: dict) -> list[tuple[str, float, float, bool | None]]:
@@ -605,6 +634,7 @@ def verdicts(fig: dict) -> list[tuple[str, float, float, bool | None]]:
     if "pipeline" in fig:
         q = fig["pipeline"]
         at_most("fixed cost, fraction of dvc repro", q["fixed_fraction"], "fixed_cost_fraction")
+        at_most("fixed cost per stage process, mean (s)", q["fixed_per_stage_mean_s"], "fixed_per_stage_s")
         out.append(("no-op dvc repro (s)", q["noop_repro_s"], TARGETS["noop_repro_s"], q["noop_repro_s"] < TARGETS["noop_repro_s"]))
         if fig.get("precision") == "bfloat16":
             at_least("default dvc repro vs float32 everywhere (x)", q["speedup_vs_float32"], "repro_vs_float32")
@@ -757,6 +787,7 @@ def _print_pipeline(q: dict) -> None:
         f"  of the fixed cost, about {q['est_process_start_and_imports_s']:.0f} s is starting Python and importing torch "
         f"({q['import_torch_s']:.2f} s) and mlflow (with torch {q['import_torch_and_mlflow_s']:.2f} s) where a stage needs them"
     )
+    _print_stages(q)
     print(f"  no-op dvc repro: {q['noop_repro_s']:.1f} s")
     if q["float32_is_the_default"]:
         print("  with float32 everywhere: the default already is (no native bf16 here), so it is not run twice")
@@ -773,6 +804,24 @@ def _print_pipeline(q: dict) -> None:
             f"  cores busy: {q['repro_cores_busy']:.0%} during dvc repro, {q['sweep_cores_busy']:.0%} during the sweep; "
             f"the sweep can only fill the core time dvc repro leaves idle, so with the same work it takes at least "
             f"{q['sweep_bound_vs_sequential']:.2f} x dvc repro's wall time"
+        )
+
+
+def _print_stages(q: dict) -> None:
+    """Each kind of stage's process time, compute and fixed cost (means over its runs), and DVC's own."""
+    kinds: dict[str, list[dict]] = {}
+    for t in q["stages"]:
+        kinds.setdefault(t["stage"].split("@")[0], []).append(t)
+    print(
+        f"  fixed cost by stage process (start to exit, less the compute timed inside): mean {q['fixed_per_stage_mean_s']:.2f} s, "
+        f"largest {q['fixed_per_stage_max_s']:.2f} s; outside the stage processes (DVC's own work) {q['dvc_own_s']:.1f} s"
+    )
+    for kind, runs in kinds.items():
+        n = len(runs)
+        mean = {k: sum(t[k] for t in runs) / n for k in ("process_s", "compute_s", "fixed_s")}
+        print(
+            f"    {kind:<10} x{n:<3} process {mean['process_s']:6.2f} s = compute {mean['compute_s']:6.2f} s + fixed {mean['fixed_s']:5.2f} s"
+            + (" (means)" if n > 1 else "")
         )
 
 

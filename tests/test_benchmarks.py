@@ -42,12 +42,18 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
     assert abs(e["loop_mean_nats"] - e["loop_examples_vaebic_mean_nats"]) < 5 * 2**0.5 * e["loop_examples_std_err_nats"]
     assert 0 < q["compute_s"] < q["repro_s"] and q["noop_repro_s"] > 0
     assert q["fixed_s"] == pytest.approx(q["repro_s"] - q["compute_s"])
+    # every stage process timed from its start to its exit: 8 of them, compute inside, DVC's own beside
+    assert [t["stage"] for t in q["stages"]][:2] == ["validate", "prepare"] and len(q["stages"]) == q["n_stages"]
+    assert all(0 <= t["compute_s"] < t["process_s"] for t in q["stages"]) and 0 < q["dvc_own_s"] < q["repro_s"]
+    assert q["fixed_per_stage_max_s"] >= q["fixed_per_stage_mean_s"] > 0
+    assert "fixed cost by stage process" in proc.stdout
     assert [v["what"] for v in fig["targets"]] == [
         "training vs canonical loop (x)",
         "training, fraction of the faster matmul peak",
         "estimate, fraction of the faster matmul peak",
         "estimate vs one-at-a-time loop (x)",
         "fixed cost, fraction of dvc repro",
+        "fixed cost per stage process, mean (s)",
         "no-op dvc repro (s)",
         "default dvc repro vs float32 everywhere (x)",
         "sweep --jobs 2, fraction of sequential dvc repro",
