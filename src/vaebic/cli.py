@@ -51,7 +51,8 @@ def run_cli(main: Callable[..., None], argv: list[str] | None = None) -> None:
 
     Ctrl-C (exit code 130) and SIGTERM (143) print one line: the stage's own note (the
     KeyboardInterrupt's message, e.g. where the checkpoint is) or how to redo the stage. Any other
-    exception is a bug and keeps its traceback.
+    exception is a bug and keeps its traceback. A process of its own (argv None) then ends without
+    Python's teardown of its modules (_exit_without_teardown).
     """
     signal.signal(signal.SIGTERM, _on_sigterm)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
