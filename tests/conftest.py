@@ -14,14 +14,16 @@ import pytest
 from filelock import FileLock
 from pipeline_project import TINY, clean_env, copy_project, make_project, repro
 
-# pytest-xdist's workers share the cores: each worker, and every stage process it starts, gets
-# cores / workers CPU threads (unless OMP_NUM_THREADS is set already). Two workers each running
+from vaebic.sweep import cpu_thread_share
+
+# pytest-xdist's workers share the cores as a sweep's jobs do: each worker, and every stage process
+# it starts, gets cores / workers CPU threads (unless the caller set them). Two workers each running
 # torch on every core make 4 threads busy-wait on 2 cores: the suite took 11.6 minutes so and 8.8
 # with one thread each (2-core AMD EPYC). Results do not depend on it: the tests compare runs of
 # one process or seeds, never a run against one with another thread count.
 if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
-    os.environ.setdefault("MKL_NUM_THREADS", os.environ["OMP_NUM_THREADS"])
+    for key, value in cpu_thread_share(int(os.environ["PYTEST_XDIST_WORKER_COUNT"])).items():
+        os.environ.setdefault(key, value)
 
 # A shell starts background jobs (`make test &`, a CI runner's detached step) with SIGINT
 # ignored, and an ignored signal stays ignored through every exec: the Ctrl-C tests' `dvc repro`

@@ -342,6 +342,13 @@ def sweep(args) -> None:
     log.info("done: reports/report.md")
 
 
+def cpu_thread_share(jobs: int) -> dict[str, str]:
+    """OMP_NUM_THREADS and MKL_NUM_THREADS for one of `jobs` processes that share this machine's
+    cores equally (at least one thread each): more threads than cores busy-wait on each other."""
+    threads = str(max(1, (os.cpu_count() or 1) // jobs))
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
 def run_all(args, root: Path, todo: list[str], commit: str | None) -> None:
     """Step 2: the tasks, at most --jobs at a time (a cluster: as many as it has workers, or --jobs)."""
     from distributed import Event
@@ -352,8 +359,7 @@ def run_all(args, root: Path, todo: list[str], commit: str | None) -> None:
         jobs = args.jobs if args.jobs else n_workers
         env = dict(args.env)
         if not args.scheduler and not args.gpus:  # an equal share of this machine's CPU threads
-            threads = str(max(1, (os.cpu_count() or 1) // jobs))
-            env.update(OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+            env.update(cpu_thread_share(jobs))
         stop = f"vaebic-stop-{uuid.uuid4().hex}"
         Event(stop, client=client).clear()
         files = {name: (root / name).read_text() for name in ("params.yaml", "dvc.lock")} if commit else {}
