@@ -60,7 +60,7 @@ def run_cli(main: Callable[..., None], argv: list[str] | None = None) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     logging.getLogger("urllib3").setLevel(logging.ERROR)  # a retry warning per request to a dead server; the error line says it
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
-    if os.environ.get(TIMINGS_ENV):
+    if argv is None and os.environ.get(TIMINGS_ENV):  # a process of its own: its time from start to exit
         atexit.register(_record_process_time, os.environ[TIMINGS_ENV], os.environ.get("DVC_STAGE") or Path(sys.argv[0]).stem)
     end = _exit_without_teardown if argv is None else sys.exit  # in-process: SystemExit, as the tests expect
     try:

@@ -56,16 +56,16 @@ class Checkpointer:
         checkpoint.save(self.path, {**state, "key": self.key, "mlflow_run_id": self.run_id})
         self.last_saved = state["epoch"]
 
-    def saved_epoch(self) -> int:
+    def saved_epoch(self, epochs: int) -> int:
         """The epoch of this training's checkpoint on disk (0: none). Read from the file, since
         Ctrl-C can land after a save replaced the file and before last_saved was updated."""
-        import torch
+        from vaebic.fit import checkpoint
 
         try:
-            state = torch.load(self.path, weights_only=True, map_location="cpu")
-            return int(state["epoch"]) if state.get("key") == self.key else self.last_saved
-        except Exception:  # no file (or no path), or one being written: what this process knows
+            state = checkpoint.load_checkpoint(self.path, self.key, epochs)
+        except VaebicError:  # unreadable: what this process knows
             return self.last_saved
+        return state["epoch"] if state is not None else self.last_saved
 
     def kept(self, epochs: int, epoch: int) -> str:
         return (
@@ -209,7 +209,7 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
     try:
         fit = tracked_training(job, model, (x, val), resume, saver)
     except KeyboardInterrupt:
-        if saver.path and (epoch := saver.saved_epoch()):
+        if saver.path and (epoch := saver.saved_epoch(pt["epochs"])):
             raise KeyboardInterrupt(saver.kept(pt["epochs"], epoch)) from None
         raise
     if checkpoint_path:
