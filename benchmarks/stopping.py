@@ -2,18 +2,21 @@
 
     python benchmarks/stopping.py                 # the default sweep, about an hour on 2 cores
     python benchmarks/stopping.py --dims 2,16 --json out.json
+    python benchmarks/stopping.py --lr-patience 10 --configs 128:0.001,256:0.002 --default-rule-only
 
-On the default data and model (params.yaml: the prepared splits, the MLP, batch size and learning
-rate), each latent dimension trains once per learning-rate schedule (constant, and halved after
-every --lr-patience epochs without improvement of the validation estimate), in vaebic's own
-training loop. Along that one
-trajectory, several stopping rules are followed at once: the validation objective (the ELBO with
+On the default data and model (params.yaml: the prepared splits, the MLP), each latent dimension
+trains once per (batch size, learning rate) of --configs (default: params.yaml's) and learning-rate
+schedule (constant, and halved after every --lr-patience epochs without improvement of the
+validation estimate), in vaebic's own training loop. Along that one trajectory, several stopping rules are followed at once: the validation objective (the ELBO with
 one draw, or the importance-weighted estimate with K = 10), the patience, min_delta. Each rule keeps
 the weights of its own best epoch, as EarlyStopping(restore_best_weights) does; at the end, each
 rule's kept model is scored on the test split (importance-weighted estimate, K = 100: the held-out
 number the selection uses) and the training split (for BIC and AIC). The rule that decides better
 keeps models with the higher held-out log-likelihood, in fewer epochs, with picks that do not move
-when its patience moves. The results are in benchmarks/README.md, "Early stopping".
+when its patience moves; the better batch size and learning rate reach as high a plateau after
+fewer examples seen (epochs x training examples) and seconds. --default-rule-only follows only
+params.yaml's rule (and stops there). The results are in benchmarks/README.md, "Early stopping"
+and "Batch size and learning rate".
 """
 
 from __future__ import annotations
@@ -53,25 +56,32 @@ class _AllStopped(Exception):
     """Raised from train_vae's on_epoch once every rule has stopped: the trajectory is long enough."""
 
 
-def trajectory(d: int, splits, p: dict, lr_patience: int, cap: int) -> dict:
+def trajectory(d: int, splits, p: dict, lr_patience: int, cap: int, rules_followed: list[tuple] = RULES) -> dict:
     """Train one model with vaebic's own loop (train_vae: its learning-rate schedule on the
-    importance-weighted estimate, never stopping by itself), following every rule in RULES after
-    each epoch; return each rule's kept weights and the epochs run."""
+    importance-weighted estimate, never stopping by itself), following every rule of
+    rules_followed after each epoch; return each rule's kept weights, the epochs run and the
+    seconds spent when each epoch ended (training and validation, not the rules' own ELBO)."""
     train, val, _ = splits
     pt = p["train"]
     torch.manual_seed(0)
     model = VAE(VAEConfig(train.shape[1], d, hidden_sizes=p["model"]["hidden_sizes"]))
-    rules = {r: EarlyStopping(r[1], r[2]) for r in RULES}
-    kept, stopped, epochs = {}, {}, [0]
+    rules = {r: EarlyStopping(r[1], r[2]) for r in rules_followed}
+    kept, stopped, epochs, seconds = {}, {}, [0], {}
+    clock = {"start": time.perf_counter(), "own": 0.0}
 
     def follow(epoch: int, record: dict) -> None:
-        value = {"iwae": record["val_iwae"], "elbo": split_elbo(model, val, 0, "float32")}
+        seconds[epoch] = time.perf_counter() - clock["start"] - clock["own"]
+        t = time.perf_counter()
+        value = {"iwae": record["val_iwae"]}
+        if any(r[0] == "elbo" for r in rules):
+            value["elbo"] = split_elbo(model, val, 0, "float32")
         for r, rule in rules.items():
             if r not in stopped and rule.update(epoch, value[r[0]]):
                 kept[r] = {k: v.clone() for k, v in model.state_dict().items()}
             if r not in stopped and rule.stop:
                 stopped[r] = epoch
         epochs[0] = epoch
+        clock["own"] += time.perf_counter() - t
         if len(stopped) == len(rules):
             raise _AllStopped
 
@@ -91,7 +101,7 @@ def trajectory(d: int, splits, p: dict, lr_patience: int, cap: int) -> dict:
         )
     except _AllStopped:
         pass
-    return {"model": model, "kept": kept, "rules": rules, "stopped": stopped, "epochs": epochs[0]}
+    return {"model": model, "kept": kept, "rules": rules, "stopped": stopped, "epochs": epochs[0], "seconds": seconds}
 
 
 @torch.no_grad()
@@ -105,57 +115,84 @@ def score(model, state: dict, splits) -> tuple[float, float]:
     return out[0], out[1]
 
 
-def measure(dims: list[int], lr_patiences: list[int], cap: int, max_examples: int | None = None) -> list[dict]:
+def measure(
+    dims: list[int],
+    lr_patiences: list[int],
+    cap: int,
+    max_examples: int | None = None,
+    configs: list[tuple[int, float]] | None = None,
+    default_rule_only: bool = False,
+) -> list[dict]:
+    """One row per (batch size, learning rate, schedule, latent dimension, rule)."""
     p = params.load(ROOT / "params.yaml")
     if max_examples:
         p["data"]["max_examples"] = max_examples
     splits = load(p)
+    pt = p["train"]
+    rules = [("iwae", pt["patience"], pt["min_delta"])] if default_rule_only else RULES
     rows = []
-    for lr_patience in lr_patiences:
-        for d in dims:
-            t0 = time.perf_counter()
-            run = trajectory(d, splits, p, lr_patience, cap)
-            for r in RULES:
-                train, test = score(run["model"], run["kept"][r], splits)
-                rows.append(
-                    {
-                        "lr_patience": lr_patience,
-                        "latent_dim": d,
-                        "monitor": r[0],
-                        "patience": r[1],
-                        "min_delta": r[2],
-                        "best_epoch": run["rules"][r].best_epoch,
-                        "epochs": run["stopped"].get(r, run["epochs"]),
-                        "train": train,
-                        "test": test,
-                        "k": count_params(run["model"], "decoder"),
-                        "n": len(splits[0]),
-                    }
+    for batch_size, lr in configs or [(pt["batch_size"], pt["lr"])]:
+        p = {**p, "train": {**pt, "batch_size": batch_size, "lr": lr}}
+        for lr_patience in lr_patiences:
+            for d in dims:
+                t0 = time.perf_counter()
+                run = trajectory(d, splits, p, lr_patience, cap, rules)
+                for r in rules:
+                    rows.append(_row(run, r, splits, batch_size, lr, lr_patience, d))
+                print(
+                    f"batch {batch_size}, lr {lr:g}, lr_patience {lr_patience}, d={d}: {run['epochs']} epochs, "
+                    f"{time.perf_counter() - t0:.0f} s",
+                    flush=True,
                 )
-            print(f"lr_patience {lr_patience}, d={d}: {run['epochs']} epochs, {time.perf_counter() - t0:.0f} s", flush=True)
     return rows
 
 
+def _row(run: dict, r: tuple, splits, batch_size: int, lr: float, lr_patience: int, d: int) -> dict:
+    """One rule's kept model along one trajectory: where it stopped, what it cost, its scores."""
+    train, test = score(run["model"], run["kept"][r], splits)
+    epochs = run["stopped"].get(r, run["epochs"])
+    return {
+        "batch_size": batch_size,
+        "lr": lr,
+        "lr_patience": lr_patience,
+        "latent_dim": d,
+        "monitor": r[0],
+        "patience": r[1],
+        "min_delta": r[2],
+        "best_epoch": run["rules"][r].best_epoch,
+        "epochs": epochs,
+        "examples_seen": epochs * len(splits[0]),
+        "seconds": run["seconds"][epochs],
+        "train": train,
+        "test": test,
+        "k": count_params(run["model"], "decoder"),
+        "n": len(splits[0]),
+    }
+
+
 def summary(rows: list[dict]) -> list[dict]:
-    """Per (schedule, rule): the picks of BIC, AIC and the held-out estimate, the epochs, the mean test estimate."""
+    """Per (batch size, learning rate, schedule, rule): the picks of BIC, AIC and the held-out
+    estimate, the epochs, examples seen and seconds to the stop, the mean test estimate."""
     out = []
-    groups = sorted({(r["lr_patience"], r["monitor"], r["patience"], r["min_delta"]) for r in rows})
-    for g in groups:
-        rs = sorted(
-            (r for r in rows if (r["lr_patience"], r["monitor"], r["patience"], r["min_delta"]) == g), key=lambda r: r["latent_dim"]
-        )
+    key = ("batch_size", "lr", "lr_patience", "monitor", "patience", "min_delta")
+    for g in sorted({tuple(r[k] for k in key) for r in rows}):
+        rs = sorted((r for r in rows if tuple(r[k] for k in key) == g), key=lambda r: r["latent_dim"])
         dims = [r["latent_dim"] for r in rs]
         bic = [r["k"] * math.log(r["n"]) - 2 * r["n"] * r["train"] for r in rs]
         aic = [2 * r["k"] - 2 * r["n"] * r["train"] for r in rs]
         test = [r["test"] for r in rs]
         out.append(
             {
-                "lr_patience": g[0],
-                "rule": f"{g[1]}, patience {g[2]}, min_delta {g[3]:g}",
+                "batch_size": g[0],
+                "lr": g[1],
+                "lr_patience": g[2],
+                "rule": f"{g[3]}, patience {g[4]}, min_delta {g[5]:g}",
                 "bic": dims[int(np.argmin(bic))],
                 "aic": dims[int(np.argmin(aic))],
                 "heldout": dims[int(np.argmax(test))],
                 "epochs": sum(r["epochs"] for r in rs),
+                "examples_seen": sum(r["examples_seen"] for r in rs),
+                "seconds": sum(r["seconds"] for r in rs),
                 "test_mean": float(np.mean(test)),
             }
         )
@@ -163,23 +200,39 @@ def summary(rows: list[dict]) -> list[dict]:
 
 
 def print_summary(rows: list[dict]) -> None:
-    print("| learning rate | validation objective, patience, min_delta | BIC | AIC | held-out | epochs (all d) | mean test estimate |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print(
+        "| batch | lr | learning rate | validation objective, patience, min_delta | BIC | AIC | held-out "
+        "| epochs (all d) | examples seen (M) | seconds | mean test estimate |"
+    )
+    print("|---:|---:|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for s in summary(rows):
         lr = "constant" if not s["lr_patience"] else f"halved after {s['lr_patience']} epochs without improvement"
-        print(f"| {lr} | {s['rule']} | {s['bic']} | {s['aic']} | {s['heldout']} | {s['epochs']} | {s['test_mean']:.2f} |")
+        print(
+            f"| {s['batch_size']} | {s['lr']:g} | {lr} | {s['rule']} | {s['bic']} | {s['aic']} | {s['heldout']} | {s['epochs']} "
+            f"| {s['examples_seen'] / 1e6:.2f} | {s['seconds']:.0f} | {s['test_mean']:.2f} |"
+        )
+
+
+def _configs(text: str | None) -> list[tuple[int, float]] | None:
+    """--configs 128:0.001,256:0.002 -> [(128, 0.001), (256, 0.002)]"""
+    if not text:
+        return None
+    return [(int(b), float(lr)) for b, lr in (c.split(":") for c in text.split(","))]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dims", default=None, help="latent dimensions (default: params.yaml's sweep)")
     ap.add_argument("--lr-patience", default="0,10", help="schedules to compare: 0 = constant learning rate")
+    ap.add_argument("--configs", help="batch_size:lr pairs to compare, e.g. 128:0.001,256:0.002 (default: params.yaml's)")
+    ap.add_argument("--default-rule-only", action="store_true", help="follow only params.yaml's stopping rule, and stop there")
     ap.add_argument("--cap", type=int, default=800)
     ap.add_argument("--max-examples", type=int, help="use only this many examples (a quick check; default: all)")
     ap.add_argument("--json", type=Path, help="also write every measurement here")
     args = ap.parse_args()
     dims = [int(v) for v in args.dims.split(",")] if args.dims else params.load(ROOT / "params.yaml")["sweep"]["latent_dims"]
-    rows = measure(dims, [int(v) for v in args.lr_patience.split(",")], args.cap, args.max_examples)
+    lr_patiences = [int(v) for v in args.lr_patience.split(",")]
+    rows = measure(dims, lr_patiences, args.cap, args.max_examples, _configs(args.configs), args.default_rule_only)
     print_summary(rows)
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,3 +108,21 @@ def test_the_stopping_benchmark_follows_every_rule_along_one_trajectory(tmp_path
     assert all(1 <= r["best_epoch"] <= r["epochs"] <= 3 and r["test"] < 0 and r["train"] < 0 for r in rows)
     assert "| learning rate | validation objective, patience, min_delta | BIC | AIC | held-out |" in proc.stdout
     assert "| halved after 10 epochs without improvement | iwae, patience 20, min_delta 0 |" in proc.stdout
+
+
+@pytest.mark.slow
+def test_the_stopping_benchmark_compares_batch_sizes_and_learning_rates(tmp_path):
+    out = tmp_path / "configs.json"
+    cmd = [sys.executable, "benchmarks/stopping.py", "--dims", "1,2", "--lr-patience", "10", "--cap", "3", "--max-examples", "300"]
+    cmd += ["--configs", "64:0.001,128:0.003", "--default-rule-only", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = json.loads(out.read_text())
+    # 2 configurations x 2 dims, params.yaml's rule only (the IWAE, its patience and min_delta)
+    assert [(r["batch_size"], r["lr"], r["latent_dim"]) for r in rows] == [(64, 0.001, 1), (64, 0.001, 2), (128, 0.003, 1), (128, 0.003, 2)]
+    train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
+    assert {(r["monitor"], r["patience"], r["min_delta"]) for r in rows} == {("iwae", train["patience"], train["min_delta"])}
+    # examples seen = epochs x training examples; seconds grow with the epochs of one trajectory
+    assert all(r["examples_seen"] == r["epochs"] * r["n"] and r["seconds"] > 0 for r in rows)
+    assert f"| 64 | 0.001 | halved after 10 epochs without improvement | iwae, patience {train['patience']}," in proc.stdout
+    assert "| 128 | 0.003 |" in proc.stdout
