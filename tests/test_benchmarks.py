@@ -114,15 +114,18 @@ def test_the_stopping_benchmark_follows_every_rule_along_one_trajectory(tmp_path
 def test_the_stopping_benchmark_compares_batch_sizes_and_learning_rates(tmp_path):
     out = tmp_path / "configs.json"
     cmd = [sys.executable, "benchmarks/stopping.py", "--dims", "1,2", "--lr-patience", "10", "--cap", "3", "--max-examples", "300"]
-    cmd += ["--configs", "64:0.001,128:0.003", "--default-rule-only", "--json", str(out)]
+    cmd += ["--configs", "64:0.001,128:0.003", "--default-rule-only", "--seed", "1", "--json", str(out)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = json.loads(out.read_text())
     # 2 configurations x 2 dims, params.yaml's rule only (the IWAE, its patience and min_delta)
     assert [(r["batch_size"], r["lr"], r["latent_dim"]) for r in rows] == [(64, 0.001, 1), (64, 0.001, 2), (128, 0.003, 1), (128, 0.003, 2)]
     train = yaml.safe_load((ROOT / "params.yaml").read_text())["train"]
-    assert {(r["monitor"], r["patience"], r["min_delta"]) for r in rows} == {("iwae", train["patience"], train["min_delta"])}
+    assert {(r["monitor"], r["patience"], r["min_delta"], r["seed"]) for r in rows} == {("iwae", train["patience"], train["min_delta"], 1)}
     # examples seen = epochs x training examples; seconds grow with the epochs of one trajectory
     assert all(r["examples_seen"] == r["epochs"] * r["n"] and r["seconds"] > 0 for r in rows)
     assert f"| 64 | 0.001 | halved after 10 epochs without improvement | iwae, patience {train['patience']}," in proc.stdout
     assert "| 128 | 0.003 |" in proc.stdout
+    # and model by model, where a mean over the dimensions could hide a worse plateau
+    assert "| d | batch 64, lr 0.001, halve after 10, seed 1 | batch 128, lr 0.003, halve after 10, seed 1 |" in proc.stdout
+    assert all(r["best_validation"] < 0 for r in rows)
