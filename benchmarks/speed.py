@@ -35,6 +35,7 @@ round, and medians over rounds are printed. Each target is printed with whether 
     python benchmarks/speed.py                    # everything (about 30 minutes on 2 CPU cores)
     python benchmarks/speed.py --skip-pipeline    # the compute parts only (about 4 minutes)
     python benchmarks/speed.py --pipeline-only    # the pipeline parts only (about 20 minutes on 2 CPU cores)
+    python benchmarks/speed.py --pipeline-only --baseline 1323bfd   # and the default run of that commit, side by side
     python benchmarks/speed.py --device cuda      # on a GPU (also reports TFLOP/s); --device mps on Apple silicon
     python benchmarks/speed.py --device cuda --compile --max-chunk-mb 512   # the GPU switches
     python benchmarks/speed.py --quick            # a smoke run in seconds, tiny sizes
@@ -43,12 +44,14 @@ round, and medians over rounds are printed. Each target is printed with whether 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -78,6 +81,7 @@ TARGETS = {
     "noop_repro_s": 5.0,
     "repro_vs_float32": 1.4,
     "sweep_vs_sequential": 0.85,
+    "repro_vs_baseline": 1.0,  # today's default dvc repro (converged) against --baseline's (1323bfd: 30 fixed epochs)
 }
 
 
@@ -410,21 +414,53 @@ PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".
 PROJECT_FOLDERS = ("stages", "src")
 
 
-def copy_project(folder: Path, changes: dict) -> None:
-    """What `dvc repro` needs, in a fresh git repository: no outputs, no MLflow store; params.yaml
-    with changes ({section: {key: value}}) applied. The same copy the end-to-end tests make."""
+def copy_project(folder: Path, changes: dict, source: Path = ROOT) -> None:
+    """What `dvc repro` needs from the project in source, in a fresh git repository: no outputs, no
+    MLflow store; params.yaml with changes ({section: {key: value}}) applied. The same copy the
+    end-to-end tests make."""
     for name in PROJECT_FILES:
-        if (ROOT / name).exists():
+        if (source / name).exists():
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy(ROOT / name, folder / name)
+            shutil.copy(source / name, folder / name)
     for sub in PROJECT_FOLDERS:
-        shutil.copytree(ROOT / sub, folder / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        shutil.copytree(source / sub, folder / sub, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     subprocess.run(["git", "init", "-q"], cwd=folder, check=True)
     path = folder / "params.yaml"
     p = yaml.safe_load(path.read_text())
     for section, values in changes.items():
         p.setdefault(section, {}).update(values)
     path.write_text(yaml.safe_dump(p, sort_keys=False))
+
+
+def export_commit(rev: str, dest: Path) -> str:
+    """The project's files at git revision rev (`git archive`), unpacked into dest; the work tree
+    and the repository are not touched. Returns rev's short hash."""
+    git = [["git", "rev-parse", "--short", f"{rev}^{{commit}}"], ["git", "archive", "--format=tar", rev]]
+    sha, archive = (subprocess.run(cmd, cwd=ROOT, capture_output=True) for cmd in git)
+    if sha.returncode != 0 or archive.returncode != 0:
+        sys.exit(f"benchmark: --baseline {rev}: not a commit of this repository ({(sha.stderr or archive.stderr).decode().strip()})")
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:  # this repository's own commit
+        tar.extractall(dest, **({"filter": "data"} if hasattr(tarfile, "data_filter") else {}))
+    return sha.stdout.decode().strip()
+
+
+def baseline_repro(rev: str, changes: dict, tmp: str) -> dict:
+    """The default `dvc repro` of commit rev, with its own code, stages and params.yaml (changes
+    applied) in a fresh copy: the stages import that commit's vaebic (PYTHONPATH), not this one."""
+    sha = export_commit(rev, Path(tmp) / "baseline-commit")
+    folder = Path(tmp) / "baseline"
+    folder.mkdir()
+    copy_project(folder, changes, source=Path(tmp) / "baseline-commit")
+    seconds, busy = run_command(["dvc", "repro"], folder, {"PYTHONPATH": str(folder / "src")})
+    train = yaml.safe_load((folder / "params.yaml").read_text())["train"]
+    return {
+        "rev": rev,
+        "commit": sha,
+        "repro_s": seconds,
+        "cores_busy": busy,
+        "epochs": train["epochs"],
+        "patience": train.get("patience", 0),
+    }
 
 
 def startup_seconds(code: str, repeats: int = 3) -> float:
@@ -483,16 +519,16 @@ def precision_accuracy(auto: dict, f32: dict) -> dict:
     }
 
 
-def bench_pipeline(p: dict, changes: dict, default_is_float32: bool, startup_repeats: int = 3) -> dict:
-    """The default `dvc repro`, its no-op rerun, the same with float32 everywhere, and the sweep
-    at --jobs 2, each in a fresh copy of the project, one after the other in this run (see
-    _time_pipelines); then the start-up costs of fresh processes. Where the default already is
-    float32 everywhere (no native bf16), the float32 run would repeat it: its figures are then
-    the default run's."""
+def bench_pipeline(p: dict, changes: dict, default_is_float32: bool, startup_repeats: int = 3, baseline: str | None = None) -> dict:
+    """The default `dvc repro`, its no-op rerun, the same with float32 everywhere, the sweep at
+    --jobs 2 and, given a baseline commit, that commit's default `dvc repro`, each in a fresh copy
+    of the project, one after the other in this run (see _time_pipelines); then the start-up
+    costs of fresh processes. Where the default already is float32 everywhere (no native bf16),
+    the float32 run would repeat it: its figures are then the default run's."""
     for section, values in changes.items():
         p[section].update(values)
     names = [f"{d}-{s}" for d in p["sweep"]["latent_dims"] for s in p["sweep"]["seeds"]]
-    runs = _time_pipelines(changes, names, default_is_float32)
+    runs = _time_pipelines(changes, names, default_is_float32, baseline)
     python_s = startup_seconds("pass", startup_repeats)
     torch_s = startup_seconds("import torch", startup_repeats) - python_s
     torch_mlflow_s = startup_seconds("import torch, mlflow", startup_repeats) - python_s
@@ -510,10 +546,11 @@ def _fresh_copy(tmp: str, name: str, changes: dict, extra: dict) -> Path:
     return folder
 
 
-def _time_pipelines(changes: dict, names: list[str], default_is_float32: bool) -> dict:
+def _time_pipelines(changes: dict, names: list[str], default_is_float32: bool, baseline: str | None = None) -> dict:
     """The pipeline runs, each in a fresh copy: the default `dvc repro` (wall seconds, cores busy,
     each stage's compute seconds from VAEBIC_TIMINGS), its no-op rerun, float32 everywhere (unless
-    the default is), the accuracy of the default against it, and `python -m vaebic.sweep --jobs 2`."""
+    the default is), the accuracy of the default against it, `python -m vaebic.sweep --jobs 2`,
+    and the baseline commit's default `dvc repro` (if given)."""
     with tempfile.TemporaryDirectory() as tmp:
         timings = Path(tmp) / "timings.jsonl"
         project = _fresh_copy(tmp, "default", changes, {})
@@ -529,7 +566,9 @@ def _time_pipelines(changes: dict, names: list[str], default_is_float32: bool) -
         accuracy = precision_accuracy(default_results, float32_results)
         swept = _fresh_copy(tmp, "swept", changes, {})  # the same pipeline, 2 models at a time (python -m vaebic.sweep)
         sweep_s, sweep_busy = run_command([sys.executable, "-m", "vaebic.sweep", "--jobs", "2"], swept)
+        base = baseline_repro(baseline, changes, tmp) if baseline else None
     return {
+        "baseline": base,
         "repro_s": repro_s,
         "repro_busy": repro_busy,
         "noop_s": noop_s,
@@ -584,6 +623,9 @@ def _pipeline_figures(
         "repro_cores_busy": repro_busy,
         "sweep_cores_busy": runs["sweep_busy"],
         "sweep_bound_vs_sequential": repro_busy,
+        # --baseline: that commit's default dvc repro, its own code and params, in this run
+        "baseline": runs["baseline"],
+        "repro_vs_baseline": repro_s / runs["baseline"]["repro_s"] if runs["baseline"] else None,
         # where the fixed cost goes, from fresh processes: every stage starts Python; the train stages
         # and report import torch and mlflow, the evaluate stages torch only
         "python_start_s": python_s,
@@ -641,6 +683,8 @@ def verdicts(fig: dict) -> list[tuple[str, float, float, bool | None]]:
         else:  # without native bf16, auto is float32: both runs are the same configuration
             out.append(("default dvc repro vs float32 everywhere (x)", q["speedup_vs_float32"], TARGETS["repro_vs_float32"], None))
         at_most("sweep --jobs 2, fraction of sequential dvc repro", q["sweep_vs_sequential"], "sweep_vs_sequential")
+        if q["baseline"]:
+            at_most(f"default dvc repro vs {q['baseline']['rev']}'s (x)", q["repro_vs_baseline"], "repro_vs_baseline")
     return out
 
 
@@ -668,6 +712,11 @@ def _parse_args() -> argparse.Namespace:
     ap.add_argument("--matmul-size", type=int, default=4096)
     ap.add_argument("--skip-pipeline", action="store_true", help="leave out the `dvc repro` timings")
     ap.add_argument("--pipeline-only", action="store_true", help="only the `dvc repro` timings (and the peaks)")
+    ap.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also time the default `dvc repro` of this git commit (its own code and params.yaml), e.g. 1323bfd, in a fresh copy",
+    )
     ap.add_argument("--quick", action="store_true", help="tiny sizes and a two-model pipeline: checks that it all runs")
     ap.add_argument(
         "--precision",
@@ -799,6 +848,12 @@ def _print_pipeline(q: dict) -> None:
     print(
         f"  python -m vaebic.sweep --jobs 2 (a fresh copy): {q['sweep_jobs2_s']:.1f} s = {q['sweep_vs_sequential']:.2f} x sequential dvc repro"
     )
+    if q["baseline"]:
+        b = q["baseline"]
+        print(
+            f"  the default dvc repro of {b['rev']} ({b['commit']}; its own code and params.yaml: at most {b['epochs']} epochs, "
+            f"patience {b['patience'] or 'none'}), a fresh copy: {b['repro_s']:.1f} s; today's default takes {q['repro_vs_baseline']:.2f}x as long"
+        )
     if q["repro_cores_busy"] is not None:
         print(
             f"  cores busy: {q['repro_cores_busy']:.0%} during dvc repro, {q['sweep_cores_busy']:.0%} during the sweep; "
@@ -883,7 +938,9 @@ def main() -> None:
         _print_estimate(e, precision, unit, scale)
     if not args.skip_pipeline:
         changes = _quick_pipeline_changes() if args.quick else {}
-        fig["pipeline"] = bench_pipeline(p, changes, _default_is_float32(p, device_facts), startup_repeats=min(3, args.repeats))
+        fig["pipeline"] = bench_pipeline(
+            p, changes, _default_is_float32(p, device_facts), startup_repeats=min(3, args.repeats), baseline=args.baseline
+        )
         _print_pipeline(fig["pipeline"])
     fig["targets"] = [{"what": w, "measured": m, "target": tgt, "met": ok} for w, m, tgt, ok in verdicts(fig)]
     _print_targets(fig, args.quick)

@@ -15,7 +15,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
     out = tmp_path / "speed.json"
     proc = subprocess.run(
-        [sys.executable, "benchmarks/speed.py", "--quick", "--json", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=600
+        [sys.executable, "benchmarks/speed.py", "--quick", "--baseline", "HEAD", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     for line in (
@@ -58,10 +62,16 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
         "no-op dvc repro (s)",
         "default dvc repro vs float32 everywhere (x)",
         "sweep --jobs 2, fraction of sequential dvc repro",
+        "default dvc repro vs HEAD's (x)",
     ]
     a = q["accuracy_vs_float32"]
     assert q["float32_repro_s"] > 0 and q["speedup_vs_float32"] == pytest.approx(q["float32_repro_s"] / q["repro_s"])
     assert [r["model"] for r in a["rows"]] == ["2-0", "4-0"] and a["worst_diff_in_se"] >= 0 and isinstance(a["same_picks"], bool)
+    # --baseline: a commit's own default dvc repro, exported with git archive, timed in the same run
+    b = q["baseline"]
+    assert b["rev"] == "HEAD" and len(b["commit"]) >= 7 and b["repro_s"] > 0 and b["epochs"] == 1
+    assert q["repro_vs_baseline"] == pytest.approx(q["repro_s"] / b["repro_s"])
+    assert f"the default dvc repro of HEAD ({b['commit']}; its own code and params.yaml" in proc.stdout
     assert q["sweep_jobs2_s"] > 0 and q["sweep_vs_sequential"] == pytest.approx(q["sweep_jobs2_s"] / q["repro_s"])
     if sys.platform.startswith("linux"):  # core use from /proc/stat: the lower bound of a sweep's wall time
         assert 0 < q["repro_cores_busy"] <= 1 and 0 < q["sweep_cores_busy"] <= 1
