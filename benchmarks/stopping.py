@@ -7,10 +7,11 @@
 On the default data and model (params.yaml: the prepared splits, the MLP), each latent dimension
 trains once per (batch size, learning rate) of --configs (default: params.yaml's) and learning-rate
 schedule (constant, and halved after every --lr-patience epochs without improvement of the
-validation estimate), in vaebic's own training loop. Along that one trajectory, several stopping rules are followed at once: the validation objective (the ELBO with
-one draw, or the importance-weighted estimate with K = 10), the patience, min_delta. Each rule keeps
-the weights of its own best epoch, as EarlyStopping(restore_best_weights) does; at the end, each
-rule's kept model is scored on the test split (importance-weighted estimate, K = 100: the held-out
+validation estimate), in vaebic's own training loop. Along that one trajectory, several stopping
+rules are followed at once: the validation objective (the ELBO with one draw, or the
+importance-weighted estimate with K = 10), the patience, min_delta. Each rule keeps the weights
+of its own best epoch, as EarlyStopping(restore_best_weights) does; at the end, each rule's kept
+model is scored on the test split (importance-weighted estimate, K = 100: the held-out
 number the selection uses) and the training split (for BIC and AIC). The rule that decides better
 keeps models with the higher held-out log-likelihood, in fewer epochs, with picks that do not move
 when its patience moves; the better batch size and learning rate reach as high a plateau after
@@ -139,7 +140,7 @@ def measure(
                 t0 = time.perf_counter()
                 run = trajectory(d, splits, p, lr_patience, cap, rules, seed)
                 for r in rules:
-                    rows.append({**_row(run, r, splits, batch_size, lr, lr_patience, d), "seed": seed})
+                    rows.append(_row(run, r, splits, batch_size, lr, lr_patience, d, seed))
                 print(
                     f"batch {batch_size}, lr {lr:g}, lr_patience {lr_patience}, d={d}: {run['epochs']} epochs, "
                     f"{time.perf_counter() - t0:.0f} s",
@@ -148,7 +149,7 @@ def measure(
     return rows
 
 
-def _row(run: dict, r: tuple, splits, batch_size: int, lr: float, lr_patience: int, d: int) -> dict:
+def _row(run: dict, r: tuple, splits, batch_size: int, lr: float, lr_patience: int, d: int, seed: int) -> dict:
     """One rule's kept model along one trajectory: where it stopped, what it cost, its scores."""
     train, test = score(run["model"], run["kept"][r], splits)
     epochs = run["stopped"].get(r, run["epochs"])
@@ -169,6 +170,7 @@ def _row(run: dict, r: tuple, splits, batch_size: int, lr: float, lr_patience: i
         "test": test,
         "k": count_params(run["model"], "decoder"),
         "n": len(splits[0]),
+        "seed": seed,
     }
 
 
