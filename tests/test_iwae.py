@@ -136,3 +136,31 @@ def test_elbo_below_estimate_and_estimate_rises_with_k():
         assert k_hi >= k_lo - 3 * e
     assert means[-1] > elbo + 1.0  # the bound tightens by whole nats on a real model
     assert all(0 < e < 0.5 for e in errs[1:])
+
+
+def test_the_binary_fast_path_gives_the_estimate_of_the_bernoulli_form(small_model):
+    """The estimate scores binary x with log sigmoid((2x - 1) l): the same numbers, to float32
+    rounding, as the Bernoulli form it replaces, also with the decoder in bf16."""
+    from vaebic.model.objectives import bernoulli_log_likelihood
+
+    model, x = small_model
+
+    class Generic(torch.nn.Module):  # the same model, scored through log_likelihood (no fast path)
+        def __init__(self, m):
+            super().__init__()
+            self.m, self.latent_dim = m, m.latent_dim
+
+        def encode(self, x):
+            return self.m.encode(x)
+
+        def decode(self, z):
+            return self.m.decode(z)
+
+        def log_likelihood_for(self, x):
+            return lambda decoded: bernoulli_log_likelihood(decoded.float(), x)
+
+    for autocast in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            fast = iwae_log_likelihood(model, x, k_samples=200, generator=torch.Generator().manual_seed(9), batch_size=32)
+            generic = iwae_log_likelihood(Generic(model), x, k_samples=200, generator=torch.Generator().manual_seed(9), batch_size=32)
+        assert torch.allclose(fast.log_px, generic.log_px, atol=1e-4) and torch.allclose(fast.std_err, generic.std_err, atol=1e-4)

@@ -146,3 +146,51 @@ def test_bernoulli_log_likelihood_gradients_are_exact():
     ref = -torch.nn.functional.binary_cross_entropy_with_logits(logits, x.detach().expand(3, 4, 6), reduction="none").sum(-1)
     (ref * w).sum().backward()
     assert torch.allclose(ours, logits.grad)
+
+
+def test_binary_log_likelihood_equals_the_bernoulli_form_on_0_1_pixels():
+    """sum_i log sigmoid((2 x_i - 1) l_i), the estimate's form for binary x, against torch's
+    Bernoulli in float64: ordinary, saturated, huge and zero logits; leading sample dims; bf16
+    logits read as they are (the decoder's output under bf16 autocast)."""
+    from vaebic.model.objectives import binary_log_likelihood, binary_signs
+
+    g = torch.Generator().manual_seed(5)
+    x = torch.bernoulli(torch.full((7, 784), 0.2), generator=g)
+    signs = binary_signs(x)
+    assert signs is not None and signs.dtype == torch.float32 and set(signs.unique().tolist()) == {-1.0, 1.0}
+    for logits in (
+        torch.randn(5, 7, 784, generator=g) * 6,
+        torch.full((2, 7, 784), 95.0),
+        torch.full((2, 7, 784), -95.0),
+        torch.linspace(-1e4, 1e4, 784).expand(1, 7, 784),
+        torch.zeros(1, 7, 784),
+    ):
+        ref = torch.distributions.Bernoulli(logits=logits.double()).log_prob(x.double().expand_as(logits)).sum(-1)
+        ours = binary_log_likelihood(logits, signs)
+        assert ours.shape == logits.shape[:-1] and ours.dtype == torch.float32 and torch.isfinite(ours).all()
+        assert ((ours.double() - ref).abs() / ref.abs().clamp_min(1)).max() < 1e-5  # float32 sums of 784 terms
+        assert torch.allclose(ours, bernoulli_log_likelihood(logits, x), rtol=1e-5, atol=1e-3)
+        # bf16 logits: the same as the float32 copy of them (the conversion is exact)
+        b = logits.bfloat16()
+        assert torch.equal(binary_log_likelihood(b, signs), binary_log_likelihood(b.float(), signs))
+    assert torch.equal(logits, torch.zeros(1, 7, 784))  # the input is left as it was
+    # float64 throughout for a float64 model
+    l64 = torch.randn(3, 7, 784, generator=g, dtype=torch.float64) * 6
+    ref = torch.distributions.Bernoulli(logits=l64).log_prob(x.double().expand(3, 7, 784)).sum(-1)
+    assert torch.allclose(binary_log_likelihood(l64, binary_signs(x.double())), ref, rtol=1e-12, atol=1e-10)
+
+
+def test_grey_levels_have_no_binary_signs_and_keep_the_bernoulli_form():
+    from vaebic.model.objectives import binary_signs
+    from vaebic.model.vae import VAE, VAEConfig
+
+    g = torch.Generator().manual_seed(6)
+    grey = torch.rand(4, 20, generator=g)
+    assert binary_signs(grey) is None
+    assert binary_signs(torch.tensor([[0.0, 1.0, 0.5]])) is None
+    torch.manual_seed(0)
+    model = VAE(VAEConfig(input_dim=20, latent_dim=2, hidden_sizes=[8])).eval()
+    decoded = torch.randn(3, 4, 20, generator=g)
+    for x in (grey, torch.bernoulli(torch.full((4, 20), 0.5), generator=g)):
+        # scoring many samples against one x gives log p(x|z) as the model defines it
+        assert torch.allclose(model.log_likelihood_for(x)(decoded), model.log_likelihood(decoded, x), rtol=1e-6, atol=1e-5)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
-from vaebic.device import autocast, denormals_flushed, host_float64
+from vaebic.device import autocast, cpu_slow_paths_off, host_float64
 from vaebic.errors import VaebicError
 from vaebic.fit import mlp_step, torch_fast
 from vaebic.model.objectives import MIN_SIGMA, elbo_terms, iwae_log_likelihood, reparameterize
@@ -156,7 +156,7 @@ def split_elbo(model, x: torch.Tensor, seed: int, precision: str) -> float:
     return total / len(x)
 
 
-@denormals_flushed()
+@cpu_slow_paths_off()
 def train_vae(
     model,
     train_x: torch.Tensor,

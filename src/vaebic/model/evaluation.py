@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from vaebic.device import autocast, denormals_flushed, host_float64
+from vaebic.device import autocast, cpu_slow_paths_off, host_float64
 from vaebic.model.objectives import elbo_terms, iwae_log_likelihood, kl_per_unit
 
 
 @torch.no_grad()
-@denormals_flushed()
+@cpu_slow_paths_off()
 def evaluate_split(
     model, x: torch.Tensor, *, n_samples: int, batch_size: int, seed: int, precision: str = "float32", per_example: dict | None = None
 ) -> dict:
@@ -71,7 +71,7 @@ def latent_usage(model, x: torch.Tensor, *, batch_size: int, threshold: float = 
 
 
 @torch.no_grad()
-@denormals_flushed()
+@cpu_slow_paths_off()
 def log_likelihood_estimate(
     model,
     x: torch.Tensor,

@@ -32,6 +32,9 @@ class Likelihood:
     add_parameters(model): registers its own parameters or buffers on a new VAE (a Gaussian's sigma).
     describe(meta, params): the report's sentence refined by the prepared data's meta record and the
         values of `params`; by default `text`.
+    log_density_for(model, x): log_density against one x as a function of the decoder's output
+        (float32, or bf16 under autocast), for scoring many samples of z against the same x; by
+        default log_density through VAE.log_likelihood.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Likelihood:
     params: tuple[str, ...] = ()
     add_parameters: Callable | None = None
     describe: Callable | None = None
+    log_density_for: Callable | None = None
 
     def report_text(self, meta: dict, params: dict) -> str:
         return self.describe(self, meta, params) if self.describe else self.text
@@ -74,6 +78,17 @@ def _bernoulli(model, decoded, x):
     from vaebic.model import objectives
 
     return objectives.bernoulli_log_likelihood(decoded, x)
+
+
+def _bernoulli_for(model, x):
+    """Binary x (what the prepare stage writes for this likelihood): the sign-flip form, one pass
+    fewer per pixel; any other x: the Bernoulli form, as log_density."""
+    from vaebic.model import objectives
+
+    signs = objectives.binary_signs(x)
+    if signs is None:
+        return lambda decoded: model.log_likelihood(decoded, x)
+    return lambda decoded: objectives.binary_log_likelihood(decoded, signs)
 
 
 def _bernoulli_text(self: Likelihood, meta: dict, params: dict) -> str:
@@ -146,6 +161,7 @@ register_likelihood(
         binarised=True,
         text="Bernoulli (binary cross-entropy summed over pixels) on statically binarised pixels",
         describe=_bernoulli_text,
+        log_density_for=_bernoulli_for,
     )
 )
 register_likelihood(

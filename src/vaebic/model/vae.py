@@ -199,6 +199,13 @@ class VAE(nn.Module):
         decoded = _at_least_float32(decoded)  # likelihoods in float32, also when the decoder ran in bf16 (autocast)
         return self.likelihood.log_density(self, decoded, x)
 
+    def log_likelihood_for(self, x: torch.Tensor):
+        """log p(x|z) as a function of decode(z) for this x, to score many z against the same x
+        (the importance-weighted estimate): work that depends on x alone is done once, here."""
+        if self.likelihood.log_density_for is not None:
+            return self.likelihood.log_density_for(self, x)
+        return lambda decoded: self.log_likelihood(decoded, x)
+
     def mean(self, decoded: torch.Tensor) -> torch.Tensor:
         """E[x|z] for pictures: the pixel means of p(x|z)."""
         return self.likelihood.mean(decoded)
