@@ -227,8 +227,8 @@ def iwae_log_likelihood(
     most max_chunk_elements outputs, so memory stays bounded and nothing loops over single
     examples; the K log-weights of a group of examples (K x group, in the encoder's output dtype:
     float32, or float64 for a float64 model; never float64 otherwise, which MPS lacks) meet in one
-    logsumexp. A batch is cut into equal groups (1000 examples in blocks of at most 668 rows: two
-    of 500, not 668 and 332, whose per-block overhead is the same). All K draws of a batch are
+    logsumexp. A batch is cut into equal groups (for example 1000 examples in blocks of at most
+    668 rows: two of 500, not 668 and 332, whose per-block overhead is the same). All K draws of a batch are
     made up front: the block size changes no draw, only the matrix multiply's float rounding.
 
     Standard error per example (delta method): Var[log mean w] ~= Var[w] / (K mean(w)^2)
@@ -244,7 +244,8 @@ def iwae_log_likelihood(
         mu, logvar = model.encode(xb)
         eps = torch.randn((k_samples, len(xb), d), device=x.device, dtype=mu.dtype, generator=generator)
         log_ratio_part = 0.5 * (eps.pow(2).sum(-1) + logvar.sum(-1))  # (K, b): all of log p(z) - log q(z|x) but -z^2/2
-        group = -(-len(xb) // -(-len(xb) // rows))  # examples per block: as many as fit, in equal groups
+        n_groups = math.ceil(len(xb) / rows)
+        group = math.ceil(len(xb) / n_groups)  # examples per block: as many as fit, in equal groups
         chunk = max(1, min(k_samples, rows // group))  # samples per block
         for e0 in range(0, len(xb), group):
             e = slice(e0, e0 + group)
