@@ -139,8 +139,12 @@ def measure(
             for d in dims:
                 t0 = time.perf_counter()
                 run = trajectory(d, splits, p, lr_patience, cap, rules, seed)
+                scores = {}  # by best epoch: rules that kept the same epoch kept the same weights
                 for r in rules:
-                    rows.append(_row(run, r, splits, batch_size, lr, lr_patience, d, seed))
+                    best = run["rules"][r].best_epoch
+                    if best not in scores:
+                        scores[best] = score(run["model"], run["kept"][r], splits)
+                    rows.append(_row(run, r, scores[best], splits, batch_size, lr, lr_patience, d, seed))
                 print(
                     f"batch {batch_size}, lr {lr:g}, lr_patience {lr_patience}, d={d}: {run['epochs']} epochs, "
                     f"{time.perf_counter() - t0:.0f} s",
@@ -149,9 +153,10 @@ def measure(
     return rows
 
 
-def _row(run: dict, r: tuple, splits, batch_size: int, lr: float, lr_patience: int, d: int, seed: int) -> dict:
-    """One rule's kept model along one trajectory: where it stopped, what it cost, its scores."""
-    train, test = score(run["model"], run["kept"][r], splits)
+def _row(run: dict, r: tuple, scores: tuple, splits, batch_size: int, lr: float, lr_patience: int, d: int, seed: int) -> dict:
+    """One rule's kept model along one trajectory: where it stopped, what it cost, its scores
+    (training split, test split)."""
+    train, test = scores
     epochs = run["stopped"].get(r, run["epochs"])
     return {
         "batch_size": batch_size,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from filelock import FileLock
-from pipeline_project import TINY, clean_env, copy_project, make_project, repro
+from pipeline_project import TINY, add_store, clean_env, copy_project, make_project, repro
 
 from vaebic.sweep import cpu_thread_share
 
@@ -101,12 +101,30 @@ def _migrated_store(folder: Path) -> None:
     subprocess.run([sys.executable, "-c", code], env=clean_env(DVC_ROOT=str(folder)), check=True, capture_output=True, timeout=300)
 
 
+@pytest.fixture(scope="session")
+def store_template(tmp_path_factory) -> Path:
+    """A folder holding an MLflow SQLite store with the current schema and the experiment `vaebic`,
+    made once per test run by tracking.setup: mlflow.db and mlartifacts/. Copy it, never change it."""
+    return _built_once(tmp_path_factory, "migrated_store", _migrated_store)
+
+
 @pytest.fixture
-def migrated_store(tmp_path_factory) -> Path:
-    """A folder holding an MLflow SQLite store with the current schema and the experiment `vaebic`
-    (made once per test run by tracking.setup, copied here): mlflow.db and mlartifacts/."""
-    template = _built_once(tmp_path_factory, "migrated_store", _migrated_store)
-    return copy_project(template, tmp_path_factory.mktemp("store") / "store")
+def migrated_store(store_template, tmp_path_factory) -> Path:
+    """This test's own copy of the run's migrated MLflow store (store_template)."""
+    return copy_project(store_template, tmp_path_factory.mktemp("store") / "store")
+
+
+@pytest.fixture(scope="session")
+def new_project(store_template):
+    """make_project(folder, changes), the project starting with a copy of the run's migrated MLflow
+    store: a fresh project's first `prepare` would otherwise make and migrate a store of its own
+    (about 2.6 s). The run's finished project (finished_template) still makes its own, as a user's
+    first `dvc repro` does, and so do the tests that check where runs go."""
+
+    def make(folder: Path, changes: dict = TINY) -> Path:
+        return add_store(make_project(folder, changes), store_template)
+
+    return make
 
 
 def free_port() -> int:

@@ -93,6 +93,17 @@ def mlflow_client(project: Path):
     return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
 
 
+def champion(project_or_uri):
+    """The registered champion's version record and the model loaded from models:/vaebic@champion."""
+    import mlflow
+
+    uri = project_or_uri if isinstance(project_or_uri, str) else f"sqlite:///{project_or_uri / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    version = mlflow.MlflowClient().get_model_version_by_alias("vaebic", "champion")
+    return version, mlflow.pytorch.load_model("models:/vaebic@champion")
+
+
 def copy_project(source: Path, dest: Path) -> Path:
     """A copy of a project, DVC cache and MLflow store included, that runs on as the original would:
     the store's artifact locations (absolute paths) are moved to the copy's own folder."""
@@ -102,6 +113,16 @@ def copy_project(source: Path, dest: Path) -> Path:
     if db.exists():
         relocate_store(db, str(source.resolve()), str(dest.resolve()))
     return dest
+
+
+def add_store(project: Path, template: Path) -> Path:
+    """Copy an MLflow store made by tracking.setup in template (mlflow.db, mlartifacts/) into project,
+    its artifact location moved there: the project starts as one whose first run made its store."""
+    shutil.copy(template / "mlflow.db", project / "mlflow.db")
+    if (template / "mlartifacts").exists():
+        shutil.copytree(template / "mlartifacts", project / "mlartifacts")
+    relocate_store(project / "mlflow.db", str(template.resolve()), str(project.resolve()))
+    return project
 
 
 def relocate_store(db: Path, old: str, new: str) -> None:

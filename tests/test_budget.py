@@ -11,7 +11,7 @@ import json
 
 import pandas as pd
 import pytest
-from pipeline_project import edit_params, make_project, repro, tiny
+from pipeline_project import edit_params, repro, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -34,8 +34,8 @@ def model_files(project) -> dict:
     }
 
 
-def test_raising_a_cap_no_model_reached_changes_no_weight_and_no_pick(tmp_path):
-    project = make_project(tmp_path, CONFIG)
+def test_raising_a_cap_no_model_reached_changes_no_weight_and_no_pick(new_project, tmp_path):
+    project = new_project(tmp_path, CONFIG)
     repro(project)
     table = pd.read_csv(project / "reports/bic.csv")
     assert (table.stop_reason == "plateau").all() and table.epochs_run.max() < 200, table[["latent_dim", "best_epoch", "epochs_run"]]

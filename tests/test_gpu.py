@@ -68,10 +68,10 @@ def test_training_synchronises_with_the_host_per_epoch_not_per_step(kw):
     assert few == many
 
 
-def test_a_train_and_evaluate_stage_run_on_the_device(device, tmp_path):
-    from pipeline_project import make_project, repro, tiny
+def test_a_train_and_evaluate_stage_run_on_the_device(device, new_project, tmp_path):
+    from pipeline_project import repro, tiny
 
-    project = make_project(
+    project = new_project(
         tmp_path,
         tiny(sweep={"latent_dims": [2]}, train={"device": device.type}, evaluate={"k_samples": 50}, report={"n_samples": 8, "dpi": 40}),
     )

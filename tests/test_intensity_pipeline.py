@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline_project import dvc, edit_params, make_project, tiny
+from pipeline_project import dvc, edit_params, tiny
 from test_intensity import write_png
 
 pytestmark = pytest.mark.slow
@@ -18,8 +18,8 @@ N, SIDE = 200, 8  # 12,800 pixels: a binarised mean lies within 0.02 of the inte
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
-    return make_project(tmp_path_factory.mktemp("intensity"), tiny(sweep={"latent_dims": [2]}))
+def project(new_project, tmp_path_factory):
+    return new_project(tmp_path_factory.mktemp("intensity"), tiny(sweep={"latent_dims": [2]}))
 
 
 def array_file(name, stored):

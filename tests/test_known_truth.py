@@ -14,7 +14,7 @@ import json
 
 import pandas as pd
 import pytest
-from pipeline_project import make_project, repro
+from pipeline_project import repro
 
 pytestmark = pytest.mark.slow
 
@@ -30,8 +30,8 @@ KNOWN_TRUTH = {
 }
 
 
-def test_bic_recovers_the_true_latent_dimension(tmp_path):
-    project = make_project(tmp_path, KNOWN_TRUTH)
+def test_bic_recovers_the_true_latent_dimension(new_project, tmp_path):
+    project = new_project(tmp_path, KNOWN_TRUTH)
     repro(project)
     sel = json.loads((project / "reports/selection.json").read_text())
     i = GRID.index(TRUE_DIM)

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from pipeline_project import make_project, repro, tiny
+from pipeline_project import repro, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -17,8 +17,8 @@ pytestmark = pytest.mark.slow
         ("continuous_bernoulli", "learned", "continuous Bernoulli (Loaiza-Ganem & Cunningham 2019) on grey levels"),
     ],
 )
-def test_grey_level_likelihood_runs_end_to_end(tmp_path, likelihood, sigma, words):
-    project = make_project(
+def test_grey_level_likelihood_runs_end_to_end(new_project, tmp_path, likelihood, sigma, words):
+    project = new_project(
         tmp_path,
         tiny(
             data={"max_examples": 400},

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from pipeline_project import clean_env, edit_params, make_project, mlflow_client, repro
+from pipeline_project import clean_env, edit_params, mlflow_client, repro
 
 pytestmark = pytest.mark.slow
 
@@ -73,15 +73,15 @@ def interrupt_after(project: Path, proc: subprocess.Popen, epoch: int, sig: int,
 
 
 @pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    project = make_project(tmp_path_factory.mktemp("straight"), CONFIG)
+def uninterrupted(new_project, tmp_path_factory):
+    project = new_project(tmp_path_factory.mktemp("straight"), CONFIG)
     repro(project)
     assert not (project / CKPT).exists()  # removed once the model is written
     return project
 
 
-def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(uninterrupted, tmp_path):
-    project = make_project(tmp_path, CONFIG)
+def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(uninterrupted, new_project, tmp_path):
+    project = new_project(tmp_path, CONFIG)
 
     # 1. Ctrl-C: the stage stops cleanly, keeps its checkpoint and says how to resume.
     out = interrupt_after(project, start_repro(project), 4, signal.SIGINT)
@@ -140,9 +140,9 @@ def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(
     assert [m.value for m in sorted(curve, key=lambda m: m.step)] == pytest.approx([h["loss"] for h in history])
 
 
-def test_a_checkpoint_from_other_settings_is_not_resumed(uninterrupted, tmp_path):
+def test_a_checkpoint_from_other_settings_is_not_resumed(uninterrupted, new_project, tmp_path):
     """Interrupted, then the learning rate changed: training starts over, and ends as a fresh run would."""
-    project = make_project(tmp_path, {**CONFIG, "train": {**CONFIG["train"], "lr": 0.002}})
+    project = new_project(tmp_path, {**CONFIG, "train": {**CONFIG["train"], "lr": 0.002}})
     out = interrupt_after(project, start_repro(project), 2, signal.SIGKILL)
     assert checkpoint_epoch(project) >= 2
     edit_params(project, {"train": {"lr": CONFIG["train"]["lr"]}})

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import free_port
-from pipeline_project import TINY, clean_env, dvc, edit_params, make_project, mlflow_client, repro, tiny
+from pipeline_project import TINY, champion, clean_env, dvc, edit_params, make_project, mlflow_client, repro, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -71,8 +71,8 @@ def reference(finished_project) -> dict:
     return results(finished_project)
 
 
-def test_a_sweep_in_one_workspace_matches_a_sequential_run(reference, tmp_path):
-    project = make_project(tmp_path, TINY)
+def test_a_sweep_in_one_workspace_matches_a_sequential_run(reference, new_project, tmp_path):
+    project = new_project(tmp_path, TINY)
     proc = sweep(project, "--jobs", "2")
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out
@@ -102,8 +102,8 @@ def test_a_sweep_in_one_workspace_matches_a_sequential_run(reference, tmp_path):
     assert dvc(project, "status").stdout.strip().endswith("up to date.")
 
 
-def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(tmp_path):
-    project = make_project(tmp_path, tiny(train={"epochs": 200, "checkpoint_every": 1}))
+def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(new_project, tmp_path):
+    project = new_project(tmp_path, tiny(train={"epochs": 200, "checkpoint_every": 1}))
     proc = subprocess.Popen(
         [sys.executable, "-m", "vaebic.sweep", "--jobs", "2"],
         cwd=project,
@@ -198,6 +198,21 @@ def test_a_sweep_on_a_cluster_hands_results_back_through_the_dvc_remote(referenc
     assert "bic" in children["d2-s0"].data.metrics  # the report, run here, found the workers' runs
     for d in (2, 4):
         assert json.loads((project / f"models/{d}-0/run.json").read_text())["mlflow_run_id"] == children[f"d{d}-s0"].info.run_id
+    # what the server holds: the workers' per-epoch metrics, the report's figures and pictures, the champion
+    parent = next(r for r in runs if r.data.tags["vaebic.role"] == "sweep")
+    child = children["d2-s0"]
+    assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+    assert [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")] == [1, 2]
+    assert "iwae_test" in child.data.metrics
+    best = json.loads((project / "reports/selection.json").read_text())["best_latent_dim"]
+    assert {"reconstructions.png", "samples.png"} <= {a.path for a in client.list_artifacts(children[f"d{best}-s0"].info.run_id)}
+    assert {"bic_curve.png", "report.md"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+    local = client.download_artifacts(parent.info.run_id, "report.md", str(tmp_path))
+    assert open(local).read() == (project / "reports/report.md").read_text()
+    version, served = champion(mlflow_server)
+    assert version.run_id == children[f"d{best}-s0"].info.run_id
+    mu, logvar, decoded = served(__import__("torch").rand(4, 784), __import__("torch").randn(4, best))
+    assert mu.shape == (4, best) and decoded.shape == (4, 784)
 
 
 def test_another_clone_restores_the_results_from_a_dvc_remote(finished_project, tmp_path):

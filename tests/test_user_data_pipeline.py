@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline_project import make_project, mlflow_client, repro, tiny
+from pipeline_project import mlflow_client, repro, tiny
 
 pytestmark = pytest.mark.slow
 
 
-def test_image_folder_with_conv_end_to_end(tmp_path):
-    project = make_project(
+def test_image_folder_with_conv_end_to_end(new_project, tmp_path):
+    project = new_project(
         tmp_path / "p",
         tiny(
             data={"name": "image_folder", "path": "data/raw/shapes", "image_size": 12},
