@@ -149,10 +149,45 @@ def test_bfloat16_only_where_the_hardware_has_it(caplog):
 
 
 def test_native_bf16_is_read_from_the_cpu_flags():
-    assert devices.cpu_has_native_bf16("flags : fpu sse avx512f avx512_bf16 avx512_vnni")
-    assert devices.cpu_has_native_bf16("flags : fpu amx_bf16 amx_tile")
-    assert not devices.cpu_has_native_bf16("flags : fpu sse avx2 avx512f")
+    assert devices.cpu_has_native_bf16("flags : fpu sse avx512f avx512_bf16 avx512_vnni", environ={})
+    assert devices.cpu_has_native_bf16("flags : fpu amx_bf16 amx_tile", environ={})
+    assert not devices.cpu_has_native_bf16("flags : fpu sse avx2 avx512f", environ={})
     assert devices.facts(torch.device("cpu")).type == "cpu"
+
+
+BF16_FLAGS = "flags : fpu sse avx2 avx512f avx512_bf16 avx512_vnni"
+
+
+@pytest.mark.parametrize("name", ["ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA"])
+@pytest.mark.parametrize("cap", ["AVX2", "avx512_core_vnni", "AVX2_VNNI_2", "SSE41"])
+def test_onednn_capped_below_bf16_is_not_native(name, cap):
+    """oneDNN, which multiplies torch's bf16 matrices on a CPU, obeys ONEDNN_MAX_CPU_ISA (or its old
+    name DNNL_MAX_CPU_ISA): capped below AVX512_CORE_BF16 it emulates bf16, measured 0.9 GFLOP/s
+    against 210 on an AVX512_BF16 EPYC. auto must then choose float32, and say why."""
+    env = {name: cap}
+    assert devices.onednn_isa_cap(env) == f"{name}={cap}"
+    assert not devices.cpu_has_native_bf16(BF16_FLAGS, environ=env)
+    f = devices.DeviceFacts("cpu", "EPYC", native_bf16=False, bf16_note=f"{name}={cap} keeps oneDNN from its bf16 instructions")
+    precision, why = devices.resolve_precision("auto", f, "evaluate.precision")
+    assert precision == "float32" and why == f"auto: {name}={cap} keeps oneDNN from its bf16 instructions"
+
+
+@pytest.mark.parametrize(
+    "env", [{}, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_BF16"}, {"ONEDNN_MAX_CPU_ISA": "all"}, {"DNNL_MAX_CPU_ISA": "AVX512_CORE_AMX"}]
+)
+def test_onednn_left_at_or_above_bf16_keeps_native(env):
+    assert devices.onednn_isa_cap(env) is None
+    assert devices.cpu_has_native_bf16(BF16_FLAGS, environ=env)
+
+
+def test_the_cpu_facts_name_a_onednn_cap(monkeypatch):
+    monkeypatch.setattr(devices, "_cpuinfo", lambda: BF16_FLAGS + "\nmodel name : EPYC")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    f = devices.facts(torch.device("cpu"))
+    assert not f.native_bf16 and "ONEDNN_MAX_CPU_ISA=AVX2" in f.bf16_note
+    assert devices.resolve_precision("auto", f, "evaluate.precision") == ("float32", f"auto: {f.bf16_note}")
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert devices.facts(torch.device("cpu")).native_bf16 == torch.backends.mkldnn.is_available()
 
 
 def test_float32_on_cuda_means_float32_and_deterministic_cudnn():
