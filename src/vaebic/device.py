@@ -113,10 +113,10 @@ def facts(device: torch.device) -> DeviceFacts:
     if device.type == "mps":
         memory = torch.mps.recommended_max_memory() if hasattr(torch.mps, "recommended_max_memory") else None
         return DeviceFacts("mps", "Apple MPS", False, memory)
-    native = cpu_has_native_bf16()
+    hardware = cpu_has_native_bf16(environ={})  # the CPU's flags and torch's oneDNN, whatever the cap
     cap = onednn_isa_cap()
-    note = f"{cap} keeps oneDNN from {cpu_name()}'s bf16 instructions" if cap and not native and cpu_has_native_bf16(environ={}) else ""
-    return DeviceFacts("cpu", cpu_name(), native, bf16_note=note)
+    note = f"{cap} keeps oneDNN from {cpu_name()}'s bf16 instructions" if hardware and cap else ""
+    return DeviceFacts("cpu", cpu_name(), hardware and cap is None, bf16_note=note)
 
 
 def chunk_mb(setting, f: DeviceFacts) -> tuple[float, str]:
