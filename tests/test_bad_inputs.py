@@ -436,7 +436,8 @@ def black_hole_server(work):
     with socket.socket() as s:  # accepts connections (the kernel's backlog) and never answers
         s.bind(("127.0.0.1", 0))
         s.listen(8)
-        yield {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{s.getsockname()[1]}"}
+        # the stage waits VAEBIC_SERVER_ANSWER_S (default 10 s) for an answer that never comes
+        yield {"MLFLOW_TRACKING_URI": f"http://127.0.0.1:{s.getsockname()[1]}", "VAEBIC_SERVER_ANSWER_S": "2"}
 
 
 STORE_CASES = [
@@ -444,7 +445,7 @@ STORE_CASES = [
     ("store written by a newer MLflow", newer_schema, "was written by a newer MLflow than the installed"),
     ("store locked by another writer", locked_store, "is locked by another writer"),
     ("store on a read-only file system", read_only_store, "is read-only"),
-    ("server that never answers", black_hole_server, "accepts connections but does not answer"),
+    ("server that never answers", black_hole_server, "accepts connections but does not answer (timed out, waited 2 s)"),
 ]
 
 

@@ -1,13 +1,17 @@
 """Selection finds the truth when the truth is known: real `dvc repro` on the synthetic data set.
 
 The data come from a random ReLU decoder out of a 3-dimensional latent space (inside the VAE's
-model family). BIC must choose 3 (or a neighbour on the swept grid), and models with more latent
-units than needed must leave the extra ones inactive.
+model family). BIC must choose 3 or a neighbour on the swept grid, the model it chooses must use
+exactly 3 latent units, and models with more latent units than needed must leave the extra ones
+inactive.
 
-Every model trains to its validation plateau (none reaches the cap). What the numbers say
-(measured when early stopping came in, AMD EPYC, 2 cores): BIC picks 3 in 100% of the
-resamples, and the held-out check agrees (`bic_overfit` false): the held-out estimate prefers 3
-too, narrowly (61% of resamples; 4: 36%), so BIC's pick is borne out and BIC is the pick to trust.
+Every model trains to its validation plateau (none reaches the cap). Between 3 and 4 the pick
+rests on how well each model trained, which float rounding moves over 100-250 epochs: the same
+code, data and seed pick 3 on a 2-core AMD EPYC (in 100% of the bootstrap resamples; held-out
+61% for 3, 36% for 4) and 4 on a 2-core Intel Xeon with AMX (95%; its d = 4 uses 3 units and
+fits the training examples 0.14 nats per example better than d = 3, more than the 0.11 its 64
+unused decoder weights cost in BIC). So the truth is asserted through the units the chosen model
+uses, and the report must say so when the chosen d leaves units unused.
 """
 
 import json
@@ -35,26 +39,31 @@ def test_bic_recovers_the_true_latent_dimension(new_project, tmp_path):
     repro(project)
     sel = json.loads((project / "reports/selection.json").read_text())
     i = GRID.index(TRUE_DIM)
-    assert sel["best_latent_dim"] in GRID[i - 1 : i + 2], sel
-    assert sel["best_latent_dim"] == TRUE_DIM, sel  # exact on this configuration; the line above is the promise
+    neighbours = GRID[i - 1 : i + 2]
+    assert sel["best_latent_dim"] in neighbours, sel
 
     table = pd.read_csv(project / "reports/bic.csv")
     assert (table.stop_reason == "plateau").all() and sel["models_at_cap"] == 0, table[["latent_dim", "best_epoch", "epochs_run"]]
+    by_d = table.set_index("latent_dim")
+    pick = sel["best_latent_dim"]
+    assert by_d.active_units[pick] == TRUE_DIM, by_d.active_units.to_dict()  # the chosen model uses exactly the true units
     # the held-out data bear BIC out: its pick is the truth or a neighbour, and no overfitting is flagged
-    assert sel["bic_overfit"] is False and sel["selected_by"]["test_log_likelihood"] in GRID[i - 1 : i + 2], sel
-    bics = table.set_index("latent_dim").bic
+    assert sel["bic_overfit"] is False and sel["selected_by"]["test_log_likelihood"] in neighbours, sel
+    bics = by_d.bic
     assert bics[1] > bics[2] > bics[3]  # too few latent units: a large likelihood loss
-    assert all(bics[d] > bics[TRUE_DIM] for d in GRID if d > TRUE_DIM)  # too many: penalty without gain
+    assert all(bics[d] > bics[pick] for d in GRID if d > max(neighbours))  # far too many: penalty without gain
 
     for d in GRID:
-        au = int(table.set_index("latent_dim").active_units[d])
+        au = int(by_d.active_units[d])
         if d >= TRUE_DIM:
             assert abs(au - TRUE_DIM) <= 1, (d, au)  # the extra units collapse onto the prior
         else:
             assert au == d
     md = (project / "reports/report.md").read_text()
     assert f"true latent dimension {TRUE_DIM}" in md
-    # and the pick is firm: the true dimension has the lowest BIC in at least 90% of the bootstrap resamples
-    freq = table.set_index("latent_dim").selection_frequency
-    assert freq[TRUE_DIM] >= 0.9 and sel["selection_frequency"]["bic"] == pytest.approx(freq[TRUE_DIM]), freq.to_dict()
+    unused = f"**The selected model uses {TRUE_DIM} of its {pick} latent units**"
+    assert (unused in md) == (pick != TRUE_DIM), md.split("## What the numbers are")[0]
+    # and the pick is firm: the chosen dimension has the lowest BIC in at least 90% of the bootstrap resamples
+    freq = by_d.selection_frequency
+    assert freq[pick] >= 0.9 and sel["selection_frequency"]["bic"] == pytest.approx(freq[pick]), freq.to_dict()
     assert freq.sum() == pytest.approx(1.0)

@@ -149,3 +149,19 @@ def test_the_report_says_at_the_top_when_held_out_data_do_not_bear_bic_out(table
     assert "**Trust the held-out pick, d = 3, not BIC's d = 4.**" in top
     for number in ("by 1.90 nats per example", "the 0.41 nats", "better by -0.03 nats per example (at most 0.05 at 90% confidence"):
         assert number in top, number
+
+
+def test_the_report_says_when_the_selected_model_leaves_latent_units_unused(table, tmp_path):
+    choice, _ = settled_choice(table)
+    figures = dict.fromkeys(("bic_curve", "pick_vs_epoch", "metric_curves", "latent_usage", "reconstructions", "samples"), "f.png")
+    setup = describe_setup(META, "decoder", "iwae", 10)
+
+    def top(t) -> str:
+        write_markdown(tmp_path / "r.md", table=t, choice=choice, setup=setup, figures=figures, kl_per_unit={}, active_threshold=0.01)
+        return (tmp_path / "r.md").read_text().split("## What the numbers are")[0]
+
+    d, seed = choice["best_latent_dim"], choice["best_seed"]
+    assert d == 4 and table.set_index(["latent_dim", "seed"]).active_units[(d, seed)] == 2  # record(): min(d, 2) active
+    assert "**The selected model uses 2 of its 4 latent units**; the other 2 collapsed onto the prior" in top(table)
+    every_unit_used = table.assign(active_units=table.latent_dim)
+    assert "latent units**" not in top(every_unit_used)

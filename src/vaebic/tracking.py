@@ -61,7 +61,7 @@ def sqlite_store() -> Path | None:
 
 #: seconds to wait for another writer's lock on a SQLite store before giving up (VAEBIC_STORE_WAIT_S)
 STORE_WAIT_S = 60.0
-#: seconds a tracking server has to answer its health check
+#: seconds a tracking server has to answer its health check (VAEBIC_SERVER_ANSWER_S)
 ANSWER_TIMEOUT_S = 10.0
 ELSEWHERE = "or point MLFLOW_TRACKING_URI at another store"
 
@@ -84,8 +84,9 @@ def _check_reachable(uri: str, timeout_s: float = 3.0) -> None:
     import urllib.error
     import urllib.request
 
+    wait = float(os.environ.get("VAEBIC_SERVER_ANSWER_S", ANSWER_TIMEOUT_S))
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=ANSWER_TIMEOUT_S):
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=wait):
             pass
     except urllib.error.HTTPError:
         pass  # it answers (a proxy may refuse /health): that is all this checks
@@ -93,7 +94,7 @@ def _check_reachable(uri: str, timeout_s: float = 3.0) -> None:
         reason = getattr(exc, "reason", exc)
         raise VaebicError(
             f"MLflow tracking server {uri} accepts connections but does not answer ({reason or type(exc).__name__}, "
-            f"waited {ANSWER_TIMEOUT_S:g} s): a hung server, or another service on that port; restart the server, "
+            f"waited {wait:g} s): a hung server, or another service on that port; restart the server, "
             "or unset MLFLOW_TRACKING_URI to use the local store"
         ) from None
 

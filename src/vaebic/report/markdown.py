@@ -186,7 +186,7 @@ def write_markdown(
     sections = [
         "# vaebic report: how many latent dimensions does the data need?",
         headline(choice),
-        *[w for w in (overfit_note(choice), unsettled_note(choice, table)) if w],
+        *[w for w in (overfit_note(choice), unsettled_note(choice, table), unused_units_note(choice, table)) if w],
         criteria_table(choice, setup),
         "## What the numbers are\n" + setup_list(setup, precision),
         "## BIC curve\n" + BIC_CURVE_TEXT.format(figure=figures["bic_curve"]),
@@ -305,6 +305,22 @@ def unsettled_note(choice: dict, table) -> str:
                 f"{choice['pick_stable_since_epoch'][name]} of {choice['epochs_run_max']}): it may not have settled."
             )
     return "\n".join(f"> {n}" for n in notes)
+
+
+def unused_units_note(choice: dict, table) -> str:
+    """When the selected model leaves some of its latent units on the prior: how many it uses."""
+    d, seed = choice["best_latent_dim"], choice["best_seed"]
+    row = table[(table.latent_dim == d) & (table.seed == seed)]
+    if row.empty or int(row.active_units.iloc[0]) >= d:
+        return ""
+    used = int(row.active_units.iloc[0])
+    return (
+        f"> **The selected model uses {used} of its {d} latent units**; the other {d - used} collapsed onto the prior "
+        '(see "Latent units in use"). It is in effect a model of dimension '
+        f"{used} that BIC charges for decoder weights it does not use, so it won on a better fit of the training "
+        f"examples, which depends on how well each model trained (the seed, and the machine's rounding over many epochs). "
+        "Read the answer as the units it uses; more `sweep.seeds` show how much the pick moves."
+    )
 
 
 def criteria_table(choice: dict, setup: dict) -> str:
