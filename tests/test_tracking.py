@@ -213,3 +213,57 @@ def test_champion_requirements_pin_installed_versions_without_local_labels(monke
     installed = {"torch": "2.14.1+cu126", "numpy": "2.4.6"}  # a CUDA wheel's version, as pip reports it
     monkeypatch.setattr(importlib.metadata, "version", installed.__getitem__)
     assert tracking.champion_requirements() == ["torch==2.14.1", "numpy==2.4.6"]
+
+
+# Ctrl-C at points spread over one metric write: a profile hook counts SQLAlchemy's function calls
+# during tracking.log_metrics and sends SIGINT to this process at call n, as a Ctrl-C then would.
+CTRL_C_IN_A_WRITE = """
+import json, os, signal, sys, time
+from vaebic import tracking
+
+def ctrl_c_at(n, sent):
+    count = [0]
+    def hook(frame, event, arg):
+        if event == "call" and "sqlalchemy" in frame.f_code.co_filename:
+            count[0] += 1
+            if count[0] == n:
+                sent.append(time.monotonic())
+                os.kill(os.getpid(), signal.SIGINT)
+    return hook
+
+results = []
+for n in range(1, 2000, 73):
+    sent, stopped = [], None
+    try:
+        with tracking.model_run("exp", 2, 0, "sweepA", {"dvc.stage": "train@2-0"}) as run:
+            sys.setprofile(ctrl_c_at(n, sent))
+            try:
+                tracking.log_metrics({"train_loss": 1.5}, step=1)
+            finally:
+                sys.setprofile(None)
+    except KeyboardInterrupt:
+        stopped = time.monotonic() - sent[0]
+    if sent:
+        results.append({"n": n, "run_id": run.info.run_id, "stopped_after_s": stopped})
+print(json.dumps(results))
+"""
+
+
+def test_ctrl_c_inside_a_metric_write_stops_at_once_and_ends_the_run_killed(migrated):
+    # Interrupted at some points of a SQLite write, MLflow lost the Ctrl-C (SQLAlchemy caught it while
+    # returning the connection to its pool) or kept the store's write lock, so that ending the run as
+    # KILLED waited for the process's own lock: MLflow's busy timeout, 20 s per statement (seen: a
+    # Ctrl-C'd train stage idle for 40 s). Writes now hold Ctrl-C until they are done.
+    env = {**os.environ, "DVC_ROOT": str(migrated)}
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_IN_A_WRITE], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    results = __import__("json").loads(proc.stdout)
+    assert len(results) >= 10, results  # Ctrl-C at 10 or more points of one write
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+    for r in results:
+        assert r["stopped_after_s"] is not None and r["stopped_after_s"] < 2, r  # not lost, and not stuck
+        run = client.get_run(r["run_id"])
+        assert run.info.status == "KILLED" and run.data.tags["vaebic.failure"] == "KeyboardInterrupt", r
+        assert run.data.metrics["train_loss"] == 1.5, r  # the interrupted write finished, then Ctrl-C acted

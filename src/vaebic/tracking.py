@@ -38,6 +38,50 @@ ROLE_TAG = "vaebic.role"
 SWEEP_TAG = "vaebic.sweep"
 
 
+@contextmanager
+def uninterrupted():
+    """Hold Ctrl-C and SIGTERM until the MLflow call inside is done, then act on them.
+
+    A KeyboardInterrupt raised inside SQLAlchemy, in the middle of a SQLite transaction, can leave
+    the transaction open on a connection this process no longer uses, or be swallowed while the
+    connection goes back to its pool. The process then holds the store's lock, and its next write
+    (ending the run as KILLED) waits for it, MLflow's busy timeout, 20 s per statement, and fails
+    with "database is locked"; or training goes on as if Ctrl-C had not been pressed. MLflow's calls
+    take milliseconds (registering the champion, seconds), so holding the signal costs nothing a
+    user notices. Python runs signal handlers in the main thread only: elsewhere this does nothing.
+    """
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        if signal.getsignal(sig) is not None:  # None: a handler Python did not install; leave it
+            previous[sig] = signal.signal(sig, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if held:
+            signal.raise_signal(held[0])  # now, with the handler the process had
+
+
+def _whole(function):
+    """function's MLflow calls run uninterrupted (see uninterrupted)."""
+    from functools import wraps
+
+    @wraps(function)
+    def call(*args, **kwargs):
+        with uninterrupted():
+            return function(*args, **kwargs)
+
+    return call
+
+
 def project_root() -> Path:
     """DVC_ROOT when DVC runs the stage; otherwise the nearest folder with dvc.yaml, else the cwd."""
     if os.environ.get("DVC_ROOT"):
@@ -253,6 +297,7 @@ def _store_lock():
     return FileLock(f"{db}.lock", timeout=120)
 
 
+@_whole
 def _get_or_create(mlflow, name: str, artifact_location: str | None) -> str:
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
@@ -303,12 +348,14 @@ def _failure_reason():
     try:
         yield
     except BaseException as exc:
-        mlflow.set_tag("vaebic.failure", f"{type(exc).__name__}: {exc}"[:4000] if str(exc) else type(exc).__name__)
-        if isinstance(exc, KeyboardInterrupt):
-            mlflow.end_run("KILLED")
+        with uninterrupted():
+            mlflow.set_tag("vaebic.failure", f"{type(exc).__name__}: {exc}"[:4000] if str(exc) else type(exc).__name__)
+            if isinstance(exc, KeyboardInterrupt):
+                mlflow.end_run("KILLED")
         raise
 
 
+@_whole
 def link_resumed(old_run_id: str | None, epoch: int) -> None:
     """The active run resumes training that run old_run_id began and did not finish: tag both
     ways, and end the old one as KILLED if it still says RUNNING (its process died without a word:
@@ -340,6 +387,7 @@ def _reopened(tags: dict) -> dict:
     return {k: v for k, v in tags.items() if k != "dvc.stage"} | {"dvc.stage.last": tags["dvc.stage"]}
 
 
+@_whole
 def _sweep_run_id(experiment_id: str, key: str) -> str:
     """The parent run of sweep `key`, created on first use (under the store's lock for SQLite)."""
     import mlflow
@@ -355,6 +403,20 @@ def _sweep_run_id(experiment_id: str, key: str) -> str:
 
 
 @contextmanager
+def _ended(mlflow):
+    """End the active run when the block ends (FINISHED, or FAILED on an exception), as
+    mlflow.start_run's own context does, uninterrupted; _failure_reason ends it first when killed."""
+    status = "FAILED"
+    try:
+        yield
+        status = "FINISHED"
+    finally:
+        with uninterrupted():
+            if mlflow.active_run() is not None:
+                mlflow.end_run(status)
+
+
+@contextmanager
 def model_run(experiment: str, latent_dim: int, seed: int, sweep: str, tags: dict):
     """A new MLflow run for one (latent_dim, seed) model, a child of its sweep's run.
     tags: provenance() of the calling stage.
@@ -366,7 +428,9 @@ def model_run(experiment: str, latent_dim: int, seed: int, sweep: str, tags: dic
 
     parent = _sweep_run_id(experiment_id, sweep)
     all_tags = {ROLE_TAG: "model", SWEEP_TAG: sweep, "latent_dim": str(latent_dim), "seed": str(seed), **tags}
-    with mlflow.start_run(run_name=run_name(latent_dim, seed), parent_run_id=parent, tags=all_tags) as run, _failure_reason():
+    with uninterrupted():
+        run = mlflow.start_run(run_name=run_name(latent_dim, seed), parent_run_id=parent, tags=all_tags)
+    with _ended(mlflow), _failure_reason():
         yield run
 
 
@@ -376,11 +440,14 @@ def sweep_run(experiment: str, sweep: str, tags: dict):
     experiment_id = setup(experiment)
     import mlflow
 
-    with mlflow.start_run(run_id=_sweep_run_id(experiment_id, sweep)) as run, _failure_reason():
-        mlflow.set_tags(_reopened(tags))
+    with uninterrupted():
+        run = mlflow.start_run(run_id=_sweep_run_id(experiment_id, sweep))
+    with _ended(mlflow), _failure_reason():
+        set_tags(_reopened(tags))
         yield run
 
 
+@_whole
 def run_exists(run_id: str | None) -> bool:
     """Whether run_id names a run in the current store (a model folder may come from another store)."""
     import mlflow
@@ -394,6 +461,7 @@ def run_exists(run_id: str | None) -> bool:
         return False
 
 
+@_whole
 def log_to(run_id: str, metrics: dict, artifacts: tuple = (), tags: dict | None = None) -> None:
     """Log metrics (one batch), artifacts and tags into another run (by id) without opening it."""
     import time
@@ -410,30 +478,35 @@ def log_to(run_id: str, metrics: dict, artifacts: tuple = (), tags: dict | None 
         client.log_artifact(run_id, str(path))
 
 
+@_whole
 def log_params(params: dict) -> None:
     import mlflow
 
     mlflow.log_params({k: (json.dumps(v) if isinstance(v, (list, dict)) else v) for k, v in params.items()})
 
 
+@_whole
 def log_metrics(metrics: dict, step: int | None = None) -> None:
     import mlflow
 
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
+@_whole
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 
     mlflow.log_artifact(str(path), artifact_path=artifact_path)
 
 
+@_whole
 def log_table(df, artifact_file: str) -> None:
     import mlflow
 
     mlflow.log_table(df, artifact_file=artifact_file)
 
 
+@_whole
 def set_tags(tags: dict) -> None:
     import mlflow
 
@@ -468,6 +541,7 @@ def champion_requirements() -> list[str]:
     return [f"{p}=={Version(version(p)).public}" for p in ("torch", "numpy")]
 
 
+@_whole
 def champion_version(name: str, run_id: str) -> str | None:
     """The version the alias `champion` of registered model `name` points at, if that version is
     the model of run run_id (the pick did not move); None otherwise, or when there is none yet."""
@@ -480,6 +554,7 @@ def champion_version(name: str, run_id: str) -> str | None:
     return str(version.version) if version.run_id == run_id else None
 
 
+@_whole
 def register_champion(model, name: str, run_id: str) -> str:
     """Log the selected model into its own run in MLflow's pickle-free 'pt2' format (torch.export),
     register it under `name`, and move the alias `champion` to the new version; return the version.
