@@ -277,3 +277,14 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     assert out.returncode == 0, out.stderr
     faults, pages = int(out.stdout.split()[-1]), 100 * 3 * (2**21 // 4096)
     assert faults < 0.05 * pages, faults
+
+
+def test_each_of_n_jobs_gets_an_equal_share_of_the_cores_in_every_thread_pool(monkeypatch):
+    # the sweep's stage processes and the pytest workers: BLAS, OpenMP and torch.compile's compiler pool
+    import os
+
+    from vaebic.sweep import cpu_thread_share
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert cpu_thread_share(2) == {"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4", "TORCHINDUCTOR_COMPILE_THREADS": "4"}
+    assert set(cpu_thread_share(16).values()) == {"1"}  # at least one thread each

@@ -344,9 +344,11 @@ def sweep(args) -> None:
 
 def cpu_thread_share(jobs: int) -> dict[str, str]:
     """OMP_NUM_THREADS and MKL_NUM_THREADS for one of `jobs` processes that share this machine's
-    cores equally (at least one thread each): more threads than cores busy-wait on each other."""
+    cores equally (at least one thread each): more threads than cores busy-wait on each other. And
+    TORCHINDUCTOR_COMPILE_THREADS, torch.compile's pool of compiler processes (one per core by
+    default, each importing torch): with one, it compiles in the process itself."""
     threads = str(max(1, (os.cpu_count() or 1) // jobs))
-    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads, "TORCHINDUCTOR_COMPILE_THREADS": threads}
 
 
 def run_all(args, root: Path, todo: list[str], commit: str | None) -> None:
