@@ -48,7 +48,9 @@ def uninterrupted():
     (ending the run as KILLED) waits for it, MLflow's busy timeout, 20 s per statement, and fails
     with "database is locked"; or training goes on as if Ctrl-C had not been pressed. MLflow's calls
     take milliseconds (registering the champion, seconds), so holding the signal costs nothing a
-    user notices. Python runs signal handlers in the main thread only: elsewhere this does nothing.
+    user notices; one that waits for another process's lock on the store holds it as long (MLflow
+    gives up after 20 s). Python runs signal handlers in the main thread only: elsewhere this does
+    nothing.
     """
     import signal
     import threading
@@ -387,13 +389,13 @@ def _reopened(tags: dict) -> dict:
     return {k: v for k, v in tags.items() if k != "dvc.stage"} | {"dvc.stage.last": tags["dvc.stage"]}
 
 
-@_whole
 def _sweep_run_id(experiment_id: str, key: str) -> str:
-    """The parent run of sweep `key`, created on first use (under the store's lock for SQLite)."""
+    """The parent run of sweep `key`, created on first use (under the store's lock for SQLite;
+    Ctrl-C still stops a wait for the lock)."""
     import mlflow
 
-    client = mlflow.MlflowClient()
-    with _store_lock():
+    with _store_lock(), uninterrupted():
+        client = mlflow.MlflowClient()
         found = client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'sweep'", max_results=1)
         if found:
             return found[0].info.run_id
