@@ -405,12 +405,18 @@ def _sweep_run_id(experiment_id: str, key: str) -> str:
 
 
 @contextmanager
-def _ended(mlflow):
-    """End the active run when the block ends (FINISHED, or FAILED on an exception), as
-    mlflow.start_run's own context does, uninterrupted; _failure_reason ends it first when killed."""
+def _run(**start):
+    """mlflow.start_run(**start) as a context, as MLflow's own (ending FINISHED, or FAILED on an
+    exception; _failure_reason tags the cause and ends it as KILLED on Ctrl-C), with the start and
+    the end uninterrupted."""
+    import mlflow
+
+    with uninterrupted():
+        run = mlflow.start_run(**start)
     status = "FAILED"
     try:
-        yield
+        with _failure_reason():
+            yield run
         status = "FINISHED"
     finally:
         with uninterrupted():
@@ -426,13 +432,9 @@ def model_run(experiment: str, latent_dim: int, seed: int, sweep: str, tags: dic
     An exception inside the block ends the run as FAILED, Ctrl-C or SIGTERM as KILLED.
     """
     experiment_id = setup(experiment)
-    import mlflow
-
     parent = _sweep_run_id(experiment_id, sweep)
     all_tags = {ROLE_TAG: "model", SWEEP_TAG: sweep, "latent_dim": str(latent_dim), "seed": str(seed), **tags}
-    with uninterrupted():
-        run = mlflow.start_run(run_name=run_name(latent_dim, seed), parent_run_id=parent, tags=all_tags)
-    with _ended(mlflow), _failure_reason():
+    with _run(run_name=run_name(latent_dim, seed), parent_run_id=parent, tags=all_tags) as run:
         yield run
 
 
@@ -440,11 +442,7 @@ def model_run(experiment: str, latent_dim: int, seed: int, sweep: str, tags: dic
 def sweep_run(experiment: str, sweep: str, tags: dict):
     """Re-open the sweep's parent run (creating it if need be) to log the report into it."""
     experiment_id = setup(experiment)
-    import mlflow
-
-    with uninterrupted():
-        run = mlflow.start_run(run_id=_sweep_run_id(experiment_id, sweep))
-    with _ended(mlflow), _failure_reason():
+    with _run(run_id=_sweep_run_id(experiment_id, sweep)) as run:
         set_tags(_reopened(tags))
         yield run
 

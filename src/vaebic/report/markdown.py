@@ -311,9 +311,9 @@ def unused_units_note(choice: dict, table) -> str:
     """When the selected model leaves some of its latent units on the prior: how many it uses."""
     d, seed = choice["best_latent_dim"], choice["best_seed"]
     row = table[(table.latent_dim == d) & (table.seed == seed)]
-    if row.empty or int(row.active_units.iloc[0]) >= d:
+    used = int(row.active_units.iloc[0]) if not row.empty else d
+    if used >= d:
         return ""
-    used = int(row.active_units.iloc[0])
     return (
         f"> **The selected model uses {used} of its {d} latent units**; the other {d - used} collapsed onto the prior "
         '(see "Latent units in use"). It is in effect a model of dimension '
