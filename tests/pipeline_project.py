@@ -67,8 +67,9 @@ def dvc(project: Path, *args, env_extra=None):
     return subprocess.run(["dvc", *args], cwd=project, env=clean_env(**(env_extra or {})), capture_output=True, text=True, timeout=1800)
 
 
-def repro(project: Path, env_extra=None, expect_ok=True):
-    proc = dvc(project, "repro", env_extra=env_extra)
+def repro(project: Path, *targets: str, env_extra=None, expect_ok=True):
+    """`dvc repro [targets]`: (the process, its output, the stages it ran, in order)."""
+    proc = dvc(project, "repro", *targets, env_extra=env_extra)
     out = proc.stdout + proc.stderr
     if expect_ok:
         assert proc.returncode == 0, out

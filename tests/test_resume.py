@@ -74,8 +74,9 @@ def interrupt_after(project: Path, proc: subprocess.Popen, epoch: int, sig: int,
 
 @pytest.fixture(scope="module")
 def uninterrupted(new_project, tmp_path_factory):
+    """The model trained and evaluated without interruption (the tests compare no report)."""
     project = new_project(tmp_path_factory.mktemp("straight"), CONFIG)
-    repro(project)
+    repro(project, "evaluate@2-0")
     assert not (project / CKPT).exists()  # removed once the model is written
     return project
 
@@ -103,8 +104,9 @@ def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(
     second, wait = checkpoint_state(project)
     assert first + 4 <= second < EPOCHS and wait >= 1
 
-    # 3. Run again to the end: the same weights, bit for bit, and the same per-epoch metrics.
-    proc, out, ran = repro(project)
+    # 3. Run again to the end (through its evaluation): the same weights, bit for bit, and the same
+    # per-epoch metrics.
+    proc, out, ran = repro(project, "evaluate@2-0")
     assert "train@2-0" in ran and f"resuming at epoch {second + 1} of at most {EPOCHS}" in out
     assert not (project / CKPT).exists()
     got = torch.load(project / "models/2-0/weights.pt", weights_only=True)
