@@ -117,9 +117,9 @@ def migrated_store(store_template, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def new_project(store_template):
     """make_project(folder, changes), the project starting with a copy of the run's migrated MLflow
-    store: a fresh project's first `prepare` would otherwise make and migrate a store of its own
-    (about 2.6 s). The run's finished project (finished_template) still makes its own, as a user's
-    first `dvc repro` does, and so do the tests that check where runs go."""
+    store: a fresh project's first train stage would otherwise make and migrate a store of its own
+    (about 1 s of CPU). The run's finished project (finished_template) still makes its own, as a
+    user's first `dvc repro` does, and so do the tests that check where runs go."""
 
     def make(folder: Path, changes: dict = TINY) -> Path:
         return add_store(make_project(folder, changes), store_template)

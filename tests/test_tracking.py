@@ -87,22 +87,6 @@ def test_a_store_of_another_mlflow_version_is_one_line_naming_which(revision, ex
     assert lines[0].startswith(f"error: MLflow store {tmp_path / 'mlflow.db'} {expected}") and revision in lines[0]
 
 
-def test_has_experiment_reads_the_local_store_without_mlflow(store, monkeypatch):
-    assert not tracking.has_experiment("exp")  # no store yet
-    tracking.setup("exp")
-    assert tracking.has_experiment("exp") and not tracking.has_experiment("other")
-    import mlflow
-
-    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
-    client.delete_experiment(client.get_experiment_by_name("exp").experiment_id)
-    assert not tracking.has_experiment("exp")  # deleted: setup must run, and says so
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:9")
-    assert not tracking.has_experiment("exp")  # a server: always asked through MLflow
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    (store / "mlflow.db").write_bytes(b"not a database")
-    assert not tracking.has_experiment("exp")
-
-
 def test_a_failing_block_ends_its_run_as_failed(migrated):
     with pytest.raises(RuntimeError):
         with tracking.model_run("exp", 3, 1, "sweepkey", {"dvc.stage": "train@3-1"}) as run:

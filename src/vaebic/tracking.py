@@ -267,25 +267,6 @@ def setup(experiment: str) -> str:
         raise VaebicError(f"MLflow tracking server {uri} refused the request ({type(exc).__name__}: {exc})") from None
 
 
-def has_experiment(experiment: str) -> bool:
-    """Whether the local SQLite store already holds this experiment, active: read with sqlite3,
-    without importing MLflow (seconds). False for a tracking server, or when in any doubt."""
-    import sqlite3
-
-    db = sqlite_store()
-    if db is None or not db.is_file():
-        return False
-    try:
-        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
-        try:
-            row = con.execute("SELECT lifecycle_stage FROM experiments WHERE name = ?", (experiment,)).fetchone()
-        finally:
-            con.close()
-    except sqlite3.Error:
-        return False
-    return row is not None and row[0] == "active"
-
-
 def _store_lock():
     """A lock file beside a SQLite store, for get-or-create steps that concurrent stage processes
     could race on; nothing for a tracking server, which serialises its own writes."""

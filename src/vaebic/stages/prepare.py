@@ -12,17 +12,15 @@ log = logging.getLogger("vaebic.prepare")
 def main(argv: list[str] | None = None) -> None:
     ap = stage_parser(__doc__)  # --data is this stage's output folder
     args = ap.parse_args(argv)
-    from vaebic import params, tracking
+    from vaebic import params
     from vaebic.data import preparation
     from vaebic.files import atomic_folder
 
     p = params.load(args.params)
+    # No MLflow here: the first train stage creates the store and experiment (tracking.setup,
+    # under a lock that concurrent train stages share), 2 s of imports this stage does not need.
     with atomic_folder(args.data) as tmp:
         meta = preparation.prepare(p["data"], p["model"]["likelihood"], tmp)
-        # Create the MLflow store and experiment now, once, before the train stages could race on
-        # it; after reading the data, so that a bad file fails at once, without importing MLflow.
-        if not tracking.has_experiment(p["mlflow"]["experiment"]):
-            tracking.setup(p["mlflow"]["experiment"])
     log.info(
         "%s: %d training and %d test examples of shape %s written to %s (fingerprint %s)",
         meta["dataset"],
