@@ -23,6 +23,7 @@ CONFIG = tiny(
     evaluate={"n_samples": 1, "k_samples": 10},
     select={"bootstrap": 100},
     report={"n_samples": 4, "dpi": 40},
+    mlflow={"registered_model": None},  # no Model Registry versions: not what this test is about
 )
 
 

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from pipeline_project import repro, tiny
+from pipeline_project import mlflow_client, repro, tiny
 
 pytestmark = pytest.mark.slow
 
@@ -26,6 +26,7 @@ def test_grey_level_likelihood_runs_end_to_end(new_project, tmp_path, likelihood
             sweep={"latent_dims": [2]},  # one model: the likelihood is what is tested, the pick elsewhere
             evaluate={"k_samples": 10},
             report={"n_samples": 8, "dpi": 40},
+            mlflow={"registered_model": None},  # registering the pick: tests/test_pipeline.py
         ),
     )
     repro(project)
@@ -49,3 +50,4 @@ def test_grey_level_likelihood_runs_end_to_end(new_project, tmp_path, likelihood
         assert table.sigma.isna().all()
     assert json.loads((project / "reports/selection_notes.json").read_text())["likelihood"] == likelihood
     assert words in (project / "reports/report.md").read_text()
+    assert mlflow_client(project).search_registered_models() == []  # mlflow.registered_model: null

@@ -67,3 +67,12 @@ def test_each_model_run_gets_its_evaluation_and_criteria(results):
     assert first["generalization_gap"] == pytest.approx(3.0) and (first["best_epoch"], first["epochs_run"]) == (20, 25)
     # elbo/recon/kl/iwae x 2 splits, 2 standard errors, units, bic, aic, ln L, gap, best epoch, epochs run, frequency
     assert len(first) == 8 + 2 + 4 + 3 + 1
+
+
+def test_a_null_registered_model_registers_nothing(results, caplog):
+    """mlflow.registered_model: null leaves the Model Registry alone (the end-to-end runs that set it
+    check the registry stays empty: tests/test_likelihoods_pipeline.py)."""
+    results.params["mlflow"] = {"registered_model": None}
+    caplog.set_level("INFO")
+    publish.register_selected(results, model=None)  # would read models/4-0/run.json and fail
+    assert "mlflow.registered_model is null: the selected model (d=4, seed 0) was not registered" in caplog.text

@@ -232,7 +232,9 @@ SCHEMA: dict[str, dict[str, Field]] = {
     "mlflow": {
         "experiment": Field("str", "vaebic", "MLflow experiment name (not a DVC dependency: changing it re-runs nothing)"),
         "registered_model": Field(
-            "str", "vaebic", "Model Registry name of the selected model; its alias 'champion' follows each new winner"
+            "str_or_null",
+            "vaebic",
+            "Model Registry name of the selected model; its alias 'champion' follows each new winner; null registers nothing",
         ),
     },
 }

@@ -101,10 +101,14 @@ def model_metrics(rec: dict, row) -> dict:
 
 def register_selected(r: Results, model) -> None:
     """The selected model into the Model Registry, alias `champion` moved to it; nothing when the
-    champion already is this model (a report re-run with the same pick)."""
+    champion already is this model (a report re-run with the same pick), or when
+    mlflow.registered_model is null."""
+    (d, seed), name = r.best, r.params["mlflow"]["registered_model"]
+    if name is None:
+        log.info("mlflow.registered_model is null: the selected model (d=%d, seed %d) was not registered", d, seed)
+        return
     from vaebic import tracking
 
-    (d, seed), name = r.best, r.params["mlflow"]["registered_model"]
     champion_run = tracking.load_run_id(r.models / f"{d}-{seed}")
     if not tracking.run_exists(champion_run):
         log.warning("the selected model's MLflow run is not in this store; it was not registered")
