@@ -89,9 +89,12 @@ def snapshot(project: Path) -> dict:
 
 
 def mlflow_client(project: Path):
+    """A client of the project's store, its Model Registry included (whatever registry URI an
+    earlier test in this process set globally)."""
     import mlflow
 
-    return mlflow.MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    return mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def champion(project_or_uri):

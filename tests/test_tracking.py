@@ -125,6 +125,20 @@ def test_runs_metrics_and_artifacts_reach_a_real_tracking_server(mlflow_server, 
     assert [a.path for a in client.list_artifacts(run.info.run_id)] == ["note.txt"]
     assert (tmp_path / "server-artifacts").exists()
 
+    # Two train stages on a cluster's workers, first to a fresh server, both find no experiment and
+    # both create it: the one whose create the server refuses takes the one that was made. The
+    # interleaving is forced: this process reads "no experiment" once more after it exists.
+    created = client.create_experiment("raced")
+    reads = []
+    real_get = mlflow.get_experiment_by_name
+
+    def first_read_stale(name):
+        reads.append(name)
+        return None if len(reads) == 1 else real_get(name)
+
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", first_read_stale)
+    assert tracking.setup("raced") == created and len(reads) == 2
+
 
 def test_children_from_separate_processes_share_one_parent_per_sweep(store):
     code = (

@@ -282,10 +282,20 @@ def _store_lock():
 
 @_whole
 def _get_or_create(mlflow, name: str, artifact_location: str | None) -> str:
+    """The experiment's id, created if it is not there. Safe when another process creates it
+    meanwhile: train stages on a cluster's workers, starting together against a fresh tracking
+    server (which serialises each write, not a get-then-create), take the one that was made."""
+    from mlflow.exceptions import MlflowException
+
     exp = mlflow.get_experiment_by_name(name)
     if exp is None:
-        exp_id = mlflow.create_experiment(name, artifact_location=artifact_location)
-    else:
+        try:
+            exp_id = mlflow.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException:
+            exp = mlflow.get_experiment_by_name(name)
+            if exp is None:  # not a lost race: the refusal stands
+                raise
+    if exp is not None:
         if exp.lifecycle_stage == "deleted":
             raise VaebicError(
                 f"MLflow experiment {name!r} is deleted; restore it (`mlflow experiments restore`) or set mlflow.experiment to a new name"
