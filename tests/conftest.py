@@ -33,26 +33,27 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-# The end-to-end files, longest first (seconds of one file with two pytest workers on a 2-core AMD
-# EPYC with AVX-512, from `--durations`). `make test` runs the files on pytest-xdist workers in this
-# order (--dist loadfile --no-loadscope-reorder), so the long ones start first and the short ones
-# fill in at the end. test_sweep.py starts first and builds the run's finished tiny project
-# (`finished_template`) while test_benchmarks.py, which needs none, starts on the other worker.
+# The end-to-end files, longest first (seconds of one file with two pytest workers on a 2-core Intel
+# Xeon, cold torch.compile cache, from a timeline of `make test`). `make test` runs the files on
+# pytest-xdist workers in this order (--dist loadfile --no-loadscope-reorder), so the long ones
+# start first and the short ones fill in at the end. test_sweep.py starts first and builds the run's
+# finished tiny project (`finished_template`) while test_benchmarks.py, which needs none, starts on
+# the other worker.
 LONGEST_FIRST = [
-    "test_sweep.py",  # 255
-    "test_benchmarks.py",  # 165
-    "test_pipeline.py",  # 90
-    "test_known_truth.py",  # 85
-    "test_resume.py",  # 80
-    "test_budget.py",  # 80
-    "test_likelihoods_pipeline.py",  # 70
-    "test_bad_inputs.py",  # 55
-    "test_tracking.py",  # 50
-    "test_user_data_pipeline.py",  # 40
-    "test_intensity_pipeline.py",  # 25
-    "test_iwae.py",  # 5
-    "test_model_training.py",  # 5
-    "test_calibrated_sigma.py",  # 5
+    "test_sweep.py",  # 164
+    "test_benchmarks.py",  # 102
+    "test_known_truth.py",  # 52
+    "test_pipeline.py",  # 43
+    "test_budget.py",  # 35
+    "test_resume.py",  # 34
+    "test_tracking.py",  # 33
+    "test_model_training.py",  # 28 (torch.compile's first compile)
+    "test_likelihoods_pipeline.py",  # 21
+    "test_bad_inputs.py",  # 20
+    "test_user_data_pipeline.py",  # 16
+    "test_iwae.py",  # 6
+    "test_calibrated_sigma.py",  # 4
+    "test_intensity_pipeline.py",  # 4
 ]
 
 
