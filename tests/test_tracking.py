@@ -139,6 +139,26 @@ def test_runs_metrics_and_artifacts_reach_a_real_tracking_server(mlflow_server, 
     monkeypatch.setattr(mlflow, "get_experiment_by_name", first_read_stale)
     assert tracking.setup("raced") == created and len(reads) == 2
 
+    # Likewise the sweep's parent run: the other stage made one after this one found none; this one
+    # makes its own, then keeps the oldest and deletes its own, as the other stage keeps the oldest.
+    monkeypatch.setattr(mlflow, "get_experiment_by_name", real_get)
+    tags = {"vaebic.role": "sweep", "vaebic.sweep": "raced-sweep"}
+    other = client.create_run(created, run_name="sweep-raced-sweep", tags=tags).info.run_id
+    searches = []
+    real_search = mlflow.MlflowClient.search_runs
+
+    def first_search_empty(self, *args, **kwargs):
+        searches.append(args)
+        return [] if len(searches) == 1 else real_search(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_runs", first_search_empty)
+    with tracking.model_run("raced", 2, 0, "raced-sweep", {"dvc.stage": "train@2-0"}) as child:
+        pass
+    monkeypatch.setattr(mlflow.MlflowClient, "search_runs", real_search)
+    assert child.data.tags["mlflow.parentRunId"] == other and len(searches) == 2
+    parents = client.search_runs([created], "tags.`vaebic.role` = 'sweep'")
+    assert [r.info.run_id for r in parents] == [other]  # its own was deleted
+
 
 def test_children_from_separate_processes_share_one_parent_per_sweep(store):
     code = (

@@ -382,17 +382,27 @@ def _reopened(tags: dict) -> dict:
 
 def _sweep_run_id(experiment_id: str, key: str) -> str:
     """The parent run of sweep `key`, created on first use (under the store's lock for SQLite;
-    Ctrl-C still stops a wait for the lock)."""
+    Ctrl-C still stops a wait for the lock). A tracking server has no such lock: stages on two
+    workers may both create one, and each then keeps the oldest and deletes its own."""
     import mlflow
 
     with _store_lock(), uninterrupted():
         client = mlflow.MlflowClient()
-        found = client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'sweep'", max_results=1)
+        found = _sweep_parents(client, experiment_id, key)
         if found:
             return found[0].info.run_id
         run = client.create_run(experiment_id, run_name=f"sweep-{key}", tags={ROLE_TAG: "sweep", SWEEP_TAG: key})
         client.set_terminated(run.info.run_id)
-        return run.info.run_id
+        first = _sweep_parents(client, experiment_id, key)[0]
+        if first.info.run_id != run.info.run_id:
+            client.delete_run(run.info.run_id)
+        return first.info.run_id
+
+
+def _sweep_parents(client, experiment_id: str, key: str) -> list:
+    """The active parent runs of sweep `key`, oldest first (ties by run id: the same order in every process)."""
+    runs = client.search_runs([experiment_id], f"tags.`{SWEEP_TAG}` = '{key}' and tags.`{ROLE_TAG}` = 'sweep'")
+    return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
 
 
 @contextmanager
