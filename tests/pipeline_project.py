@@ -1,9 +1,11 @@
 """A temporary copy of the project, driven with the real `dvc` command (shared by the end-to-end tests)."""
 
 import hashlib
+import importlib
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +40,24 @@ def clean_env(**extra) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_", "VAEBIC_")) or k == "VAEBIC_TORCH_FALLBACK"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     return {**env, **extra}
+
+
+def run_stage_in_process(project: Path, args: list[str], monkeypatch) -> None:
+    """A stage script's command line (stages/<name>.py and its arguments) run in this process, as
+    the script runs it: its main through vaebic.cli.run_cli, in project, with the environment the
+    script would get (clean_env). A user error ends in SystemExit, as the script's exit."""
+    from vaebic.cli import run_cli
+
+    kept = clean_env()
+    for key in [k for k in os.environ if k not in kept]:
+        monkeypatch.delenv(key)
+    monkeypatch.chdir(project)
+    stage = importlib.import_module(f"vaebic.stages.{Path(args[0]).stem}")
+    sigterm = signal.getsignal(signal.SIGTERM)  # run_cli sets its own
+    try:
+        run_cli(stage.main, args[1:])
+    finally:
+        signal.signal(signal.SIGTERM, sigterm)
 
 
 def make_project(folder: Path, changes: dict = TINY) -> Path:

@@ -4,27 +4,23 @@ every earlier output as it was.
 
 The params and data cases run the stage in-process, through the same entry point as its script
 (vaebic.cli.run_cli with the stage's main): a subprocess would prove nothing more, and a few of
-them also run as the real script, to show that it prints no traceback and never imports torch. So
-do the cases that break a model or the evaluate stage's output (evaluate touches no MLflow). The
-cases that break prepared data, checkpoints and the MLflow store run the real train script."""
+them also run as the real script, to show that it prints no traceback and never imports torch. The
+cases that break a model or the evaluate stage's output run in-process too (evaluate touches no
+MLflow); those that break prepared data, checkpoints and the MLflow store run the real train
+script."""
 
-import importlib
 import os
 import pickle
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
-from pipeline_project import clean_env, copy_project, snapshot
-
-from vaebic.cli import run_cli
+from pipeline_project import clean_env, copy_project, run_stage_in_process, snapshot
 
 
 @pytest.fixture(scope="module")
@@ -339,17 +335,8 @@ def check_fails(project, args, expected, *, torch_free=False):
 def check_fails_in_process(project, args, expected, monkeypatch, capsys):
     """The stage's main through run_cli, as its script runs it, in this process."""
     before = snapshot(project)
-    kept = clean_env()  # the environment the real script gets
-    for key in [k for k in os.environ if k not in kept]:
-        monkeypatch.delenv(key)
-    monkeypatch.chdir(project)
-    stage = importlib.import_module(f"vaebic.stages.{Path(args[0]).stem}")
-    sigterm = signal.getsignal(signal.SIGTERM)  # run_cli sets its own
-    try:
-        with pytest.raises(SystemExit) as stopped:  # any other exception is a traceback: the test fails
-            run_cli(stage.main, args[1:])
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    with pytest.raises(SystemExit) as stopped:  # any other exception is a traceback: the test fails
+        run_stage_in_process(project, args, monkeypatch)
     assert_one_error(stopped.value.code, capsys.readouterr().err, expected)
     assert snapshot(project) == before
 

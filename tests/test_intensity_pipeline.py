@@ -10,17 +10,12 @@ and cost about a second each."""
 
 import json
 import logging
-import os
-import signal
 
 import numpy as np
 import pytest
 from PIL import Image
-from pipeline_project import clean_env, dvc, edit_params, tiny
+from pipeline_project import dvc, edit_params, run_stage_in_process, tiny
 from test_intensity import write_png
-
-from vaebic.cli import run_cli
-from vaebic.stages import prepare
 
 pytestmark = pytest.mark.slow
 
@@ -193,16 +188,8 @@ THROUGH_DVC = {"uint8 0/1 npz (binarised MNIST as often stored)", "folder of 16-
 
 def prepare_in_process(project, monkeypatch, caplog) -> str:
     """The prepare stage's script, run in this process in the project: its log."""
-    kept = clean_env()  # the environment the real script gets
-    for key in [k for k in os.environ if k not in kept]:
-        monkeypatch.delenv(key)
-    monkeypatch.chdir(project)
     caplog.set_level(logging.INFO)
-    sigterm = signal.getsignal(signal.SIGTERM)  # run_cli sets its own
-    try:
-        run_cli(prepare.main, ["--data", "data/prepared"])
-    finally:
-        signal.signal(signal.SIGTERM, sigterm)
+    run_stage_in_process(project, ["stages/prepare.py", "--data", "data/prepared"], monkeypatch)
     return caplog.text
 
 
