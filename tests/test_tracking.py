@@ -1,5 +1,6 @@
 """MLflow tracking against a real SQLite store."""
 
+import json
 import os
 import socket
 import subprocess
@@ -274,7 +275,7 @@ def test_ctrl_c_inside_a_metric_write_stops_at_once_and_ends_the_run_killed(migr
     env = {**os.environ, "DVC_ROOT": str(migrated)}
     proc = subprocess.run([sys.executable, "-c", CTRL_C_IN_A_WRITE], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    results = __import__("json").loads(proc.stdout)
+    results = json.loads(proc.stdout)
     assert len(results) >= 10, results  # Ctrl-C at 10 or more points of one write
     import mlflow
 

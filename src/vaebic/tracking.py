@@ -269,7 +269,8 @@ def setup(experiment: str) -> str:
 
 def _store_lock():
     """A lock file beside a SQLite store, for get-or-create steps that concurrent stage processes
-    could race on; nothing for a tracking server, which serialises its own writes."""
+    could race on; nothing for a tracking server, where those steps settle a race themselves
+    (_get_or_create, _sweep_run_id)."""
     from contextlib import nullcontext
 
     db = sqlite_store()
