@@ -161,12 +161,14 @@ def test_runs_metrics_and_artifacts_reach_a_real_tracking_server(mlflow_server, 
     assert [r.info.run_id for r in parents] == [other]  # its own was deleted
 
 
-def test_children_from_separate_processes_share_one_parent_per_sweep(store):
+def test_children_from_separate_processes_share_one_parent_per_sweep(migrated):
+    """Four train stages' processes start at once, each the first of its sweep to look for the
+    parent run. (Creating the store itself concurrently: the test above.)"""
     code = (
         "import sys; from vaebic import tracking\n"
         "with tracking.model_run('exp', int(sys.argv[1]), 0, sys.argv[2], {'dvc.stage': 'train'}) as r: print(r.info.run_id)"
     )
-    env = {**os.environ, "DVC_ROOT": str(store)}
+    env = {**os.environ, "DVC_ROOT": str(migrated)}
     procs = [
         subprocess.Popen([sys.executable, "-c", code, str(d), key], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         for d, key in ((2, "sweepA"), (3, "sweepA"), (4, "sweepA"), (2, "sweepB"))
