@@ -129,7 +129,7 @@ def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(new_pr
     )
     kept = {d: torch.load(project / f"checkpoints/{d}-0.pt", weights_only=True)["epoch"] for d in (2, 4)}  # both kept
     # the rerun resumes both, and a cap lowered meanwhile (train.epochs is not part of a checkpoint's
-    # settings) ends them a few epochs later rather than at 200
+    # settings) ends them within a few epochs (or on a plateau first), not at 200
     cap = max(kept.values()) + 2
     edit_params(project, {"train": {"epochs": cap}})
     proc = sweep(project, "--jobs", "2")
@@ -137,7 +137,7 @@ def test_ctrl_c_stops_every_task_and_a_rerun_resumes_from_the_checkpoints(new_pr
     for d, epoch in kept.items():
         log = (project / f".dvc/tmp/sweep/{d}-0.log").read_text()
         assert f"resuming at epoch {epoch + 1} of at most {cap}" in log, log
-        assert len(json.loads((project / f"models/{d}-0/history.json").read_text())) == cap
+        assert epoch < len(json.loads((project / f"models/{d}-0/history.json").read_text())) <= cap  # the new cap held
     assert dvc(project, "status").stdout.strip().endswith("up to date.")
 
 
