@@ -137,6 +137,9 @@ def test_killed_training_resumes_to_the_same_weights_and_mlflow_tells_the_story(
     assert two.data.tags["vaebic.resumed_by"] == three.info.run_id and three.data.tags["vaebic.resumed_from"] == two.info.run_id
     assert three.data.tags["vaebic.resumed_at_epoch"] == str(second)
     assert f"epoch {second} written by run {two.info.run_id}" in three.data.tags["mlflow.note.content"]
+    # each checkpoint's epochs reach MLflow before it is written: the SIGKILLed run's curve reaches its checkpoint
+    killed = sorted(m.step for m in client.get_metric_history(two.info.run_id, "train_loss"))
+    assert killed == list(range(1, len(killed) + 1)) and len(killed) >= second
     curve = client.get_metric_history(three.info.run_id, "train_loss")
     assert [m.step for m in sorted(curve, key=lambda m: m.step)] == list(range(1, len(history) + 1))
     assert [m.value for m in sorted(curve, key=lambda m: m.step)] == pytest.approx([h["loss"] for h in history])

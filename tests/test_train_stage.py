@@ -84,6 +84,70 @@ def test_ctrl_c_names_the_checkpoint_it_keeps_and_ends_the_run_killed(project, m
     assert run.info.status == "KILLED"
 
 
+def test_per_epoch_metrics_reach_mlflow_before_every_checkpoint_and_on_ctrl_c(project, monkeypatch):
+    """Written in batches (EpochLog), never later than the checkpoint that holds them: a run
+    SIGKILLed after a checkpoint has all of that checkpoint's epochs; Ctrl-C writes the rest."""
+    import mlflow
+
+    from vaebic.fit import training
+    from vaebic.stages import train
+
+    def steps():
+        return [(m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(mlflow.active_run().info.run_id, "train_loss")]
+
+    seen = {}
+
+    def two_epochs_a_checkpoint_then_ctrl_c(model, x, *, on_epoch, checkpoint, **kw):
+        on_epoch(1, {"epoch": 1, "loss": 3.0, "lr": 0.1})
+        on_epoch(2, {"epoch": 2, "loss": 2.0, "lr": 0.1})
+        seen["before the checkpoint"] = steps()
+        checkpoint({"epoch": 2, "history": []})
+        seen["after it"] = steps()
+        on_epoch(3, {"epoch": 3, "loss": 1.0, "lr": 0.05})
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "METRICS_EVERY_S", 3600.0)  # no write on time: only the checkpoint and Ctrl-C write
+    monkeypatch.setattr(training, "train_vae", two_epochs_a_checkpoint_then_ctrl_c)
+    with pytest.raises(KeyboardInterrupt, match="the checkpoint of epoch 2"):
+        train.train(str(project / "params.yaml"), str(project / "prepared"), str(project / "models/2-0"), 2, 0, project / "c.pt")
+    assert seen == {"before the checkpoint": [], "after it": [(1, 3.0), (2, 2.0)]}
+    client, (run,) = model_runs(project)
+    assert run.info.status == "KILLED"
+    assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "train_loss")] == [(1, 3.0), (2, 2.0), (3, 1.0)]
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "lr")] == [0.1, 0.1, 0.05]
+
+
+def test_the_epoch_log_writes_once_its_interval_has_passed_with_each_epochs_time(project):
+    import time
+
+    import mlflow
+
+    from vaebic import tracking
+    from vaebic.stages.train import EpochLog
+
+    tracking.setup("epochs")
+    with mlflow.start_run() as run:
+        client = mlflow.MlflowClient()
+
+        def history():
+            return [(m.step, m.value, m.timestamp) for m in client.get_metric_history(run.info.run_id, "train_loss")]
+
+        before = int(time.time() * 1000)
+        EpochLog(every_s=0.0)(1, {"loss": 3.0, "recon": 2.5})  # the interval has passed: written at once
+        after = int(time.time() * 1000)
+        (first,) = history()
+        assert first[:2] == (1, 3.0) and before <= first[2] <= after
+        later = EpochLog(every_s=3600.0)
+        later(2, {"loss": 2.0})
+        time.sleep(0.05)
+        later(3, {"loss": 1.0})
+        assert len(history()) == 1  # held
+        later.flush()
+        (_, two, three) = history()
+        assert two[:2] == (2, 2.0) and three[:2] == (3, 1.0) and three[2] >= two[2] + 50  # each epoch's own time
+        assert [m.step for m in client.get_metric_history(run.info.run_id, "train_recon")] == [1]
+
+
 def test_out_of_memory_advice_names_the_parameters():
     from vaebic.stages import evaluate, train
 

@@ -495,6 +495,18 @@ def log_metrics(metrics: dict, step: int | None = None) -> None:
 
 
 @_whole
+def log_epochs(epochs: list[tuple[int, dict, int]]) -> None:
+    """Several epochs' metrics into the active run in one write: [(step, {name: value}, timestamp in
+    ms)], each value with the step and time of its epoch (MLflow splits what exceeds its batch limit)."""
+    import mlflow
+    from mlflow.entities import Metric
+
+    metrics = [Metric(name, float(value), ms, step) for step, values, ms in epochs for name, value in values.items()]
+    if metrics:
+        mlflow.MlflowClient().log_batch(mlflow.active_run().info.run_id, metrics=metrics)
+
+
+@_whole
 def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
     import mlflow
 

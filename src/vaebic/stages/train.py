@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import logging
 import os
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -86,11 +88,34 @@ EPOCH_METRICS = {
 }
 
 
-def log_epoch(epoch: int, rec: dict) -> None:
-    """One epoch's training losses, learning rate and validation estimate into the active MLflow run."""
-    from vaebic import tracking
+#: seconds between writes of the per-epoch metrics to MLflow
+METRICS_EVERY_S = 1.0
 
-    tracking.log_metrics({name: rec[key] for key, name in EPOCH_METRICS.items() if key in rec}, step=epoch)
+
+class EpochLog:
+    """Each epoch's training losses, learning rate and validation estimate into the active MLflow
+    run, with the step and time of its epoch, written in batches: when every_s seconds have passed
+    since the last write, and whenever flush() is called (before each checkpoint, at the end, on
+    Ctrl-C or an error). One write per epoch cost about 4 ms (a SQLite transaction through
+    MLflow's ORM), several per cent of a small model's epoch; the MLflow UI now lags by at most
+    every_s, and the run holds every epoch that a checkpoint holds."""
+
+    def __init__(self, every_s: float = METRICS_EVERY_S):
+        self.every_s = every_s
+        self.pending: list[tuple[int, dict, int]] = []
+        self.written = time.monotonic()
+
+    def __call__(self, epoch: int, rec: dict) -> None:
+        self.pending.append((epoch, {name: rec[key] for key, name in EPOCH_METRICS.items() if key in rec}, int(time.time() * 1000)))
+        if time.monotonic() - self.written >= self.every_s:
+            self.flush()
+
+    def flush(self) -> None:
+        from vaebic import tracking
+
+        pending, self.pending = self.pending, []
+        tracking.log_epochs(pending)
+        self.written = time.monotonic()
 
 
 def stopping_record(fit, pt: dict) -> dict:
@@ -248,12 +273,19 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
     tags = {**tracking.provenance(job.stage, job.params_path, meta["fingerprint"]), "dataset": meta["dataset"]}
     with tracking.model_run(p["mlflow"]["experiment"], d, seed, tracking.sweep_key(p, meta["fingerprint"]), tags) as run:
         tracking.log_params(run_params(job, model))
+        epoch_log = EpochLog()
         if resume is not None:
             tracking.link_resumed(resume["mlflow_run_id"] or None, resume["epoch"])
             for epoch, rec in enumerate(resume["history"], 1):  # the whole curve in this run too
-                log_epoch(epoch, rec)
+                epoch_log(epoch, rec)
+            epoch_log.flush()
         saver.run_id = run.info.run_id
-        with compute(job.stage, training_oom_advice(pt["batch_size"])):
+
+        def save(state: dict) -> None:  # the run holds every epoch the checkpoint holds
+            epoch_log.flush()
+            saver(state)
+
+        with compute(job.stage, training_oom_advice(pt["batch_size"])), _flushed(epoch_log):
             fit = train_vae(
                 model,
                 data[0],
@@ -265,12 +297,12 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
                 patience=pt["patience"],
                 min_delta=pt["min_delta"],
                 lr_patience=pt["lr_patience"],
-                on_epoch=log_epoch,
+                on_epoch=epoch_log,
                 desc=f"d={d} seed={seed}",
                 precision=job.resolved["precision"],
                 compile=job.resolved["compile"],
                 resume=resume,
-                checkpoint=saver if saver.path else None,
+                checkpoint=save if saver.path else None,
                 checkpoint_every=pt["checkpoint_every"],
             )
         stopping = stopping_record(fit, pt)
@@ -282,6 +314,15 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
             write_json_atomic(tmp / STOPPING_FILE, stopping)
             tracking.save_run_id(tmp, run.info.run_id)
     return fit
+
+
+@contextmanager
+def _flushed(epoch_log: EpochLog):
+    """The epochs not yet written go to MLflow however training ends: finished, Ctrl-C, an error."""
+    try:
+        yield
+    finally:
+        epoch_log.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
