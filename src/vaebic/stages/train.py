@@ -97,8 +97,9 @@ class EpochLog:
     run, with the step and time of its epoch, written in batches: when every_s seconds have passed
     since the last write, and whenever flush() is called (before each checkpoint, at the end, on
     Ctrl-C or an error). One write per epoch cost about 4 ms (a SQLite transaction through
-    MLflow's ORM), several per cent of a small model's epoch; the MLflow UI now lags by at most
-    every_s, and the run holds every epoch that a checkpoint holds."""
+    MLflow's ORM), several per cent of a small model's epoch. An epoch longer than every_s is
+    written as it ends; shorter ones reach the MLflow UI within every_s and an epoch. The run holds
+    every epoch that a checkpoint holds."""
 
     def __init__(self, every_s: float = METRICS_EVERY_S):
         self.every_s = every_s
