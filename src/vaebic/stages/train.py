@@ -101,8 +101,8 @@ class EpochLog:
     written as it ends; shorter ones reach the MLflow UI within every_s and an epoch. The run holds
     every epoch that a checkpoint holds."""
 
-    def __init__(self, every_s: float = METRICS_EVERY_S):
-        self.every_s = every_s
+    def __init__(self, every_s: float | None = None):
+        self.every_s = METRICS_EVERY_S if every_s is None else every_s
         self.pending: list[tuple[int, dict, int]] = []
         self.written = time.monotonic()
 
