@@ -163,7 +163,7 @@ def test_runs_metrics_and_artifacts_reach_a_real_tracking_server(mlflow_server, 
 
 def test_children_from_separate_processes_share_one_parent_per_sweep(migrated):
     """Four train stages' processes start at once, each the first of its sweep to look for the
-    parent run. (Creating the store itself concurrently: the test above.)"""
+    parent run. (Creating the store itself concurrently: test_concurrent_first_writers_share_one_store_and_experiment.)"""
     code = (
         "import sys; from vaebic import tracking\n"
         "with tracking.model_run('exp', int(sys.argv[1]), 0, sys.argv[2], {'dvc.stage': 'train'}) as r: print(r.info.run_id)"
