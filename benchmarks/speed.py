@@ -446,11 +446,15 @@ def export_commit(rev: str, dest: Path) -> str:
 
 def baseline_repro(rev: str, changes: dict, tmp: str) -> dict:
     """The default `dvc repro` of commit rev, with its own code, stages and params.yaml (changes
-    applied) in a fresh copy: the stages import that commit's vaebic (PYTHONPATH), not this one."""
+    applied but for the mlflow section) in a fresh copy: the stages import that commit's vaebic
+    (PYTHONPATH), not this one."""
     sha = export_commit(rev, Path(tmp) / "baseline-commit")
     folder = Path(tmp) / "baseline"
     folder.mkdir()
-    copy_project(folder, changes, source=Path(tmp) / "baseline-commit")
+    # the sizes only: the commit keeps its own MLflow settings (before a384108, params.yaml's
+    # validation refuses a null mlflow.registered_model)
+    sizes = {section: values for section, values in changes.items() if section != "mlflow"}
+    copy_project(folder, sizes, source=Path(tmp) / "baseline-commit")
     seconds, busy = run_command(["dvc", "repro"], folder, {"PYTHONPATH": str(folder / "src")})
     train = yaml.safe_load((folder / "params.yaml").read_text())["train"]
     return {
@@ -689,13 +693,16 @@ def verdicts(fig: dict) -> list[tuple[str, float, float, bool | None]]:
 
 
 def _quick_pipeline_changes() -> dict:
-    """--quick's params.yaml changes for the pipeline runs: two tiny models."""
+    """--quick's params.yaml changes for the pipeline runs: two tiny models, and no Model Registry
+    version (torch.export and the registration take seconds of each report that a smoke run does
+    not need; the full run registers the champion, as the default `dvc repro` does)."""
     return {
         "data": {"max_examples": 500},
         "sweep": {"latent_dims": [2, 4]},
         "train": {"epochs": 1},
         "evaluate": {"k_samples": 10},
         "report": {"dpi": 40, "n_samples": 4},
+        "mlflow": {"registered_model": None},
     }
 
 
