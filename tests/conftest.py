@@ -34,26 +34,26 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 # The end-to-end files, longest first (seconds of one file with two pytest workers on a 2-core Intel
-# Xeon, cold torch.compile cache, from a timeline of `make test`). `make test` runs the files on
-# pytest-xdist workers in this order (--dist loadfile --no-loadscope-reorder), so the long ones
-# start first and the short ones fill in at the end. test_sweep.py starts first and builds the run's
+# Xeon, cold torch.compile cache: per-file sums of pytest's --durations=0 with make test's options).
+# `make test` runs the files on pytest-xdist workers in this order (--dist loadfile
+# --no-loadscope-reorder), so the long ones start first and the short ones fill in at the end. test_sweep.py starts first and builds the run's
 # finished tiny project (`finished_template`) while test_benchmarks.py, which needs none, starts on
 # the other worker.
 LONGEST_FIRST = [
-    "test_sweep.py",  # 164
-    "test_benchmarks.py",  # 102
+    "test_sweep.py",  # 147
+    "test_benchmarks.py",  # 72
     "test_known_truth.py",  # 52
-    "test_pipeline.py",  # 43
-    "test_budget.py",  # 35
-    "test_resume.py",  # 34
-    "test_tracking.py",  # 33
-    "test_model_training.py",  # 28 (torch.compile's first compile)
-    "test_likelihoods_pipeline.py",  # 21
-    "test_bad_inputs.py",  # 20
+    "test_budget.py",  # 38
+    "test_resume.py",  # 35
+    "test_pipeline.py",  # 35
+    "test_tracking.py",  # 27
+    "test_model_training.py",  # 26 (torch.compile's first compile)
+    "test_likelihoods_pipeline.py",  # 20
+    "test_bad_inputs.py",  # 18
     "test_user_data_pipeline.py",  # 16
-    "test_iwae.py",  # 6
+    "test_iwae.py",  # 4
     "test_calibrated_sigma.py",  # 4
-    "test_intensity_pipeline.py",  # 4
+    "test_intensity_pipeline.py",  # 3
 ]
 
 
