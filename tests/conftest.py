@@ -36,9 +36,9 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 # The end-to-end files, longest first (seconds of one file with two pytest workers on a 2-core Intel
 # Xeon, cold torch.compile cache: per-file sums of pytest's --durations=0 with make test's options).
 # `make test` runs the files on pytest-xdist workers in this order (--dist loadfile
-# --no-loadscope-reorder), so the long ones start first and the short ones fill in at the end. test_sweep.py starts first and builds the run's
-# finished tiny project (`finished_template`) while test_benchmarks.py, which needs none, starts on
-# the other worker.
+# --no-loadscope-reorder), so the long ones start first and the short ones fill in at the end.
+# test_sweep.py starts first and builds the run's finished tiny project (`finished_template`) while
+# test_benchmarks.py, which needs none, starts on the other worker.
 LONGEST_FIRST = [
     "test_sweep.py",  # 147
     "test_benchmarks.py",  # 72
