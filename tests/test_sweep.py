@@ -220,8 +220,6 @@ def test_a_sweep_on_a_cluster_hands_results_back_through_the_dvc_remote(referenc
     assert open(local).read() == (project / "reports/report.md").read_text()
     version, served = champion(mlflow_server)
     assert version.run_id == children[f"d{best}-s0"].info.run_id
-    import torch
-
     mu, logvar, decoded = served(torch.rand(4, 784), torch.randn(4, best))
     assert mu.shape == (4, best) and decoded.shape == (4, 784)
 
