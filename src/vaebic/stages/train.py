@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,8 +94,8 @@ METRICS_EVERY_S = 1.0
 class EpochLog:
     """Each epoch's training losses, learning rate and validation estimate into the active MLflow
     run, with the step and time of its epoch, written in batches: when every_s seconds have passed
-    since the last write, and whenever flush() is called (before each checkpoint, at the end, on
-    Ctrl-C or an error). One write per epoch cost about 4 ms (a SQLite transaction through
+    since the last write, whenever flush() is called (before each checkpoint), and when a `with`
+    block over it ends, however it ends (finished, Ctrl-C, an error). One write per epoch cost about 4 ms (a SQLite transaction through
     MLflow's ORM), several per cent of a small model's epoch. An epoch longer than every_s is
     written as it ends; shorter ones reach the MLflow UI within every_s and an epoch. The run holds
     every epoch that a checkpoint holds."""
@@ -117,6 +116,12 @@ class EpochLog:
         pending, self.pending = self.pending, []
         tracking.log_epochs(pending)
         self.written = time.monotonic()
+
+    def __enter__(self) -> EpochLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.flush()
 
 
 def stopping_record(fit, pt: dict) -> dict:
@@ -286,7 +291,7 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
             epoch_log.flush()
             saver(state)
 
-        with compute(job.stage, training_oom_advice(pt["batch_size"])), _flushed(epoch_log):
+        with compute(job.stage, training_oom_advice(pt["batch_size"])), epoch_log:
             fit = train_vae(
                 model,
                 data[0],
@@ -315,15 +320,6 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
             write_json_atomic(tmp / STOPPING_FILE, stopping)
             tracking.save_run_id(tmp, run.info.run_id)
     return fit
-
-
-@contextmanager
-def _flushed(epoch_log: EpochLog):
-    """The epochs not yet written go to MLflow however training ends: finished, Ctrl-C, an error."""
-    try:
-        yield
-    finally:
-        epoch_log.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
