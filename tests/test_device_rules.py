@@ -279,6 +279,38 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     assert faults < 0.05 * pages, faults
 
 
+def test_subnormals_are_flushed_in_every_thread_only_when_set_before_the_pool_starts():
+    """torch's pool threads copy the subnormal flag when the pool starts: set first, every thread
+    flushes (and Adam's tiny second moments come out zero in every thread's share); set after a
+    parallel operation, only the calling thread does. Two threads, each case in a fresh process."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys, torch
+from vaebic import device
+if sys.argv[1] == "late":
+    torch.ones(1 << 20) * 2.0  # a parallel operation starts the pool
+print(device.flush_subnormals_everywhere())
+from vaebic.fit.training import Adam
+p = torch.zeros(1 << 20)
+p.grad = torch.full((1 << 20,), 1e-21)  # its square, 1e-42, is subnormal
+opt = Adam([p], lr=1e-3)
+opt.step()
+print(int(opt.exp_avg_sq[0].view(torch.int32).count_nonzero()))
+"""
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # two threads also under pytest -n
+    outs = {
+        when: subprocess.run([sys.executable, "-c", code, when], capture_output=True, text=True, timeout=120, env=env)
+        for when in ("first", "late")
+    }
+    assert all(o.returncode == 0 for o in outs.values()), {k: o.stderr for k, o in outs.items()}
+    assert outs["first"].stdout.split() == ["True", "0"]
+    flushed, unflushed = outs["late"].stdout.split()
+    assert flushed == "False" and 0 < int(unflushed) < 1 << 20  # the other thread's share stayed subnormal
+
+
 def test_each_of_n_jobs_gets_an_equal_share_of_the_cores_in_every_thread_pool(monkeypatch):
     # the sweep's stage processes and the pytest workers: BLAS, OpenMP and torch.compile's compiler pool
     import os

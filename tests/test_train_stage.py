@@ -67,6 +67,31 @@ def test_train_then_evaluate_in_process(project):
     assert {k: len(v) for k, v in examples.items()} == {"elbo_train": 216, "iwae_train": 216, "elbo_test": 60, "iwae_test": 60}
 
 
+def test_train_and_evaluate_processes_flush_subnormals_in_every_thread(project):
+    """Each stage sets the flag before its first parallel torch operation (reading the data), so
+    all of torch's threads have it (see vaebic.device.flush_subnormals_everywhere): otherwise the
+    other threads' share of Adam's steps ran about 3x slower once its moments grew tiny."""
+    import os
+    import subprocess
+    import sys
+
+    code = """
+import sys
+from vaebic import device
+from vaebic.stages import evaluate, train
+stage, params, data, model = sys.argv[1:]
+(train.train if stage == "train" else evaluate.evaluate)(params, data, model, 2, 0)
+import torch
+print(torch.get_num_threads(), device.every_thread_flushes())
+"""
+    params, data, out = str(project / "params.yaml"), str(project / "prepared"), str(project / "models/2-0")
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}  # two threads also under pytest -n
+    for stage in ("train", "evaluate"):  # evaluate reads the model train wrote
+        done = subprocess.run([sys.executable, "-c", code, stage, params, data, out], capture_output=True, text=True, timeout=300, env=env)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split()[-2:] == ["2", "True"], (stage, done.stdout)
+
+
 def test_ctrl_c_names_the_checkpoint_it_keeps_and_ends_the_run_killed(project, monkeypatch):
     from vaebic.fit import training
     from vaebic.stages.train import train

@@ -42,6 +42,7 @@ def evaluate(params_path: str, data_dir: str, model_dir: str, latent_dim: int, s
     from vaebic.model.vae import count_params, load_model
     from vaebic.selection.trajectory import read_training_summary
 
+    devices.flush_subnormals_everywhere()  # before the first parallel torch operation (see there)
     device = devices.pick_device(p["train"]["device"])
     ev, d = p["evaluate"], latent_dim
     precision, precision_why, chunk_mb = _configure(device, ev, d, seed)

@@ -215,6 +215,7 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
     from vaebic import device as devices
     from vaebic.fit import checkpoint
 
+    devices.flush_subnormals_everywhere()  # before the first parallel torch operation (see there)
     device, facts, resolved, compile_why = resolve_device(pt, len(prepared.train))
     x = devices.to_device(prepared.train, device, "training data")
     val = devices.to_device(prepared.validation, device, "validation data") if len(prepared.validation) else None
