@@ -83,6 +83,9 @@ def test_training_and_evaluation_create_no_float64_tensor(kind, precision):
 
 
 def syncs_of_training(batch_size: int, epochs: int = 2, **kw) -> int:
+    from vaebic.fit.training import Adam
+
+    Adam([torch.zeros(1)], lr=1e-3)  # the once-per-process trial of the private Adam kernel reads a value back: not counted
     torch.manual_seed(0)
     with Recorder() as rec:
         train_vae(VAE(VAEConfig(36, 3, hidden_sizes=[16])), binary(), epochs=epochs, batch_size=batch_size, lr=1e-3, seed=0, **kw)
@@ -107,8 +110,8 @@ CPU_PLAIN = DeviceFacts("cpu", "old x86", native_bf16=False)
 @pytest.mark.parametrize(
     "facts, expected",
     [
-        (CPU_BF16, 2.0),
-        (CPU_PLAIN, 2.0),
+        (CPU_BF16, 8.0),
+        (CPU_PLAIN, 8.0),
         (CUDA_A100, 1024.0),  # 40 GiB / 32 = 1280 MiB, capped at 1024
         (CUDA_T4, 512.0),
         (MPS, 512.0),

@@ -192,7 +192,7 @@ SCHEMA: dict[str, dict[str, Field]] = {
         "max_chunk_mb": Field(
             "number_or_word",
             "auto",
-            "memory bound of one block of importance samples (decoder outputs), in MiB: auto is 2 on a CPU (a core's cache) and 1/32 of a GPU's memory (64 to 1024); the numbers do not depend on it",
+            "memory bound of one block of importance samples (decoder outputs), in MiB: auto is 8 on a CPU (the L3 cache) and 1/32 of a GPU's memory (64 to 1024); the numbers do not depend on it",
             choices=("auto",),
             low=0.0,
             low_open=True,
