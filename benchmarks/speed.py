@@ -64,7 +64,7 @@ from torch import nn
 from vaebic import params
 from vaebic.data import preparation
 from vaebic.data.prepared import load_prepared
-from vaebic.device import chunk_mb, facts, pick_device, resolve_precision, synchronize
+from vaebic.device import chunk_mb, facts, flush_subnormals_everywhere, pick_device, resolve_precision, synchronize
 from vaebic.fit.training import train_vae
 from vaebic.model.evaluation import log_likelihood_estimate
 from vaebic.model.objectives import iwae_log_likelihood
@@ -915,6 +915,7 @@ def _print_targets(fig: dict, quick: bool) -> None:
 def main() -> None:
     args = _parse_args()
     p = params.load(ROOT / "params.yaml")
+    flush_subnormals_everywhere()  # as the stage processes do, before the first parallel operation
     device = pick_device(args.device)
     device_facts = facts(device)
     precision, precision_why = resolve_precision(args.precision, device_facts, "--precision")
