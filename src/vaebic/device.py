@@ -300,9 +300,10 @@ def cpu_slow_paths_off():
 
     Adam's second moments of always-dark output pixels sink into the subnormal range, where x86
     arithmetic is many times slower (Adam's step ran 2-3x slower on a 2-core EPYC); flushing them
-    to zero changes no result that matters (they are 1e-38 beside numbers of order 1). Not
-    inherited by every worker thread, so the hot elementwise code also keeps its own values out of
-    that range, and stage processes call flush_subnormals_everywhere first.
+    to zero changes no result that matters (they are 1e-38 beside numbers of order 1). Set here,
+    the flag reaches torch's other threads only if their pool has not started yet: the stage
+    processes call flush_subnormals_everywhere first, so that every thread has it; elsewhere the
+    other threads' share of an operation may take the slow path (slower, and unflushed subnormals).
     """
     hold_freed_memory()
     torch.set_flush_denormal(True)
