@@ -287,3 +287,99 @@ def test_ctrl_c_inside_a_metric_write_stops_at_once_and_ends_the_run_killed(migr
         run = client.get_run(r["run_id"])
         assert run.info.status == "KILLED" and run.data.tags["vaebic.failure"] == "KeyboardInterrupt", r
         assert run.data.metrics["train_loss"] == 1.5, r  # the interrupted write finished, then Ctrl-C acted
+
+
+def test_the_tracking_process_ends_runs_as_the_stage_would(migrated):
+    """A train stage's runs, made through its tracking process: the same statuses and tags as
+    tracking.model_run in-process (the tests above), the exception's own name in the tag."""
+    import mlflow
+
+    from vaebic.fit.training import DivergedError
+    from vaebic.tracking_process import TrackingProcess
+
+    ids = {}
+    with TrackingProcess() as tracker:
+        with tracker.model_run("exp", 2, 0, "k", {"dvc.stage": "train@2-0"}) as ids["done"]:
+            tracker.call("log_params", {"latent_dim": 2, "hidden_sizes": [4]})
+            tracker.call("log_epochs", [(1, {"train_loss": 3.0}, 1000), (2, {"train_loss": 2.0}, 2000)])
+        with pytest.raises(DivergedError, match="nan"):
+            with tracker.model_run("exp", 3, 0, "k", {"dvc.stage": "train@3-0"}) as ids["diverged"]:
+                raise DivergedError("training diverged: the loss is nan")
+        with pytest.raises(KeyboardInterrupt):
+            with tracker.model_run("exp", 4, 0, "k", {"dvc.stage": "train@4-0"}) as ids["interrupted"]:
+                raise KeyboardInterrupt
+        assert tracker.proc.pid != os.getpid() and "mlflow" in tracker.call("tracking_uri")
+    assert tracker.proc.wait(1) == 0
+    client = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri())
+    done, diverged, interrupted = (client.get_run(ids[k]) for k in ("done", "diverged", "interrupted"))
+    assert done.info.status == "FINISHED" and done.data.params == {"latent_dim": "2", "hidden_sizes": "[4]"}
+    assert [(m.step, m.value, m.timestamp) for m in client.get_metric_history(ids["done"], "train_loss")] == [
+        (1, 3.0, 1000),
+        (2, 2.0, 2000),
+    ]
+    assert diverged.info.status == "FAILED" and diverged.data.tags["vaebic.failure"] == "DivergedError: training diverged: the loss is nan"
+    assert interrupted.info.status == "KILLED" and interrupted.data.tags["vaebic.failure"] == "KeyboardInterrupt"
+    (parent,) = {r.data.tags["mlflow.parentRunId"] for r in (done, diverged, interrupted)}
+    tags = client.get_run(parent).data.tags
+    assert (tags["vaebic.role"], tags["vaebic.sweep"]) == ("sweep", "k")
+
+
+def test_tracking_process_errors_come_back_as_one_line_or_with_the_traceback(store):
+    from vaebic.tracking_process import TrackingError, TrackingProcess
+
+    (store / "mlflow.db").write_bytes(b"not a database, some bytes of something else")
+    with TrackingProcess() as tracker:
+        with pytest.raises(
+            VaebicError, match=r"mlflow.db is not a SQLite database \(a corrupt or half-copied file\?\): move it aside"
+        ) as e:
+            with tracker.model_run("exp", 2, 0, "k", {"dvc.stage": "train@2-0"}):
+                pass
+        assert "\n" not in str(e.value)
+        with pytest.raises(TrackingError, match=r"(?s)in the MLflow tracking process:\nTraceback .*AttributeError: .*no_such_call"):
+            tracker.call("no_such_call")
+        assert tracker.call("sqlite_store") == store / "mlflow.db"  # it answers on after an error
+
+
+STAGE_THEN_SIGNAL = """
+import os, sys, time
+from vaebic.tracking_process import TrackingProcess
+with TrackingProcess() as tracker, tracker.model_run("exp", 2, 0, "k", {"dvc.stage": "train@2-0"}) as run_id:
+    print(tracker.proc.pid, run_id, flush=True)
+    time.sleep(120)
+"""
+
+
+@pytest.mark.parametrize("signal_name", ["SIGKILL", "SIGINT"])
+def test_the_tracking_process_outlives_neither_its_stage_nor_a_ctrl_c(migrated, signal_name):
+    """SIGKILL of the stage: the tracking process finds the pipe closed and ends, the run left
+    RUNNING for the resumed stage to end as KILLED (link_resumed), as with MLflow in the stage
+    itself. Ctrl-C at a terminal (SIGINT to the whole process group): the tracking process ignores
+    it and the stage ends the run through it, as KILLED."""
+    import signal
+
+    import mlflow
+
+    env = {**os.environ, "DVC_ROOT": str(migrated)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", STAGE_THEN_SIGNAL],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    tracker_pid, run_id = proc.stdout.readline().split()
+    if signal_name == "SIGKILL":
+        os.kill(proc.pid, signal.SIGKILL)  # the stage alone
+    else:
+        os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    for _ in range(100):  # the tracking process is gone within seconds
+        if not Path(f"/proc/{tracker_pid}").exists() or "Z" in Path(f"/proc/{tracker_pid}/stat").read_text().split(")")[1][:3]:
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError(f"the tracking process {tracker_pid} is still running after its stage got {signal_name}")
+    run = mlflow.MlflowClient(tracking_uri=tracking.tracking_uri()).get_run(run_id)
+    expected = {"SIGKILL": "RUNNING", "SIGINT": "KILLED"}[signal_name]
+    assert run.info.status == expected, (run.info.status, stderr[-2000:])

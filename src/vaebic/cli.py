@@ -55,10 +55,7 @@ def run_cli(main: Callable[..., None], argv: list[str] | None = None) -> None:
     Python's teardown of its modules (_exit_without_teardown).
     """
     signal.signal(signal.SIGTERM, _on_sigterm)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    for noisy in ("alembic", "mlflow.store", "mlflow.tracking", "matplotlib", "PIL"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.ERROR)  # a retry warning per request to a dead server; the error line says it
+    configure_logging()
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     if argv is None and os.environ.get(TIMINGS_ENV):  # a process of its own: its time from start to exit
         atexit.register(_record_process_time, os.environ[TIMINGS_ENV], os.environ.get("DVC_STAGE") or Path(sys.argv[0]).stem)
@@ -81,6 +78,14 @@ def run_cli(main: Callable[..., None], argv: list[str] | None = None) -> None:
         end(_stop["code"])
     if argv is None:
         end(0)
+
+
+def configure_logging() -> None:
+    """A stage's log lines: time, logger, message, on stderr; the chatter of libraries kept out."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    for noisy in ("alembic", "mlflow.store", "mlflow.tracking", "matplotlib", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # a retry warning per request to a dead server; the error line says it
 
 
 def _exit_without_teardown(code: int) -> NoReturn:

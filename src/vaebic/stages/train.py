@@ -92,16 +92,17 @@ METRICS_EVERY_S = 1.0
 
 
 class EpochLog:
-    """Each epoch's training losses, learning rate and validation estimate into the active MLflow
-    run, with the step and time of its epoch, written in batches: when every_s seconds have passed
-    since the last write, whenever flush() is called (before each checkpoint), and when a `with`
-    block over it ends, however it ends (finished, Ctrl-C, an error). One write per epoch cost about 4 ms (a SQLite transaction through
-    MLflow's ORM), several per cent of a small model's epoch. An epoch longer than every_s is
-    written as it ends; shorter ones reach the MLflow UI within every_s and an epoch. The run holds
-    every epoch that a checkpoint holds."""
+    """Each epoch's training losses, learning rate and validation estimate into the MLflow run,
+    with the step and time of its epoch, by write([(epoch, {metric: value}, time in ms), ...]),
+    in batches: when every_s seconds have passed since the last write, whenever flush() is called
+    (before each checkpoint), and when a `with` block over it ends, however it ends (finished,
+    Ctrl-C, an error). One write per epoch cost about 4 ms (a SQLite transaction through MLflow's
+    ORM), several per cent of a small model's epoch. An epoch longer than every_s is written as it
+    ends; shorter ones reach the MLflow UI within every_s and an epoch. The run holds every epoch
+    that a checkpoint holds."""
 
-    def __init__(self, every_s: float | None = None):
-        self.every_s = METRICS_EVERY_S if every_s is None else every_s
+    def __init__(self, write, every_s: float | None = None):
+        self.write, self.every_s = write, METRICS_EVERY_S if every_s is None else every_s
         self.pending: list[tuple[int, dict, int]] = []
         self.written = time.monotonic()
 
@@ -111,10 +112,8 @@ class EpochLog:
             self.flush()
 
     def flush(self) -> None:
-        from vaebic import tracking
-
         pending, self.pending = self.pending, []
-        tracking.log_epochs(pending)
+        self.write(pending)
         self.written = time.monotonic()
 
     def __enter__(self) -> EpochLog:
@@ -205,11 +204,19 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
     from vaebic import params
 
     p = params.load(params_path)
-    pm, pt, d = p["model"], p["train"], latent_dim
+    pm, pt = p["model"], p["train"]
     checkpoint_path = Path(checkpoint_path) if checkpoint_path else None
     prepared = load_data(data_dir, pm["likelihood"], pt["patience"])
-    meta = prepared.meta
+    from vaebic.tracking_process import TrackingProcess
 
+    with TrackingProcess() as tracker:  # it imports MLflow while this process imports torch
+        _train(tracker, p, params_path, prepared, out, latent_dim, seed, checkpoint_path)
+
+
+def _train(tracker, p: dict, params_path: str, prepared, out: str, d: int, seed: int, checkpoint_path: Path | None) -> None:
+    """train's work once the data are read and the tracking process is starting: the model, its
+    checkpoint to resume from, and training inside its MLflow run (tracked_training)."""
+    pm, pt, meta = p["model"], p["train"], prepared.meta
     import torch
 
     from vaebic import device as devices
@@ -239,7 +246,7 @@ def train(params_path: str, data_dir: str, out: str, latent_dim: int, seed: int,
     saver = Checkpointer(checkpoint_path, key, resume["epoch"] if resume else 0)
     job = Job(p, params_path, meta, d, seed, out, device, resolved)
     try:
-        fit = tracked_training(job, model, (x, val), resume, saver)
+        fit = tracked_training(tracker, job, model, (x, val), resume, saver)
     except KeyboardInterrupt:
         if saver.path and (epoch := saver.saved_epoch(pt["epochs"])):
             raise KeyboardInterrupt(saver.kept(pt["epochs"], epoch)) from None
@@ -266,9 +273,9 @@ def budget_text(pt: dict, n_validation: int) -> str:
     )
 
 
-def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: Checkpointer):
+def tracked_training(tracker, job: Job, model, data: tuple, resume: dict | None, saver: Checkpointer):
     """Train on data = (training split, validation split or None) and write the model folder
-    inside the model's MLflow run; return the Fit."""
+    inside the model's MLflow run, whose calls tracker (a TrackingProcess) makes; return the Fit."""
     from vaebic import tracking
     from vaebic.cli import compute
     from vaebic.files import atomic_folder, write_json_atomic
@@ -278,15 +285,15 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
 
     p, pt, meta, d, seed = job.params, job.params["train"], job.meta, job.latent_dim, job.seed
     tags = {**tracking.provenance(job.stage, job.params_path, meta["fingerprint"]), "dataset": meta["dataset"]}
-    with tracking.model_run(p["mlflow"]["experiment"], d, seed, tracking.sweep_key(p, meta["fingerprint"]), tags) as run:
-        tracking.log_params(run_params(job, model))
-        epoch_log = EpochLog()
+    with tracker.model_run(p["mlflow"]["experiment"], d, seed, tracking.sweep_key(p, meta["fingerprint"]), tags) as run_id:
+        tracker.call("log_params", run_params(job, model))
+        epoch_log = EpochLog(lambda epochs: tracker.call("log_epochs", epochs))
         if resume is not None:
-            tracking.link_resumed(resume["mlflow_run_id"] or None, resume["epoch"])
+            tracker.call("link_resumed", resume["mlflow_run_id"] or None, resume["epoch"])
             for epoch, rec in enumerate(resume["history"], 1):  # the whole curve in this run too
                 epoch_log(epoch, rec)
             epoch_log.flush()
-        saver.run_id = run.info.run_id
+        saver.run_id = run_id
 
         def save(state: dict) -> None:  # the run holds every epoch the checkpoint holds
             epoch_log.flush()
@@ -313,13 +320,13 @@ def tracked_training(job: Job, model, data: tuple, resume: dict | None, saver: C
                 checkpoint_every=pt["checkpoint_every"],
             )
         stopping = stopping_record(fit, pt)
-        tracking.log_metrics({"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run})
-        tracking.set_tags({"stop_reason": fit.stop_reason})
+        tracker.call("log_metrics", {"best_epoch": fit.best_epoch, "epochs_run": fit.epochs_run})
+        tracker.call("set_tags", {"stop_reason": fit.stop_reason})
         with atomic_folder(job.out) as tmp:
             save_model(model, tmp, extra_config={"seed": seed, "data_fingerprint": meta["fingerprint"], "train": job.resolved})
             write_json_atomic(tmp / "history.json", fit.history)
             write_json_atomic(tmp / STOPPING_FILE, stopping)
-            tracking.save_run_id(tmp, run.info.run_id)
+            tracking.save_run_id(tmp, run_id)
     return fit
 
 
