@@ -8,7 +8,8 @@ This module is the train stage's wiring: one model's MLflow run, resuming from a
 and saving new ones, the out-of-memory advice, and the model folder it writes.
 
 Torch and MLflow are imported only once the prepared data have been read and checked, so that a
-wrong input fails at once.
+wrong input fails at once; MLflow in the stage's tracking process (vaebic.tracking_process),
+which loads it on the other core while this process loads torch.
 """
 
 from __future__ import annotations
