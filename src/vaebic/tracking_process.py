@@ -15,7 +15,7 @@ leaving the run RUNNING as a stage's own MLflow client would; the stage that res
 checkpoint ends it as KILLED (tracking.link_resumed).
 
 On Windows, which cannot hand a socket to a child process this way, the calls run in the stage's
-own process, with the same answers.
+own process (TrackingProcess(in_process=True)), with the same answers.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ class TrackingProcess:
     function there; model_run() opens a model's run there, as tracking.model_run does in-process,
     and yields its id. Use it as a context: leaving it ends the process."""
 
-    def __init__(self):
+    def __init__(self, in_process: bool = os.name == "nt"):
         self.proc = None
-        if os.name == "nt":
+        if in_process:
             self.conn = _InProcess()
             return
         from multiprocessing.connection import Connection
