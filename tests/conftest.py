@@ -2,6 +2,7 @@
 
 import json
 import os
+import platform
 import shutil
 import signal
 import socket
@@ -126,6 +127,12 @@ def new_project(store_template):
         return add_store(make_project(folder, changes), store_template)
 
     return make
+
+
+#: for tests of the x86 CPU's per-thread subnormal flag (MXCSR), which other CPUs do not have
+X86_ONLY = pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="checked on x86, whose per-thread MXCSR flags this is about"
+)
 
 
 def free_port() -> int:

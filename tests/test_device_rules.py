@@ -12,6 +12,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from conftest import X86_ONLY
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -282,9 +283,7 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
     assert faults < 0.05 * pages, faults
 
 
-@pytest.mark.skipif(
-    __import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="checked on x86, whose per-thread MXCSR flags this is about"
-)
+@X86_ONLY
 def test_subnormals_are_flushed_in_every_thread_only_when_set_before_the_pool_starts():
     """torch's pool threads copy the subnormal flag when the pool starts: set first, every thread
     flushes (and Adam's tiny second moments come out zero in every thread's share); set after a

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import X86_ONLY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,9 +68,7 @@ def test_train_then_evaluate_in_process(project):
     assert {k: len(v) for k, v in examples.items()} == {"elbo_train": 216, "iwae_train": 216, "elbo_test": 60, "iwae_test": 60}
 
 
-@pytest.mark.skipif(
-    __import__("platform").machine().lower() not in ("x86_64", "amd64"), reason="checked on x86, whose per-thread MXCSR flags this is about"
-)
+@X86_ONLY
 def test_train_and_evaluate_processes_flush_subnormals_in_every_thread(project):
     """Each stage sets the flag before its first parallel torch operation (reading the data), so
     all of torch's threads have it (see vaebic.device.flush_subnormals_everywhere): otherwise the

@@ -185,7 +185,9 @@ def _portable(exc: Exception) -> Exception:
 
 def serve(fd: int) -> None:
     """The tracking process: answer the stage's messages on the socket fd until it says close or
-    goes away, then end at once (no teardown of the loaded modules: nothing is left to write)."""
+    goes away, then end at once, without Python's exit handlers or teardown (so not through
+    cli._exit_without_teardown, which runs the handlers): MLflow's handler would end the open run of
+    a stage that was killed as FAILED, where the resumed stage is to end it as KILLED."""
     from multiprocessing.connection import Connection
 
     for sig in (signal.SIGINT, signal.SIGTERM):
