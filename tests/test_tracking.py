@@ -6,6 +6,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from pathlib import Path
 
 import pytest
@@ -336,6 +337,9 @@ def test_tracking_process_errors_come_back_as_one_line_or_with_the_traceback(sto
             with tracker.model_run("exp", 2, 0, "k", {"dvc.stage": "train@2-0"}):
                 pass
         assert "\n" not in str(e.value)
+        # the tracking process's traceback goes with it, shown only where a traceback is (VAEBIC_DEBUG=1)
+        shown = "".join(traceback.format_exception(e.value))
+        assert "in the MLflow tracking process:\nTraceback" in shown and "in check_sqlite_store" in shown, shown
         with pytest.raises(TrackingError, match=r"(?s)in the MLflow tracking process:\nTraceback .*AttributeError: .*no_such_call"):
             tracker.call("no_such_call")
         assert tracker.call("sqlite_store") == store / "mlflow.db"  # it answers on after an error

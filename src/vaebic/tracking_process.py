@@ -138,8 +138,8 @@ class _Calls:
 
         if kind == "call":
             return getattr(tracking, name)(*args, **kwargs)
-        if kind == "enter":
-            self.run = tracking.model_run(*args)
+        if kind == "enter":  # a run's context (tracking.model_run), held open until its exit message
+            self.run = getattr(tracking, name)(*args)
             return self.run.__enter__().info.run_id
         if kind == "exit":
             run, self.run = self.run, None
@@ -172,15 +172,20 @@ def _answer(calls: _Calls, message: tuple) -> tuple[str, object]:
 def _portable(exc: Exception) -> Exception:
     """An error to send to the stage: a VaebicError as it is (one line for the user), a
     tracking-store failure as the same one line the stage would print (tracking.store_fault), any
-    other exception (a bug) as a TrackingError carrying its traceback."""
+    other exception (a bug) as a TrackingError carrying its traceback. The one-line errors carry
+    this process's traceback as a note, which Python prints only with a traceback: under
+    VAEBIC_DEBUG=1 the stage shows where in MLflow it went wrong, as it would in-process."""
     from vaebic.tracking import store_fault
 
+    where = "in the MLflow tracking process:\n" + "".join(traceback.format_exception(exc))
     if isinstance(exc, VaebicError):
-        return VaebicError(str(exc))
-    fault = store_fault(exc)
-    if fault is not None:
-        return VaebicError(fault)
-    return TrackingError("in the MLflow tracking process:\n" + "".join(traceback.format_exception(exc)))
+        portable = VaebicError(str(exc))
+    elif (fault := store_fault(exc)) is not None:
+        portable = VaebicError(fault)
+    else:
+        return TrackingError(where)
+    portable.add_note(where)
+    return portable
 
 
 def serve(fd: int) -> None:
