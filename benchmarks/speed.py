@@ -64,7 +64,7 @@ from torch import nn
 from vaebic import params
 from vaebic.data import preparation
 from vaebic.data.prepared import load_prepared
-from vaebic.device import chunk_mb, facts, flush_subnormals_everywhere, pick_device, resolve_precision, synchronize
+from vaebic.device import chunk_mb, cpu_name, facts, flush_subnormals_everywhere, pick_device, resolve_precision, synchronize
 from vaebic.fit.training import train_vae
 from vaebic.model.evaluation import log_likelihood_estimate
 from vaebic.model.objectives import iwae_log_likelihood
@@ -753,10 +753,28 @@ def _prepared_splits(p: dict, device: torch.device) -> tuple[torch.Tensor, torch
     return train_x, test_x, meta
 
 
+#: the instruction sets of /proc/cpuinfo that decide how fast a CPU multiplies matrices: float32
+#: (AVX2 and FMA, AVX-512), bf16 (AVX512_BF16, AMX), and the rest of the family
+MATMUL_INSTRUCTIONS = tuple("avx2 fma avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8 amx_fp16".split())
+
+
+def cpu_instructions(cpuinfo: str | None = None) -> str:
+    """The CPU's matrix-multiply instruction sets (MATMUL_INSTRUCTIONS it has, from Linux's
+    /proc/cpuinfo), printed beside every figure."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:  # not Linux
+            return "instruction sets not known (no /proc/cpuinfo)"
+    flags = set(cpuinfo.split())
+    return " ".join(name for name in MATMUL_INSTRUCTIONS if name in flags) or "no AVX2, AVX-512 or AMX"
+
+
 def _machine_figures(p: dict, meta: dict, device: torch.device, device_facts, precision: str, precision_why: str, args, mm: dict) -> dict:
     """What the figures were measured on: the machine, the data, the model, the precision and the matmul peaks."""
     return {
         "machine": f"{device_facts.name}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads",
+        "cpu": f"{cpu_name()}: {cpu_instructions()}",
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else str(device),
         "data": f"{meta['dataset']}: {meta['n_train']} train / {meta['n_test']} test examples of {meta['input_dim']} pixels",
         "hidden_sizes": p["model"]["hidden_sizes"],
@@ -781,6 +799,7 @@ def _flops_unit(device: torch.device) -> tuple[str, float]:
 
 def _print_header(fig: dict, meta: dict, p: dict, mm: dict, args, chunk: float, unit: str, scale: float) -> None:
     print(f"vaebic speed benchmark on {fig['device']} ({fig['machine']})")
+    print(f"  CPU: {fig['cpu']}")
     print(f"  data: {fig['data']}; model {meta['input_dim']}-{p['model']['hidden_sizes']}-d, batch size {p['train']['batch_size']}")
     print(
         "  peaks: torch.mm "
@@ -794,7 +813,7 @@ def _print_header(fig: dict, meta: dict, p: dict, mm: dict, args, chunk: float, 
 
 
 def _print_training(t: dict, precision: str, unit: str, scale: float) -> None:
-    print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples (medians of {t['rounds']} rounds):")
+    print(f"training, d={t['latent_dim']}, {t['epochs']} epochs of {t['n_train']} examples (medians of {t['rounds']} rounds; {t['cpu']}):")
     print(
         f"  vaebic, {precision}: {t['vaebic_examples_per_s']:9.0f} examples/s   {t['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
         f"{t['vaebic_fraction_of_peak']:.0%} of the peak"
@@ -811,7 +830,7 @@ def _print_training(t: dict, precision: str, unit: str, scale: float) -> None:
 
 
 def _print_estimate(e: dict, precision: str, unit: str, scale: float) -> None:
-    print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']} (medians of {e['rounds']} rounds):")
+    print(f"importance-weighted log-likelihood, K={e['k_samples']}, d={e['latent_dim']} (medians of {e['rounds']} rounds; {e['cpu']}):")
     print(
         f"  vaebic, {precision}: {e['vaebic_examples_per_s']:9.1f} examples/s   {e['vaebic_flops_per_s'] / scale:7.1f} {unit} = "
         f"{e['vaebic_fraction_of_peak']:.0%} of the peak"
@@ -836,7 +855,7 @@ def _print_estimate(e: dict, precision: str, unit: str, scale: float) -> None:
 def _print_pipeline(q: dict) -> None:
     print(
         f"dvc repro, {len(q['latent_dims'])} latent dims x {len(q['seeds'])} seeds, {q['epochs']} epochs, K={q['k_samples']}, "
-        f"{q['n_stages']} stages (train.precision {q['train_precision']}, evaluate.precision {q['evaluate_precision']}):"
+        f"{q['n_stages']} stages (train.precision {q['train_precision']}, evaluate.precision {q['evaluate_precision']}; {q['cpu']}):"
     )
     print(f"  wall {q['repro_s']:.1f} s = compute {q['compute_s']:.1f} s + fixed cost {q['fixed_s']:.1f} s ({q['fixed_fraction']:.0%})")
     print(f"  compute: training {q['train_compute_s']:.1f} s + evaluation {q['evaluate_compute_s']:.1f} s, timed inside the stages")
@@ -902,7 +921,7 @@ def _print_accuracy(a: dict) -> None:
 
 
 def _print_targets(fig: dict, quick: bool) -> None:
-    print("targets (on the reference 2-core CPU):")
+    print(f"targets (for a 2-core CPU; measured on {fig['cpu']}):")
     if quick:
         print("  (--quick runs tiny sizes to check that everything works: the targets are for the full run)")
     for v in fig["targets"]:
@@ -929,6 +948,7 @@ def main() -> None:
         t = fig["training"] = bench_training(
             p, train_x, args.latent_dim, args.epochs, args.repeats, device, args.matmul_size, precision, args.compile
         )
+        t["cpu"] = fig["cpu"]
         _print_training(t, precision, unit, scale)
         e = fig["estimate"] = bench_estimate(
             p,
@@ -944,12 +964,14 @@ def main() -> None:
             precision,
             chunk,
         )
+        e["cpu"] = fig["cpu"]
         _print_estimate(e, precision, unit, scale)
     if not args.skip_pipeline:
         changes = _quick_pipeline_changes() if args.quick else {}
         fig["pipeline"] = bench_pipeline(
             p, changes, _default_is_float32(p, device_facts), startup_repeats=min(3, args.repeats), baseline=args.baseline
         )
+        fig["pipeline"]["cpu"] = fig["cpu"]
         _print_pipeline(fig["pipeline"])
     fig["targets"] = [{"what": w, "measured": m, "target": tgt, "met": ok} for w, m, tgt, ok in verdicts(fig)]
     _print_targets(fig, args.quick)

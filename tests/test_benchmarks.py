@@ -1,5 +1,6 @@
 """The benchmarks run (tiny sizes); their figures are read by people, never asserted as timings."""
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -9,6 +10,14 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def speed_module():
+    """benchmarks/speed.py as a module (it is a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("vaebic_speed_benchmark", ROOT / "benchmarks" / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.slow
@@ -35,6 +44,10 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
     fig = json.loads(out.read_text())
     assert fig["matmul_float32_flops_per_s"] > 0
     t, e, q = fig["training"], fig["estimate"], fig["pipeline"]
+    # the CPU and its matrix-multiply instruction sets beside every figure
+    assert t["cpu"] == e["cpu"] == q["cpu"] == fig["cpu"] and proc.stdout.count(fig["cpu"]) == 5
+    if Path("/proc/cpuinfo").exists():
+        assert set(fig["cpu"].split(": ")[-1].split()) <= set(speed_module().MATMUL_INSTRUCTIONS)
     assert t["vaebic_examples_per_s"] > 0 and t["canonical_examples_per_s"] > 0 and t["vaebic_float32_examples_per_s"] > 0
     # fractions are of the faster peak, measured in every round
     assert t["peak_flops_per_s"] >= t["matmul_float32_flops_per_s"] and 0 < t["vaebic_fraction_of_peak"] < 1
@@ -77,6 +90,15 @@ def test_speed_benchmark_measures_every_part_and_judges_every_target(tmp_path):
         assert 0 < q["repro_cores_busy"] <= 1 and 0 < q["sweep_cores_busy"] <= 1
         assert q["sweep_bound_vs_sequential"] == q["repro_cores_busy"]
         assert "cores busy:" in proc.stdout
+
+
+def test_the_benchmark_names_the_cpus_matrix_multiply_instructions():
+    cpu_instructions = speed_module().cpu_instructions
+    avx2_only = "processor : 0\nflags : fpu sse2 avx fma avx2 bmi2\nprocessor : 1\nflags : fpu sse2 avx fma avx2 bmi2\n"
+    sapphire_rapids = "flags : avx2 fma avx512f avx512bw avx512_vnni avx512_bf16 avx512_fp16 amx_bf16 amx_tile amx_int8\n"
+    assert cpu_instructions(avx2_only) == "avx2 fma"
+    assert cpu_instructions(sapphire_rapids) == "avx2 fma avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8"
+    assert cpu_instructions("Features : fp asimd sve\n") == "no AVX2, AVX-512 or AMX"  # an ARM CPU
 
 
 def test_prepare_benchmark_runs(tmp_path):
