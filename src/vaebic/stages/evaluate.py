@@ -8,9 +8,6 @@ model's evaluation. The report stage logs these numbers and the model's pictures
 
 This module is the evaluate stage's wiring: the device and precision, both splits'
 metrics of one model, their log lines, and the out-of-memory advice.
-
-Computation only: no MLflow and no matplotlib, whose imports would cost more than a small
-model's evaluation. The report stage logs these numbers and the model's pictures to its MLflow run.
 """
 
 from __future__ import annotations
