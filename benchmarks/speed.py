@@ -64,7 +64,7 @@ from torch import nn
 from vaebic import params
 from vaebic.data import preparation
 from vaebic.data.prepared import load_prepared
-from vaebic.device import chunk_mb, cpu_name, facts, flush_subnormals_everywhere, pick_device, resolve_precision, synchronize
+from vaebic.device import _cpuinfo, chunk_mb, cpu_name, facts, flush_subnormals_everywhere, pick_device, resolve_precision, synchronize
 from vaebic.fit.training import train_vae
 from vaebic.model.evaluation import log_likelihood_estimate
 from vaebic.model.objectives import iwae_log_likelihood
@@ -760,12 +760,10 @@ MATMUL_INSTRUCTIONS = tuple("avx2 fma avx512f avx512_vnni avx512_bf16 avx512_fp1
 
 def cpu_instructions(cpuinfo: str | None = None) -> str:
     """The CPU's matrix-multiply instruction sets (MATMUL_INSTRUCTIONS it has, from Linux's
-    /proc/cpuinfo), printed beside every figure."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:  # not Linux
-            return "instruction sets not known (no /proc/cpuinfo)"
+    /proc/cpuinfo, read as vaebic.device reads it), printed beside every figure."""
+    cpuinfo = _cpuinfo() if cpuinfo is None else cpuinfo
+    if not cpuinfo:  # not Linux
+        return "instruction sets not known (no /proc/cpuinfo)"
     flags = set(cpuinfo.split())
     return " ".join(name for name in MATMUL_INSTRUCTIONS if name in flags) or "no AVX2, AVX-512 or AMX"
 

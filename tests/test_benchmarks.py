@@ -99,6 +99,7 @@ def test_the_benchmark_names_the_cpus_matrix_multiply_instructions():
     assert cpu_instructions(avx2_only) == "avx2 fma"
     assert cpu_instructions(sapphire_rapids) == "avx2 fma avx512f avx512_vnni avx512_bf16 avx512_fp16 amx_tile amx_bf16 amx_int8"
     assert cpu_instructions("Features : fp asimd sve\n") == "no AVX2, AVX-512 or AMX"  # an ARM CPU
+    assert cpu_instructions("") == "instruction sets not known (no /proc/cpuinfo)"  # not Linux
 
 
 def test_prepare_benchmark_runs(tmp_path):
